@@ -1,0 +1,484 @@
+//! The HTTP surface: DrChrono's token endpoint, the `/api/*` resources, and `/sim/*`.
+//!
+//! Every `/api/*` request goes through the order Django REST Framework uses: the URL is
+//! resolved (404 when nothing matches), then authentication (401), permissions (403) and
+//! throttling (429); only then does the view run (405 for a wrong method, 404 for a missing
+//! object, 400/409 from validation).
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+use crate::data::{Created, FieldErrors, Practice};
+use crate::simulator::Simulator;
+use crate::throttle::Rule;
+use crate::tokens::{RefreshError, Rejection};
+
+pub(crate) fn router(sim: Simulator) -> Router {
+    Router::new()
+        .route("/o/token/", post(token))
+        .route("/sim/reauthorize", post(reauthorize))
+        .route("/sim/stats", get(stats))
+        .fallback(api)
+        .with_state(sim)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn detail(status: StatusCode, text: &str) -> Response {
+    json_response(status, &json!({ "detail": text }))
+}
+
+fn not_found() -> Response {
+    detail(StatusCode::NOT_FOUND, "Not found.")
+}
+
+fn oauth_error(status: StatusCode, code: &str) -> Response {
+    let mut response = json_response(status, &json!({ "error": code }));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// What a 5xx looks like: Django's page for 500, DRF's JSON for 503, the gateway's HTML for
+/// 502 and 504.
+fn fault(status: StatusCode) -> Response {
+    let html = |body: &'static str| {
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        response
+    };
+    match status.as_u16() {
+        502 => html(
+            "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 \
+             Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+        ),
+        504 => html(
+            "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center>\
+             <h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
+             </html>\r\n",
+        ),
+        503 => detail(status, "Service temporarily unavailable, try again later."),
+        500 => html(
+            "\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n",
+        ),
+        _ => detail(status, "A server error occurred."),
+    }
+}
+
+async fn read_body(sim: &Simulator, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, sim.inner.config.max_body_bytes)
+        .await
+        .map_err(|_| detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large."))
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    content_type(headers).starts_with("application/x-www-form-urlencoded")
+}
+
+/// Form fields; a body that is not a form reads as no fields, as Django's `request.POST`.
+fn form(headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+    if !is_form(headers) {
+        return Vec::new();
+    }
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// DRF's parsers: JSON or form data into an object; other media types are refused.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the answer the handler returns at once"
+)]
+fn parse_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Response> {
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    let media = content_type(headers);
+    if media.starts_with("application/json") {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(other) => {
+                let kind = match other {
+                    Value::Array(_) => "list",
+                    Value::String(_) => "str",
+                    Value::Number(n) if n.is_f64() => "float",
+                    Value::Number(_) => "int",
+                    Value::Bool(_) => "bool",
+                    _ => "NoneType",
+                };
+                let message = format!("Invalid data. Expected a dictionary, but got {kind}.");
+                Err(json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "non_field_errors": [message] }),
+                ))
+            }
+            Err(e) => Err(detail(
+                StatusCode::BAD_REQUEST,
+                &format!("JSON parse error - {e}"),
+            )),
+        }
+    } else if is_form(headers) {
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|_| detail(StatusCode::BAD_REQUEST, "Malformed form data."))?;
+        Ok(fields
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect())
+    } else {
+        let media = media.split(';').next().unwrap_or("").trim();
+        Err(detail(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("Unsupported media type \"{media}\" in request."),
+        ))
+    }
+}
+
+async fn token(State(sim): State<Simulator>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&sim, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let inner = &sim.inner;
+    let now = inner.clock.now();
+    let mut state = inner.state();
+    let state = &mut *state;
+    if let Some(status) = state.forced_token.pop_front() {
+        state.stats.faults += 1;
+        return fault(status);
+    }
+    let fields = form(&parts.headers, &body);
+    if field(&fields, "grant_type") != Some("refresh_token") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    let credentials = &inner.credentials;
+    if field(&fields, "client_id") != Some(credentials.client_id.as_str())
+        || field(&fields, "client_secret") != Some(credentials.client_secret.as_str())
+    {
+        state.stats.invalid_client += 1;
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let Some(refresh_token) = field(&fields, "refresh_token") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    match state
+        .tokens
+        .refresh(&mut state.token_rng, now, refresh_token)
+    {
+        Ok(tokens) => {
+            state.stats.token_refreshes += 1;
+            let mut response = json_response(StatusCode::OK, &json!(tokens));
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(RefreshError::InvalidGrant) => {
+            state.stats.invalid_grant += 1;
+            oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant")
+        }
+    }
+}
+
+async fn reauthorize(State(sim): State<Simulator>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&sim, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let fields = form(&parts.headers, &body);
+    let credentials = &sim.inner.credentials;
+    if field(&fields, "client_id") != Some(credentials.client_id.as_str())
+        || field(&fields, "client_secret") != Some(credentials.client_secret.as_str())
+    {
+        sim.inner.state().stats.invalid_client += 1;
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let scope = field(&fields, "scope").filter(|s| !s.trim().is_empty());
+    json_response(StatusCode::OK, &json!(sim.reauthorize(scope)))
+}
+
+async fn stats(State(sim): State<Simulator>) -> Response {
+    json_response(StatusCode::OK, &json!(sim.stats()))
+}
+
+/// The resources the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    CurrentUser,
+    Patients,
+    Patient(u64),
+    Appointments,
+    Appointment(u64),
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Self> {
+        let rest = path.strip_prefix("/api/")?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let mut segments = rest.split('/');
+        let route = match (segments.next()?, segments.next()) {
+            ("users", Some("current")) => Self::CurrentUser,
+            ("patients", None) => Self::Patients,
+            ("patients", Some(id)) => Self::Patient(id.parse().ok()?),
+            ("appointments", None) => Self::Appointments,
+            ("appointments", Some(id)) => Self::Appointment(id.parse().ok()?),
+            _ => return None,
+        };
+        segments.next().is_none().then_some(route)
+    }
+
+    /// The scopes DrChrono's documentation lists for the endpoint and method.
+    fn required_scopes(self, method: &Method) -> &'static [&'static str] {
+        let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        match (self, read) {
+            (Self::CurrentUser, _) => &["user:read"],
+            (Self::Patients | Self::Patient(_), true) => &["patients:read"],
+            (Self::Patients | Self::Patient(_), false) => &["patients:read", "patients:write"],
+            (Self::Appointments | Self::Appointment(_), true) => &["calendar:read"],
+            (Self::Appointments | Self::Appointment(_), false) => &[
+                "calendar:read",
+                "calendar:write",
+                "clinical:read",
+                "clinical:write",
+            ],
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(rejection: Rejection) -> Response {
+    let challenge = match rejection {
+        Rejection::Missing => "Bearer realm=\"api\"",
+        Rejection::Invalid => {
+            "Bearer realm=\"api\",error=\"invalid_token\",error_description=\"The access token is invalid.\""
+        }
+        Rejection::Expired => {
+            "Bearer realm=\"api\",error=\"invalid_token\",error_description=\"The access token has expired.\""
+        }
+    };
+    let mut response = detail(
+        StatusCode::UNAUTHORIZED,
+        "Authentication credentials were not provided.",
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+fn throttled(wait_secs: u64) -> Response {
+    let unit = if wait_secs == 1 { "second" } else { "seconds" };
+    let mut response = detail(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("Request was throttled. Expected available in {wait_secs} {unit}."),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(wait_secs));
+    response
+}
+
+/// Authentication, permissions, throttling and fault injection, under one lock, in DRF's
+/// order. `Ok(())` lets the view run.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the answer the handler returns at once"
+)]
+fn admit(
+    sim: &Simulator,
+    route: Route,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let inner = &sim.inner;
+    let now = inner.clock.now();
+    let mut state = inner.state();
+    let state = &mut *state;
+    let scopes = match state.tokens.authenticate(bearer(headers), now) {
+        Ok(scopes) => scopes,
+        Err(rejection) => {
+            state.stats.unauthorized += 1;
+            return Err(unauthorized(rejection));
+        }
+    };
+    let required = route.required_scopes(method);
+    if !required
+        .iter()
+        .all(|need| scopes.iter().any(|have| have == need))
+    {
+        state.stats.forbidden += 1;
+        return Err(detail(
+            StatusCode::FORBIDDEN,
+            "You do not have permission to perform this action.",
+        ));
+    }
+    let decision = state.throttles.decide(&inner.clock, now);
+    if let Some(wait) = decision.wait_secs() {
+        for &(rule, _) in &decision.refused {
+            match rule {
+                Rule::Second => state.stats.throttled.second += 1,
+                Rule::Window => state.stats.throttled.window += 1,
+                Rule::Hour => state.stats.throttled.hour += 1,
+            }
+        }
+        return Err(throttled(wait));
+    }
+    state.stats.accepted += 1;
+    state.peaks.record(&inner.clock, now);
+    // Drawn for every accepted request, so a seed gives the same faults in the same order.
+    let roll: f64 = state.fault_rng.random();
+    let pick: usize = state.fault_rng.random_range(0..4);
+    let forced = state.forced_api.pop_front();
+    let random = (roll < inner.config.fault_rate.clamp(0.0, 1.0)).then(|| {
+        [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
+        ][pick]
+    });
+    if let Some(status) = forced.or(random) {
+        state.stats.faults += 1;
+        return Err(fault(status));
+    }
+    Ok(())
+}
+
+fn method_not_allowed(method: &Method) -> Response {
+    detail(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("Method \"{method}\" not allowed."),
+    )
+}
+
+fn field_errors(errors: FieldErrors) -> Response {
+    json_response(StatusCode::BAD_REQUEST, &json!(errors))
+}
+
+async fn api(State(sim): State<Simulator>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(route) = Route::parse(parts.uri.path()) else {
+        if parts.uri.path().starts_with("/api/") {
+            sim.inner.state().stats.requests += 1;
+        }
+        return not_found();
+    };
+    sim.inner.state().stats.requests += 1;
+    if let Err(response) = admit(&sim, route, &parts.method, &parts.headers) {
+        return response;
+    }
+    let method = &parts.method;
+    match (route, method.clone()) {
+        (Route::CurrentUser, Method::GET) => {
+            json_response(StatusCode::OK, &Practice::current_user())
+        }
+        (Route::Patients, Method::GET) => list_patients(&sim, &parts),
+        (Route::Patients, Method::POST) => {
+            let body = match read_body(&sim, body).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let object = match parse_object(&parts.headers, &body) {
+                Ok(object) => object,
+                Err(response) => return response,
+            };
+            match sim.inner.state().practice.create_patient(&object) {
+                Ok(patient) => json_response(StatusCode::CREATED, &patient),
+                Err(errors) => field_errors(errors),
+            }
+        }
+        (Route::Patient(id), Method::GET) => match sim.inner.state().practice.patient(id) {
+            Some(patient) => json_response(StatusCode::OK, &patient),
+            None => not_found(),
+        },
+        (Route::Appointments, Method::POST) => {
+            let body = match read_body(&sim, body).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let object = match parse_object(&parts.headers, &body) {
+                Ok(object) => object,
+                Err(response) => return response,
+            };
+            match sim.inner.state().practice.create_appointment(&object) {
+                Created::Ok(appointment) => json_response(StatusCode::CREATED, &appointment),
+                Created::Invalid(errors) => field_errors(errors),
+                Created::Overlaps(id) => json_response(
+                    StatusCode::CONFLICT,
+                    &json!({ "error": format!("Appointment overlaps with {id}") }),
+                ),
+            }
+        }
+        (Route::Appointment(id), Method::GET) => match sim.inner.state().practice.appointment(id) {
+            Some(appointment) => json_response(StatusCode::OK, &appointment),
+            None => not_found(),
+        },
+        _ => method_not_allowed(method),
+    }
+}
+
+/// `GET /api/patients?page_size=N&cursor=K`: DrChrono-style pages with absolute `next` and
+/// `previous` links.
+fn list_patients(sim: &Simulator, parts: &axum::http::request::Parts) -> Response {
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
+    let number = |name: &str| field(&query, name).and_then(|v| v.parse::<u64>().ok());
+    let page_size = number("page_size").unwrap_or(100).clamp(1, 1000);
+    let cursor = number("cursor").unwrap_or(0);
+    let state = sim.inner.state();
+    let total = state.practice.patient_count();
+    let end = cursor.saturating_add(page_size).min(total);
+    let results: Vec<Value> = (cursor.saturating_add(1)..=end)
+        .filter_map(|id| state.practice.patient(id))
+        .collect();
+    drop(state);
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let link = |at: u64| format!("http://{host}/api/patients?cursor={at}&page_size={page_size}");
+    let next = (end < total).then(|| link(end));
+    let previous = (cursor > 0).then(|| link(cursor.saturating_sub(page_size)));
+    json_response(
+        StatusCode::OK,
+        &json!({ "next": next, "previous": previous, "results": results }),
+    )
+}
