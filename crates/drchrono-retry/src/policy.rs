@@ -1,0 +1,329 @@
+//! [`RetryPolicy`]: the `tower::retry::Policy` that follows DrChrono's retry guidance.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+use tower::retry::{Policy, RetryLayer};
+
+use crate::builder::Config;
+use crate::stats::Counters;
+use crate::trigger::Trigger;
+use crate::{
+    Backoff, Idempotent, ReplayBody, RetryFuture, RetryOverride, RetryPolicyBuilder, RetryStats,
+};
+
+/// A [`tower::retry::Policy`] for DrChrono API calls: 5xx retried 3 times after 25-30 s,
+/// doubling, with jitter; 429s waited out until the instant the server named; a curable 401
+/// replayed once; non-idempotent requests left alone; a retry budget and a deadline against
+/// retry storms. See the [crate documentation](crate) for the rules and defaults.
+///
+/// Clones share the configuration, the jitter RNG, the budget and the [`RetryStats`]; the
+/// per-request state (attempts, the 401 replay, the first attempt's instant) lives in the
+/// clone that tower's `Retry` makes for each request.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    pub(crate) config: Arc<Config>,
+    pub(crate) budget: Arc<dyn Budget + Send + Sync>,
+    pub(crate) rng: Arc<Mutex<StdRng>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) state: RequestState,
+}
+
+/// What one request has used so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestState {
+    started: Option<Instant>,
+    retries: u32,
+    throttled: u32,
+    replayed: bool,
+}
+
+impl RequestState {
+    fn is_first_attempt(&self) -> bool {
+        self.retries == 0 && self.throttled == 0 && !self.replayed
+    }
+
+    fn attempts(&self) -> u32 {
+        1u32.saturating_add(self.retries)
+            .saturating_add(self.throttled)
+            .saturating_add(u32::from(self.replayed))
+    }
+}
+
+/// The settings for one request: the policy's, with its [`RetryOverride`] applied.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_retries: u32,
+    retry_non_idempotent: bool,
+    max_throttled_retries: u32,
+    max_throttle_wait: Duration,
+    deadline: Option<Duration>,
+    replay_unauthorized: bool,
+}
+
+impl Settings {
+    fn resolve(config: &Config, extensions: &http::Extensions) -> Self {
+        let o = extensions
+            .get::<RetryOverride>()
+            .copied()
+            .unwrap_or_default();
+        let marked = extensions.get::<Idempotent>().is_some();
+        Self {
+            max_retries: o.max_retries.unwrap_or(config.max_retries),
+            retry_non_idempotent: marked
+                || o.retry_non_idempotent
+                    .unwrap_or(config.retry_non_idempotent),
+            max_throttled_retries: o
+                .max_throttled_retries
+                .unwrap_or(config.max_throttled_retries),
+            max_throttle_wait: o.max_throttle_wait.unwrap_or(config.max_throttle_wait),
+            deadline: o.deadline.unwrap_or(config.deadline),
+            replay_unauthorized: o.replay_unauthorized.unwrap_or(config.replay_unauthorized),
+        }
+    }
+}
+
+/// Why a retryable failure is returned to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    NotIdempotent,
+    OutOfRetries,
+    WaitTooLong,
+    Deadline,
+    Budget,
+    ReplayUsed,
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotIdempotent => "method is not idempotent",
+            Self::OutOfRetries => "out of retries",
+            Self::WaitTooLong => "server's wait exceeds the maximum",
+            Self::Deadline => "next attempt would pass the deadline",
+            Self::Budget => "retry budget exhausted",
+            Self::ReplayUsed => "401 replay already used or disabled",
+        })
+    }
+}
+
+impl RetryPolicy {
+    /// Default retries after 5xx and transport errors: 3.
+    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+    /// Default retries after 429s: 5.
+    pub const DEFAULT_MAX_THROTTLED_RETRIES: u32 = 5;
+    /// Default longest 429 wait: 15 minutes.
+    pub const DEFAULT_MAX_THROTTLE_WAIT: Duration = Duration::from_secs(15 * 60);
+    /// Default wait after a 429 without a hint: 60 s.
+    pub const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(60);
+    /// Default deadline per request: 30 minutes.
+    pub const DEFAULT_DEADLINE: Option<Duration> = Some(Duration::from_secs(30 * 60));
+
+    /// The policy with every default (see [`RetryPolicyBuilder`]).
+    pub fn new() -> Self {
+        Self::builder().finish(Backoff::default())
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder::new()
+    }
+
+    /// A [`RetryLayer`] applying this policy.
+    pub fn layer(self) -> RetryLayer<Self> {
+        RetryLayer::new(self)
+    }
+
+    /// The 5xx delay schedule.
+    pub fn backoff(&self) -> &Backoff {
+        &self.config.backoff
+    }
+
+    /// What this policy and its clones have done so far.
+    pub fn stats(&self) -> RetryStats {
+        self.counters.snapshot()
+    }
+
+    fn decide(
+        &mut self,
+        trigger: Trigger,
+        method: &Method,
+        settings: &Settings,
+        now: Instant,
+    ) -> Result<Instant, GiveUp> {
+        let started = *self.state.started.get_or_insert(now);
+        let until = match trigger {
+            Trigger::Unauthorized => {
+                if self.state.replayed || !settings.replay_unauthorized {
+                    return Err(GiveUp::ReplayUsed);
+                }
+                // Immediate and outside the budget: the 401 was refused before any work.
+                return Ok(now);
+            }
+            Trigger::Throttled {
+                available_at,
+                retry_after,
+            } => {
+                if self.state.throttled >= settings.max_throttled_retries {
+                    return Err(GiveUp::OutOfRetries);
+                }
+                let until = match (available_at, retry_after) {
+                    (Some(at), _) => Some(at.max(now)),
+                    (None, Some(wait)) => now.checked_add(wait),
+                    (None, None) => now.checked_add(self.config.default_throttle_wait),
+                };
+                match until {
+                    Some(until) if until - now <= settings.max_throttle_wait => until,
+                    _ => return Err(GiveUp::WaitTooLong),
+                }
+            }
+            Trigger::Server(_) | Trigger::Transport { .. } | Trigger::Unclassified => {
+                let provably_unsent = matches!(trigger, Trigger::Transport { not_sent: true });
+                if !provably_unsent && !is_idempotent(method) && !settings.retry_non_idempotent {
+                    return Err(GiveUp::NotIdempotent);
+                }
+                if self.state.retries >= settings.max_retries {
+                    return Err(GiveUp::OutOfRetries);
+                }
+                let delay = {
+                    let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                    self.config
+                        .backoff
+                        .delay(self.state.retries.saturating_add(1), &mut *rng)
+                };
+                now.checked_add(delay).ok_or(GiveUp::Deadline)?
+            }
+        };
+        if let Some(limit) = settings.deadline.and_then(|d| started.checked_add(d))
+            && until > limit
+        {
+            return Err(GiveUp::Deadline);
+        }
+        if !self.budget.withdraw() {
+            Counters::bump(&self.counters.budget_exhausted);
+            return Err(GiveUp::Budget);
+        }
+        Ok(until)
+    }
+
+    fn record(&mut self, trigger: Trigger) {
+        let c = &self.counters;
+        match trigger {
+            Trigger::Unauthorized => {
+                self.state.replayed = true;
+                Counters::bump(&c.unauthorized_replays);
+            }
+            Trigger::Throttled { .. } => {
+                self.state.throttled = self.state.throttled.saturating_add(1);
+                Counters::bump(&c.throttled_retries);
+            }
+            Trigger::Server(_) => {
+                self.state.retries = self.state.retries.saturating_add(1);
+                Counters::bump(&c.server_error_retries);
+            }
+            Trigger::Transport { .. } | Trigger::Unclassified => {
+                self.state.retries = self.state.retries.saturating_add(1);
+                Counters::bump(&c.transport_retries);
+            }
+        }
+    }
+}
+
+impl<B, Res, E> Policy<Request<B>, Response<Res>, E> for RetryPolicy
+where
+    B: ReplayBody,
+    E: 'static,
+{
+    type Future = RetryFuture;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<Res>, E>,
+    ) -> Option<RetryFuture> {
+        let trigger = Trigger::of(result, (self.config.wall_clock)())?;
+        if trigger == Trigger::Unclassified && !self.config.retry_unclassified {
+            return None;
+        }
+        let settings = Settings::resolve(&self.config, req.extensions());
+        let now = Instant::now();
+        let (method, path) = (req.method(), req.uri().path());
+        match self.decide(trigger, method, &settings, now) {
+            Ok(until) => {
+                self.record(trigger);
+                tracing::info!(
+                    method = %method,
+                    path,
+                    attempt = self.state.attempts(),
+                    reason = %trigger,
+                    delay_ms = u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX),
+                    "retrying DrChrono request"
+                );
+                Some(if until <= now {
+                    RetryFuture::now()
+                } else {
+                    RetryFuture::until(until)
+                })
+            }
+            Err(why) => {
+                Counters::bump(&self.counters.gave_up);
+                let attempts = self.state.attempts();
+                if why == GiveUp::NotIdempotent {
+                    tracing::debug!(method = %method, path, attempts, reason = %trigger, why = %why,
+                        "not retrying DrChrono request");
+                } else {
+                    tracing::warn!(method = %method, path, attempts, reason = %trigger, why = %why,
+                        "giving up on DrChrono request; report persistent 5xx to DrChrono");
+                }
+                None
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        if self.state.is_first_attempt() {
+            // tower's `Retry` calls this on its own policy before cloning it for the request:
+            // the instant is copied into the request's clone.
+            self.state.started = Some(Instant::now());
+            self.budget.deposit();
+            Counters::bump(&self.counters.requests);
+        }
+        let body = req.body().try_clone()?;
+        let mut clone = Request::new(body);
+        *clone.method_mut() = req.method().clone();
+        *clone.uri_mut() = req.uri().clone();
+        *clone.version_mut() = req.version();
+        *clone.headers_mut() = req.headers().clone();
+        *clone.extensions_mut() = req.extensions().clone();
+        Some(clone)
+    }
+}
+
+/// RFC 9110's idempotent methods: GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,177 @@
+//! What a retry sends: copies of the request, bodies that can or cannot be replayed, and
+//! errors of any type.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use drchrono_classify::DrChronoError;
+use drchrono_retry::RetryPolicy;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tower::{ServiceBuilder, ServiceExt};
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::builder().seed(1).build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_copy_method_uri_version_headers_and_extensions() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag(u32);
+
+    let seen: Arc<Mutex<Vec<Request<Full<Bytes>>>>> = Arc::default();
+    let svc = {
+        let seen = seen.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(req);
+            let outcome = if seen.len() == 1 {
+                status(503)
+            } else {
+                status(200)
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(outcome))
+        })
+    };
+    let mut req = Request::builder()
+        .method(Method::PUT)
+        .uri("https://app.drchrono.com/api/patients/7")
+        .version(http::Version::HTTP_11)
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::from_static(
+            b"{\"first_name\":\"REDACT\"}",
+        )))
+        .unwrap();
+    req.extensions_mut().insert(Tag(9));
+    let response = ServiceBuilder::new()
+        .layer(policy().layer())
+        .service(svc)
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(seen.len(), 2);
+    let retry = &seen[1];
+    assert_eq!(retry.method(), Method::PUT);
+    assert_eq!(retry.uri(), "https://app.drchrono.com/api/patients/7");
+    assert_eq!(retry.version(), http::Version::HTTP_11);
+    assert_eq!(retry.headers()["x-custom"], "kept");
+    assert_eq!(retry.extensions().get::<Tag>(), Some(&Tag(9)));
+    let body = retry.body().clone().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "{\"first_name\":\"REDACT\"}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_cannot_be_copied_is_sent_once() {
+    type Boxed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    let calls = Arc::new(Mutex::new(0));
+    let svc = {
+        let calls = calls.clone();
+        tower::service_fn(move |_req: Request<Boxed>| {
+            *calls.lock().unwrap() += 1;
+            std::future::ready(Ok::<Response<Full<Bytes>>, DrChronoError>(status(503)))
+        })
+    };
+    let req = Request::get("https://app.drchrono.com/api/patients")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap();
+    let response = ServiceBuilder::new()
+        .layer(policy().layer())
+        .service(svc)
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(*calls.lock().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unclassified_errors_are_retried_only_when_asked() {
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let make = |calls: Arc<Mutex<u32>>| {
+        tower::service_fn(move |_req: Request<Full<Bytes>>| {
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            let outcome: Result<Response<Full<Bytes>>, BoxError> = if *n == 1 {
+                Err("socket closed".into())
+            } else {
+                Ok(status(200))
+            };
+            std::future::ready(outcome)
+        })
+    };
+    let calls = Arc::new(Mutex::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(policy().layer())
+        .service(make(calls.clone()));
+    svc.oneshot(request(Method::GET)).await.unwrap_err();
+    assert_eq!(*calls.lock().unwrap(), 1);
+
+    let calls = Arc::new(Mutex::new(0));
+    let p = RetryPolicy::builder()
+        .retry_unclassified_errors(true)
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(p.layer())
+        .service(make(calls.clone()));
+    svc.oneshot(request(Method::GET)).await.unwrap();
+    assert_eq!(*calls.lock().unwrap(), 2);
+
+    // A DrChronoError boxed as a BoxError is still read.
+    let calls = Arc::new(Mutex::new(0u32));
+    let svc = {
+        let calls = calls.clone();
+        tower::service_fn(move |_req: Request<Full<Bytes>>| {
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            let outcome: Result<Response<Full<Bytes>>, BoxError> = if *n == 1 {
+                Err(Box::new(DrChronoError::Server {
+                    status: StatusCode::BAD_GATEWAY,
+                    context: Box::default(),
+                }))
+            } else {
+                Ok(status(200))
+            };
+            std::future::ready(outcome)
+        })
+    };
+    ServiceBuilder::new()
+        .layer(policy().layer())
+        .service(svc)
+        .oneshot(request(Method::GET))
+        .await
+        .unwrap();
+    assert_eq!(*calls.lock().unwrap(), 2);
+}
+
+#[test]
+fn policy_and_future_are_send_sync_and_defaults_are_documented_values() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<RetryPolicy>();
+    send_sync::<drchrono_retry::RetryFuture>();
+    send_sync::<drchrono_retry::RetryBudget>();
+
+    let policy = RetryPolicy::default();
+    let s = std::time::Duration::from_secs;
+    assert_eq!(policy.backoff().bounds(1), (s(25), s(30)));
+    assert_eq!(policy.backoff().bounds(3), (s(100), s(120)));
+    assert_eq!(RetryPolicy::DEFAULT_MAX_RETRIES, 3);
+    assert_eq!(RetryPolicy::DEFAULT_MAX_THROTTLE_WAIT, s(15 * 60));
+    assert_eq!(RetryPolicy::DEFAULT_DEADLINE, Some(s(30 * 60)));
+    assert_eq!(policy.stats(), drchrono_retry::RetryStats::default());
+    assert!(matches!(
+        RetryPolicy::builder().first_delay(s(30), s(25)).build(),
+        Err(drchrono_retry::ConfigError::DelayRange { .. })
+    ));
+    assert!(matches!(
+        RetryPolicy::builder().multiplier(0.0).build(),
+        Err(drchrono_retry::ConfigError::Multiplier(_))
+    ));
+    // Debug output carries no secrets to leak, but must not fail.
+    assert!(format!("{policy:?}").starts_with("RetryPolicy"));
+}
