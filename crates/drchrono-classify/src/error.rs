@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode, Uri};
@@ -55,12 +54,37 @@ pub struct ErrorContext {
     pub status: Option<StatusCode>,
     /// When the error was observed (wall clock).
     pub occurred_at: Option<SystemTime>,
-    /// A short excerpt of the response body, with every JSON string value that is not an
-    /// allow-listed key replaced by `REDACT`, and non-JSON bodies cut short.
+    /// A short excerpt of the response body (at most
+    /// [`crate::redact::MAX_SNIPPET_CHARS`] characters): JSON keeps its keys, allow-listed ids
+    /// and DrChrono's own messages, every other value replaced by `REDACT`; HTML, empty,
+    /// non-UTF-8 and truncated bodies are described instead (`<html body, 532 bytes>`).
     pub body_snippet: Option<String>,
+    /// The request payload, redacted (every value `REDACT` except allow-listed ids), when the
+    /// caller attached a [`crate::RequestPayload`] extension. Never the raw payload.
+    pub request_payload: Option<String>,
 }
 
 impl ErrorContext {
+    /// An empty context (all fields `None`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The context of a request: its method, URI, the current wall-clock time and, when the
+    /// request carries a [`crate::RequestPayload`] extension, that payload redacted.
+    pub fn from_request<B>(request: &http::Request<B>) -> Self {
+        Self {
+            method: Some(request.method().clone()),
+            uri: Some(request.uri().clone()),
+            occurred_at: Some(SystemTime::now()),
+            request_payload: request
+                .extensions()
+                .get::<crate::RequestPayload>()
+                .map(|payload| crate::redact::redact_payload(payload.as_bytes())),
+            ..Self::default()
+        }
+    }
+
     /// The request path without query string: safe to log.
     pub fn path(&self) -> Option<&str> {
         self.uri.as_ref().map(Uri::path)
@@ -189,4 +213,163 @@ pub enum DrChronoError {
         /// Where it happened.
         context: Box<ErrorContext>,
     },
+}
+
+impl DrChronoError {
+    /// The HTTP status of the response this error was classified from; `None` for
+    /// [`DrChronoError::Transport`] (no response arrived).
+    pub fn status(&self) -> Option<StatusCode> {
+        let implied = match self {
+            Self::BadRequest { .. } => Some(StatusCode::BAD_REQUEST),
+            Self::Unauthorized { .. } => Some(StatusCode::UNAUTHORIZED),
+            Self::Forbidden { .. } => Some(StatusCode::FORBIDDEN),
+            Self::NotFound { .. } => Some(StatusCode::NOT_FOUND),
+            Self::MethodNotAllowed { .. } => Some(StatusCode::METHOD_NOT_ALLOWED),
+            Self::AppointmentConflict { .. } => Some(StatusCode::CONFLICT),
+            Self::Throttled { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            Self::Server { status, .. } | Self::UnexpectedStatus { status, .. } => Some(*status),
+            Self::ReauthorizationRequired { .. }
+            | Self::InvalidClient { .. }
+            | Self::OAuth { .. } => None,
+            Self::Transport { .. } => return None,
+        };
+        self.context().status.or(implied)
+    }
+
+    /// How long the server asked to wait before the next request ([`DrChronoError::Throttled`]
+    /// only).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The instant (tokio's clock) at which a throttling wait ends
+    /// ([`DrChronoError::Throttled`] only).
+    pub fn available_at(&self) -> Option<tokio::time::Instant> {
+        match self {
+            Self::Throttled { available_at, .. } => *available_at,
+            _ => None,
+        }
+    }
+
+    /// Whether the error is transient: a 5xx ([`DrChronoError::Server`]), a 429
+    /// ([`DrChronoError::Throttled`]) or a [`DrChronoError::Transport`] failure.
+    ///
+    /// Every other 4xx is `false`, including a 401 marked `replay_with_current_token`: that one
+    /// replay is the retry policy's own decision. Whether a non-idempotent request may be
+    /// retried is also the policy's decision (see [`DrChronoError::is_not_sent`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Server { .. } | Self::Throttled { .. } | Self::Transport { .. }
+        )
+    }
+
+    /// `true` for a [`DrChronoError::Transport`] error whose request provably never reached
+    /// the server (a connect error), so that any method may be retried.
+    pub fn is_not_sent(&self) -> bool {
+        matches!(self, Self::Transport { not_sent: true, .. })
+    }
+
+    /// Where the error happened.
+    pub fn context(&self) -> &ErrorContext {
+        match self {
+            Self::BadRequest { context, .. }
+            | Self::Unauthorized { context, .. }
+            | Self::ReauthorizationRequired { context, .. }
+            | Self::InvalidClient { context, .. }
+            | Self::OAuth { context, .. }
+            | Self::Forbidden { context, .. }
+            | Self::NotFound { context, .. }
+            | Self::MethodNotAllowed { context, .. }
+            | Self::AppointmentConflict { context, .. }
+            | Self::Throttled { context, .. }
+            | Self::Server { context, .. }
+            | Self::UnexpectedStatus { context, .. }
+            | Self::Transport { context, .. } => context,
+        }
+    }
+
+    /// Where the error happened, mutably (layers above may fill in what they know).
+    pub fn context_mut(&mut self) -> &mut ErrorContext {
+        match self {
+            Self::BadRequest { context, .. }
+            | Self::Unauthorized { context, .. }
+            | Self::ReauthorizationRequired { context, .. }
+            | Self::InvalidClient { context, .. }
+            | Self::OAuth { context, .. }
+            | Self::Forbidden { context, .. }
+            | Self::NotFound { context, .. }
+            | Self::MethodNotAllowed { context, .. }
+            | Self::AppointmentConflict { context, .. }
+            | Self::Throttled { context, .. }
+            | Self::Server { context, .. }
+            | Self::UnexpectedStatus { context, .. }
+            | Self::Transport { context, .. } => context,
+        }
+    }
+
+    /// A stable, PHI-free name of the variant (`"bad_request"`, `"throttled"`, …), as logged
+    /// in the `kind` field of `tracing` events and in [`crate::SupportReport`].
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::ReauthorizationRequired { .. } => "reauthorization_required",
+            Self::InvalidClient { .. } => "invalid_client",
+            Self::OAuth { .. } => "oauth",
+            Self::Forbidden { .. } => "forbidden",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::AppointmentConflict { .. } => "appointment_conflict",
+            Self::Throttled { .. } => "throttled",
+            Self::Server { .. } => "server",
+            Self::UnexpectedStatus { .. } => "unexpected_status",
+            Self::Transport { .. } => "transport",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        let mut error = DrChronoError::InvalidClient {
+            description: None,
+            context: Box::default(),
+        };
+        assert_eq!(error.status(), None);
+        error.context_mut().status = Some(StatusCode::UNAUTHORIZED);
+        assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED));
+        assert_eq!(error.kind_name(), "invalid_client");
+        assert!(!error.is_retryable());
+        assert_eq!((error.retry_after(), error.available_at()), (None, None));
+
+        let forbidden = DrChronoError::Forbidden {
+            detail: String::new(),
+            required_scopes: None,
+            context: Box::default(),
+        };
+        assert_eq!(forbidden.status(), Some(StatusCode::FORBIDDEN));
+        assert_eq!(forbidden.message(), None);
+
+        let request = http::Request::get("https://app.drchrono.com/api/patients/3?q=Jane")
+            .extension(crate::RequestPayload(bytes::Bytes::from_static(
+                br#"{"last_name":"Doe"}"#,
+            )))
+            .body(())
+            .unwrap();
+        let context = ErrorContext::from_request(&request);
+        assert_eq!(context.path(), Some("/api/patients/3"));
+        assert_eq!(context.method, Some(Method::GET));
+        assert_eq!(
+            context.request_payload.as_deref(),
+            Some(r#"{"last_name":"REDACT"}"#)
+        );
+        assert!(context.occurred_at.is_some());
+    }
 }

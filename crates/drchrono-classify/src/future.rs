@@ -1,0 +1,246 @@
+//! [`ResponseFuture`]: awaits the inner service, and reads and classifies error bodies.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes};
+use http::{Method, Request, Response, Uri};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::layer::Config;
+use crate::{
+    BoxError, DrChronoError, ErrorContext, RequestPayload, classify_response, redact, trace,
+};
+
+/// What the future keeps of the request, to fill an [`ErrorContext`] if needed.
+#[derive(Debug)]
+pub(crate) struct RequestInfo {
+    method: Method,
+    uri: Uri,
+    payload: Option<Bytes>,
+}
+
+impl RequestInfo {
+    pub(crate) fn new<B>(request: &Request<B>) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            payload: request
+                .extensions()
+                .get::<RequestPayload>()
+                .map(|payload| payload.0.clone()),
+        }
+    }
+
+    /// The context of an error: the payload is redacted here, never stored raw.
+    fn into_context(self) -> ErrorContext {
+        ErrorContext {
+            method: Some(self.method),
+            uri: Some(self.uri),
+            occurred_at: Some(SystemTime::now()),
+            request_payload: self.payload.as_deref().map(redact::redact_payload),
+            ..ErrorContext::default()
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`crate::ErrorClassify`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if polled again after it completed, like most futures.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+        request: Option<RequestInfo>,
+        config: Config,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateReplace]
+    enum State<F, B> {
+        /// Awaiting the inner service.
+        Calling {
+            #[pin]
+            future: F,
+        },
+        /// Reading an error body, up to the limit.
+        Reading {
+            #[pin]
+            body: B,
+            parts: http::response::Parts,
+            buffer: Vec<u8>,
+            truncated: bool,
+        },
+        /// Completed.
+        Done,
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(future: F, request: RequestInfo, config: Config) -> Self {
+        Self {
+            state: State::Calling { future },
+            request: Some(request),
+            config,
+        }
+    }
+}
+
+impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Calling { .. } => "Calling",
+            State::Reading { .. } => "Reading",
+            State::Done => "Done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body,
+{
+    type Output = Result<Response<B>, DrChronoError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => match ready!(future.poll(cx)) {
+                    Ok(response) if response.status().as_u16() < 400 => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(response));
+                    }
+                    Ok(response) => {
+                        let (parts, body) = response.into_parts();
+                        let capacity = initial_capacity(&body, this.config.body_limit);
+                        this.state.set(State::Reading {
+                            body,
+                            parts,
+                            buffer: Vec::with_capacity(capacity),
+                            truncated: false,
+                        });
+                    }
+                    Err(error) => {
+                        let source = error.into();
+                        let error = DrChronoError::Transport {
+                            not_sent: (this.config.not_sent)(&source),
+                            source,
+                            context: Box::new(take_context(this.request)),
+                        };
+                        this.state.set(State::Done);
+                        trace::emit(&error);
+                        return Poll::Ready(Err(error));
+                    }
+                },
+                StateProj::Reading {
+                    mut body,
+                    buffer,
+                    truncated,
+                    ..
+                } => {
+                    let limit = this.config.body_limit;
+                    loop {
+                        if buffer.len() >= limit {
+                            // Stop here: whatever is left is dropped with the body, unread.
+                            *truncated |= !body.is_end_stream();
+                            break;
+                        }
+                        match ready!(body.as_mut().poll_frame(cx)) {
+                            None => break,
+                            // A broken body: classify what arrived, by status.
+                            Some(Err(_)) => {
+                                *truncated = true;
+                                break;
+                            }
+                            Some(Ok(frame)) => {
+                                if let Ok(mut data) = frame.into_data() {
+                                    append_limited(buffer, &mut data, limit);
+                                    if data.has_remaining() {
+                                        *truncated = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // Drops the body: no further byte is read.
+                    let StateReplace::Reading {
+                        parts,
+                        buffer,
+                        truncated,
+                        ..
+                    } = this.state.project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Reading")
+                    };
+                    let context = take_context(this.request);
+                    let error = classify_response(
+                        parts.status,
+                        &parts.headers,
+                        &buffer,
+                        truncated,
+                        context,
+                    )
+                    .unwrap_or_else(|| DrChronoError::UnexpectedStatus {
+                        status: parts.status,
+                        context: Box::default(),
+                    });
+                    trace::emit(&error);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+fn take_context(request: &mut Option<RequestInfo>) -> ErrorContext {
+    request
+        .take()
+        .map(RequestInfo::into_context)
+        .unwrap_or_default()
+}
+
+/// The buffer's first allocation: the body's exact size when known, else a few KiB, and never
+/// more than the limit.
+fn initial_capacity<B: Body>(body: &B, limit: usize) -> usize {
+    let hint = body.size_hint();
+    let wanted = hint.exact().unwrap_or_else(|| hint.lower().max(4096));
+    usize::try_from(wanted).unwrap_or(usize::MAX).min(limit)
+}
+
+/// Copies `data` into `buffer` until `buffer` holds `limit` bytes; capacity never grows past
+/// `limit`.
+fn append_limited(buffer: &mut Vec<u8>, data: &mut impl Buf, limit: usize) {
+    while data.has_remaining() && buffer.len() < limit {
+        let chunk = data.chunk();
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len().min(limit - buffer.len());
+        if buffer.capacity() - buffer.len() < n {
+            let target = buffer
+                .capacity()
+                .saturating_mul(2)
+                .max(buffer.len() + n)
+                .min(limit);
+            buffer.reserve_exact(target - buffer.len());
+        }
+        buffer.extend_from_slice(chunk.get(..n).unwrap_or(chunk));
+        data.advance(n);
+    }
+}

@@ -1,0 +1,78 @@
+//! [`ErrorClassifyLayer`]: configuration and the tower `Layer`.
+
+use tower::Layer;
+
+use crate::ErrorClassify;
+use crate::transport::{NotSentPredicate, is_connect_error};
+
+/// The default limit on the bytes of an error body that are read: 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the layer and its service share.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) body_limit: usize,
+    pub(crate) not_sent: NotSentPredicate,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            not_sent: is_connect_error,
+        }
+    }
+}
+
+/// Turns DrChrono error responses (status >= 400) and transport failures into
+/// [`crate::DrChronoError`]s; see [`ErrorClassify`].
+///
+/// Place it directly above the transport, below the OAuth, rate-limit and retry layers, which
+/// consume its typed errors.
+///
+/// ```
+/// use drchrono_classify::ErrorClassifyLayer;
+///
+/// let layer = ErrorClassifyLayer::new()
+///     .body_limit(16 * 1024)
+///     .not_sent(drchrono_classify::is_connect_error);
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ErrorClassifyLayer {
+    config: Config,
+}
+
+impl ErrorClassifyLayer {
+    /// A layer with the defaults: a 64 KiB body limit ([`DEFAULT_BODY_LIMIT`]) and
+    /// [`is_connect_error`] as the not-sent predicate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many bytes of an error body are read at most (default [`DEFAULT_BODY_LIMIT`],
+    /// 64 KiB). Reading stops there: the rest of the body is dropped unread, never buffered.
+    #[must_use]
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.config.body_limit = limit;
+        self
+    }
+
+    /// Decides `not_sent` of [`crate::DrChronoError::Transport`] for an inner service's error:
+    /// `true` when the request provably never reached the server. Default:
+    /// [`is_connect_error`]. A facade over hyper-util can combine it with
+    /// `hyper_util::client::legacy::Error::is_connect`.
+    #[must_use]
+    pub fn not_sent(mut self, predicate: NotSentPredicate) -> Self {
+        self.config.not_sent = predicate;
+        self
+    }
+}
+
+impl<S> Layer<S> for ErrorClassifyLayer {
+    type Service = ErrorClassify<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ErrorClassify::with_config(inner, self.config)
+    }
+}

@@ -1,0 +1,288 @@
+//! Redaction of payloads and error bodies: keys stay, patient values become `REDACT`.
+//!
+//! DrChrono asks that payloads in support reports be redacted like `"Field": REDACT`. The
+//! functions here apply that rule to JSON (nested objects and arrays included) and to
+//! `application/x-www-form-urlencoded` payloads; anything else is replaced by a short
+//! description such as `<html body, 532 bytes>` that carries no content at all.
+//!
+//! Only the values of [`ALLOWED_KEYS`] (ids and paging, never patient data) survive, and only
+//! when they are numbers, booleans or digit strings; [`CODE_KEYS`] (`grant_type`, `scope`, …)
+//! keep short lower-case codes. Error bodies additionally keep DrChrono's own messages
+//! (`detail`, `error`, `error_description`, `non_field_errors`, `message`, and for a 400 the
+//! field-error lists), which are DrChrono's text.
+//!
+//! ```
+//! use drchrono_classify::redact::redact_payload;
+//!
+//! let payload = br#"{"patient": 42, "first_name": "Jane", "notes": ["allergic"]}"#;
+//! assert_eq!(
+//!     redact_payload(payload),
+//!     r#"{"first_name":"REDACT","notes":["REDACT"],"patient":42}"#
+//! );
+//! ```
+
+use serde_json::{Map, Value};
+
+/// The replacement for every redacted value.
+pub const REDACTED: &str = "REDACT";
+
+/// Keys whose numeric, boolean or digit-string values are kept: ids and paging, not patient
+/// data.
+pub const ALLOWED_KEYS: &[&str] = &[
+    "id",
+    "doctor",
+    "patient",
+    "office",
+    "exam_room",
+    "appointment",
+    "appointment_profile",
+    "profile",
+    "duration",
+    "page",
+    "page_size",
+    "practice_group",
+    "clinical_note_template",
+    "template",
+    "line_item",
+    "user",
+];
+
+/// Keys whose values are kept when they are short codes of `[a-z0-9_:. -]`
+/// (`grant_type=refresh_token`, `scope=calendar:read`). Never a secret: `refresh_token`,
+/// `client_secret`, `code` and `access_token` are not listed, so they are always redacted.
+pub const CODE_KEYS: &[&str] = &["grant_type", "scope", "token_type"];
+
+/// Query parameters whose values are kept in a report's URL when they are short dates, flags
+/// or cursors (`[A-Za-z0-9:._+-]`, at most 64 characters), besides [`ALLOWED_KEYS`] ids.
+pub const QUERY_KEYS: &[&str] = &["since", "verbose", "cursor", "date", "date_range", "format"];
+
+/// Keys whose string values in an error body are DrChrono's own messages and are kept.
+pub const MESSAGE_KEYS: &[&str] = &[
+    "detail",
+    "error",
+    "error_description",
+    "non_field_errors",
+    "message",
+];
+
+/// Most characters of a snippet or payload kept in an [`crate::ErrorContext`]; longer text is
+/// cut (on a character boundary) and ends with `…`. Default and only value: 512.
+pub const MAX_SNIPPET_CHARS: usize = 512;
+
+/// Most characters of a redacted request payload: 4096.
+pub const MAX_PAYLOAD_CHARS: usize = 4096;
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// A request payload: only allow-listed values survive.
+    Payload,
+    /// An error body: DrChrono's messages survive too; `field_lists` keeps strings inside
+    /// arrays (DRF field errors of a 400).
+    ErrorBody { field_lists: bool },
+}
+
+/// `true` when `key` is one of [`ALLOWED_KEYS`].
+pub fn is_allowed_key(key: &str) -> bool {
+    ALLOWED_KEYS.contains(&key)
+}
+
+/// Redacts a JSON value as a request payload: keys kept, every value `REDACT` except
+/// allow-listed ids.
+pub fn redact_json(value: &Value) -> Value {
+    redact_value(value, None, false, Mode::Payload)
+}
+
+/// Redacts a request payload for a report: JSON and form-encoded payloads keep their keys;
+/// anything else becomes a description such as `<binary payload, 12 bytes>`.
+pub fn redact_payload(bytes: &[u8]) -> String {
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        let redacted = serde_json::to_string(&redact_json(&value)).unwrap_or_default();
+        return shorten(&redacted, MAX_PAYLOAD_CHARS);
+    }
+    if let Some(form) = std::str::from_utf8(bytes).ok().and_then(redact_form) {
+        return shorten(&form, MAX_PAYLOAD_CHARS);
+    }
+    describe(bytes, None, false, "payload")
+}
+
+/// Redacts an error response body into the short snippet kept in
+/// [`crate::ErrorContext::body_snippet`].
+///
+/// JSON keeps keys, allow-listed ids and DrChrono's messages (and, when `field_lists` is set —
+/// a 400 — the field-error lists); HTML, empty, non-UTF-8, truncated or other bodies become a
+/// description (`<html body, 532 bytes>`). `truncated` says the body was cut at the read
+/// limit. The result is at most [`MAX_SNIPPET_CHARS`] characters.
+pub fn redact_error_body(
+    body: &[u8],
+    content_type: Option<&str>,
+    truncated: bool,
+    field_lists: bool,
+) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => error_snippet(&value, field_lists),
+        Err(_) => describe(body, content_type, truncated, "body"),
+    }
+}
+
+/// [`redact_error_body`] of an already parsed JSON body.
+pub(crate) fn error_snippet(value: &Value, field_lists: bool) -> String {
+    let redacted = redact_value(value, None, false, Mode::ErrorBody { field_lists });
+    let text = serde_json::to_string(&redacted).unwrap_or_default();
+    shorten(&text, MAX_SNIPPET_CHARS)
+}
+
+/// A content-free description of a body: `<empty body>`, `<html body, N bytes>`,
+/// `<non-UTF-8 body, N bytes>`, `<truncated JSON body, N bytes>`, `<invalid JSON body, N
+/// bytes>` or `<text body, N bytes>`; `what` names the thing (`"body"`, `"payload"`).
+/// `truncated` adds `, cut at the read limit`.
+pub fn describe(bytes: &[u8], content_type: Option<&str>, truncated: bool, what: &str) -> String {
+    let len = bytes.len();
+    let cut = if truncated {
+        ", cut at the read limit"
+    } else {
+        ""
+    };
+    if bytes.is_empty() {
+        return format!("<empty {what}{cut}>");
+    }
+    let kind = match std::str::from_utf8(bytes) {
+        Err(_) => "non-UTF-8",
+        Ok(text) => {
+            let trimmed = text.trim_start();
+            let html_type = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("html"));
+            if html_type || trimmed.starts_with('<') {
+                "html"
+            } else if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                match serde_json::from_str::<Value>(text) {
+                    Err(e) if e.is_eof() => "truncated JSON",
+                    _ => "invalid JSON",
+                }
+            } else {
+                "text"
+            }
+        }
+    };
+    format!("<{kind} {what}, {len} bytes{cut}>")
+}
+
+/// Cuts `text` to at most `max` characters (on a character boundary), ending with `…` when
+/// cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some(_) => {
+            let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+            out.push('…');
+            out
+        }
+    }
+}
+
+fn redact_value(value: &Value, key: Option<&str>, in_list: bool, mode: Mode) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_value(v, Some(k), false, mode)))
+                .collect::<Map<String, Value>>(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| redact_value(item, key, true, mode))
+                .collect(),
+        ),
+        Value::String(text) if keep_string(text, key, in_list, mode) => value.clone(),
+        Value::Number(_) | Value::Bool(_) | Value::Null if key.is_some_and(is_allowed_key) => {
+            value.clone()
+        }
+        _ => Value::String(REDACTED.to_owned()),
+    }
+}
+
+fn keep_string(text: &str, key: Option<&str>, in_list: bool, mode: Mode) -> bool {
+    let Some(key) = key else {
+        return matches!(mode, Mode::ErrorBody { field_lists: true }) && in_list;
+    };
+    if is_allowed_key(key) && is_digits(text) {
+        return true;
+    }
+    if CODE_KEYS.contains(&key) && is_code(text) {
+        return true;
+    }
+    match mode {
+        Mode::Payload => false,
+        Mode::ErrorBody { field_lists } => MESSAGE_KEYS.contains(&key) || (field_lists && in_list),
+    }
+}
+
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_code(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'_' | b':' | b'.' | b'-' | b' ' | b'+')
+        })
+}
+
+/// Redacts the values of a query string (`first_name=Jane&since=2024-06-11` →
+/// `first_name=REDACT&since=2024-06-11`), keeping [`ALLOWED_KEYS`] ids, [`CODE_KEYS`] codes
+/// and [`QUERY_KEYS`] dates and flags; a parameter without `=` is kept as a bare key.
+pub fn redact_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let Some((key, value)) = pair.split_once('=') else {
+            out.push_str(pair);
+            continue;
+        };
+        let keep = (is_allowed_key(key) && is_digits(value))
+            || (CODE_KEYS.contains(&key) && is_code(value))
+            || (QUERY_KEYS.contains(&key)
+                && value.len() <= 64
+                && value.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'+' | b'-')
+                }));
+        out.push_str(key);
+        out.push('=');
+        out.push_str(if keep { value } else { REDACTED });
+    }
+    out
+}
+
+/// Redacts `a=1&b=2` form payloads; `None` when `text` does not look like one.
+fn redact_form(text: &str) -> Option<String> {
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '[' | '<' | '"'))
+    {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len().min(MAX_PAYLOAD_CHARS));
+    for (i, pair) in text.split('&').enumerate() {
+        let (key, value) = pair.split_once('=')?;
+        if key.is_empty() {
+            return None;
+        }
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(key);
+        out.push('=');
+        let decoded = value.replace('+', " ");
+        let keep = (is_allowed_key(key) && is_digits(value))
+            || (CODE_KEYS.contains(&key) && !value.contains('%') && is_code(&decoded));
+        out.push_str(if keep { value } else { REDACTED });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

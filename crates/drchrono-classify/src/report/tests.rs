@@ -1,0 +1,124 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use super::*;
+use crate::{ErrorContext, RequestPayload};
+
+fn failed_appointment() -> DrChronoError {
+    let payload = Bytes::from_static(
+        br#"{"doctor": 11, "patient": 22, "office": 3, "exam_room": 1,
+             "scheduled_time": "2026-01-05T10:30:00", "duration": 30,
+             "first_name": "Henrietta", "date_of_birth": "1951-08-01",
+             "notes": "Cervical biopsy follow-up"}"#,
+    );
+    let request =
+        http::Request::post("https://app.drchrono.com/api/appointments?first_name=Henrietta")
+            .extension(RequestPayload(payload))
+            .body(())
+            .unwrap();
+    let mut context = ErrorContext::from_request(&request);
+    context.status = Some(StatusCode::SERVICE_UNAVAILABLE);
+    context.occurred_at = Some(UNIX_EPOCH + Duration::from_secs(1_767_609_420));
+    DrChronoError::Server {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        context: Box::new(context),
+    }
+}
+
+#[test]
+fn report_has_every_item_and_no_phi() {
+    let error = failed_appointment();
+    let report = SupportReport::from(&error)
+        .application("Acme Scheduler")
+        .api_user("dr_smith (user_id 42)")
+        .first_occurrence(UNIX_EPOCH + Duration::from_secs(1_767_600_000))
+        .use_case("Books follow-up visits")
+        .schedule("Every 15 minutes during office hours");
+    let email = report.to_string();
+    let json = serde_json::to_string(&report).unwrap();
+    for text in [&email, &json] {
+        for phi in ["Henrietta", "1951-08-01", "Cervical", "biopsy", "10:30:00"] {
+            assert!(!text.contains(phi), "{phi} leaked: {text}");
+        }
+        for item in [
+            "Acme Scheduler",
+            "https://app.drchrono.com/api/appointments?first_name=REDACT",
+            "first_name",
+            "date_of_birth",
+            "dr_smith (user_id 42)",
+            "2026-01-05T08:00:00.000+00:00",
+            "2026-01-05T10:37:00.000+00:00",
+            "Books follow-up visits",
+            "Every 15 minutes",
+            CRATE_VERSION,
+        ] {
+            assert!(text.contains(item), "{item} missing: {text}");
+        }
+    }
+    assert!(email.starts_with(
+        "To: api@drchrono.com\nSubject: DrChrono API error 503 Service Unavailable on POST"
+    ));
+    assert!(email.contains("503 Service Unavailable"));
+    assert!(email.contains("Time zone: UTC"));
+    assert!(email.contains("Code environment: Rust (drchrono-classify"));
+    assert!(email.contains(r#""doctor":11"#), "{email}");
+    assert!(email.contains(r#""first_name":"REDACT""#), "{email}");
+    assert!(email.contains(r#""notes":"REDACT""#), "{email}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["status"], 503);
+    assert_eq!(value["method"], "POST");
+    assert_eq!(value["time_zone"], "UTC");
+    assert_eq!(
+        value["environment"]["minimum_rust_version"],
+        RUST_VERSION.unwrap()
+    );
+}
+
+#[test]
+fn unauthorized_reports_ask_about_tokens() {
+    let error = DrChronoError::Unauthorized {
+        kind: crate::UnauthorizedKind::TokenInvalid,
+        replay_with_current_token: false,
+        context: Box::default(),
+    };
+    let email = SupportReport::from(&error)
+        .token_handling("Refreshed by one job; cached in Redis")
+        .to_string();
+    assert!(email.contains("How access tokens are generated and cached: Refreshed by one job"));
+    assert!(email.contains("DrChrono's message: The access token is invalid."));
+    assert!(email.contains("Complete API endpoint URL: (not provided)"));
+}
+
+#[test]
+fn transport_report() {
+    let mut context = ErrorContext::new();
+    context.method = Some(Method::GET);
+    context.uri = Some("/api/patients/1".parse().unwrap());
+    let error = DrChronoError::Transport {
+        not_sent: true,
+        source: "connection refused".into(),
+        context: Box::new(context),
+    };
+    let email = SupportReport::from(&error).to_string();
+    assert!(email.contains("no response (transport error)"));
+    assert!(email.contains("GET /api/patients/1"));
+    assert!(!email.contains("How access tokens"));
+}
+
+#[test]
+fn rfc3339_edges() {
+    assert_eq!(
+        rfc3339(UNIX_EPOCH).as_deref(),
+        Some("1970-01-01T00:00:00.000+00:00")
+    );
+    assert_eq!(
+        rfc3339(UNIX_EPOCH - Duration::from_millis(1250)).as_deref(),
+        Some("1969-12-31T23:59:58.750+00:00")
+    );
+    assert_eq!(
+        rfc3339(UNIX_EPOCH + Duration::from_secs(u64::MAX / 2)),
+        None
+    );
+}
