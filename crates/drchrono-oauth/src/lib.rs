@@ -1,1 +1,114 @@
-//! placeholder
+//! `OAuthRefreshLayer`: single-flight, rotation-safe DrChrono token refresh, with durable
+//! token stores.
+//!
+//! DrChrono's access tokens live 48 hours; a refresh revokes the previous access token and
+//! rotates the refresh token (a second use of the old one is `invalid_grant`); a user's
+//! re-authorisation revokes everything; and DrChrono asks that "only one job runs the
+//! refresh". This crate does all of that for any tower HTTP client:
+//!
+//! - [`TokenClient`] speaks the refresh grant over the application's own HTTP service and
+//!   types every outcome (`invalid_grant` → `ReauthorizationRequired`, `invalid_client` →
+//!   `InvalidClient`, transient failures retried with [`RefreshBackoff`], malformed
+//!   responses → [`MalformedTokenResponse`]).
+//! - [`TokenManager`] holds one token family: loads it from a [`TokenStore`]
+//!   ([`MemoryTokenStore`], [`FileTokenStore`]: atomic, fsynced, mode 0600), refreshes
+//!   proactively ([`RefreshTiming`]: `min(5 min, 10 %)` before expiry) with exactly one
+//!   refresh in flight, persists the rotated pair **before** using it, and stops for good
+//!   on `invalid_grant`, telling the application once (hook + [`AuthStatus`] watch).
+//! - [`OAuthRefreshLayer`] attaches `Authorization: Bearer …` (marked sensitive) and
+//!   triages 401s: a request that carried an older token is marked
+//!   `replay_with_current_token` without a refresh; one that carried the current token
+//!   causes one single-flight refresh first. The retry layer performs the replay.
+//!
+//! Errors are [`DrChronoError`](drchrono_classify::DrChronoError)s; see [`error`] for how
+//! refresh and store failures reach callers. No `Debug` output or `tracing` event contains
+//! a token or the client secret: events carry generation numbers only.
+//!
+//! # Example
+//! Against the simulator over loopback: start from a refresh token only; the first request
+//! refreshes it, and the rotated pair lands in a 0600 file.
+//! ```
+//! use bytes::Bytes;
+//! use drchrono_classify::{DrChronoError, ErrorClassifyLayer};
+//! use drchrono_oauth::{
+//!     AuthStatus, ClientCredentials, FileTokenStore, OAuthRefreshLayer, TokenClient,
+//!     TokenManager, TokenSet,
+//! };
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let sim = drchrono_sim::spawn(drchrono_sim::SimConfig::default()).await?;
+//! let credentials = sim.credentials();
+//! let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//!
+//! let client = TokenClient::new(
+//!     http.clone(),
+//!     ClientCredentials::new(credentials.client_id.clone(), credentials.client_secret.clone()),
+//! )
+//! .token_url(sim.token_url().parse()?);
+//! let dir = tempfile::tempdir()?;
+//! let manager = TokenManager::builder(client)
+//!     .store(FileTokenStore::new(dir.path().join("tokens.json")))
+//!     .initial_tokens(TokenSet::from_refresh_token(credentials.refresh_token.clone()))
+//!     .on_reauthorization(|event| eprintln!("user must re-authorise: {:?}", event.reason))
+//!     .build();
+//!
+//! let api = ServiceBuilder::new()
+//!     .layer(OAuthRefreshLayer::new(manager.clone()))
+//!     .layer(ErrorClassifyLayer::new())
+//!     .service(http);
+//! let request = http::Request::get(format!("{}/api/users/current", sim.base_url()))
+//!     .body(Full::new(Bytes::new()))?;
+//! let response = api.oneshot(request).await?;
+//! assert_eq!(response.status(), http::StatusCode::OK);
+//! // The configured refresh token was generation 1; the rotated pair is generation 2.
+//! assert_eq!(*manager.status().borrow(), AuthStatus::Active { generation: 2 });
+//! assert_eq!(sim.stats().token_refreshes, 1);
+//!
+//! // After the user re-authorises elsewhere, the next refresh fails for good: typed.
+//! sim.simulator().reauthorize(None);
+//! match manager.refresh_now().await {
+//!     Err(DrChronoError::ReauthorizationRequired { .. }) => {} // run the OAuth flow, then set_tokens
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod active;
+mod backoff;
+mod client;
+pub mod error;
+mod future;
+mod layer;
+mod lease;
+mod manager;
+mod persist;
+mod refresh;
+mod response;
+mod service;
+mod status;
+mod store;
+mod timing;
+mod token;
+
+pub use backoff::RefreshBackoff;
+pub use client::{
+    ClientCredentials, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_LIMIT, DRCHRONO_TOKEN_URL,
+    TokenClient, TokenTransport,
+};
+pub use error::{MalformedTokenResponse, RefreshFailed};
+pub use future::ResponseFuture;
+pub use layer::OAuthRefreshLayer;
+pub use lease::{LocalLease, RefreshLease};
+pub use manager::{Bearer, TokenManager, TokenManagerBuilder};
+pub use response::TokenGrant;
+pub use service::OAuthRefresh;
+pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, ReauthorizationReason};
+pub use store::{FILE_FORMAT_VERSION, FileTokenStore, MemoryTokenStore, StoreError, TokenStore};
+pub use timing::RefreshTiming;
+pub use token::TokenSet;

@@ -1,0 +1,202 @@
+//! The errors this crate adds, and how refresh failures reach API callers.
+//!
+//! The layer's error type is [`DrChronoError`]. A failure that concerns the whole token
+//! family is surfaced to every caller waiting on it:
+//! - `invalid_grant` → [`DrChronoError::ReauthorizationRequired`]; `invalid_client` →
+//!   [`DrChronoError::InvalidClient`]; any other OAuth error → [`DrChronoError::OAuth`]
+//!   (never retried);
+//! - a transient failure of the token endpoint (5xx, 429, timeout, connection error, after
+//!   [`RefreshBackoff`](crate::RefreshBackoff)'s retries), or a malformed token response →
+//!   [`DrChronoError::Transport`] with `not_sent: true` (the API request was not sent with a
+//!   valid token, so the retry layer may retry any method) and a [`RefreshFailed`] source
+//!   holding the token endpoint's own error;
+//! - the rotated pair could not be persisted → [`DrChronoError::Transport`] with
+//!   `not_sent: true` and a [`StoreError`] source; the pair stays in
+//!   memory and the next request retries the save before using it.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use drchrono_classify::{DrChronoError, ErrorContext};
+
+use crate::StoreError;
+
+/// Why a 2xx token response could not be used. Never contains a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MalformedTokenResponse {
+    /// The body is not a JSON object of the expected shape.
+    NotJson,
+    /// The body exceeded the read limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// `access_token` is empty or not a valid HTTP header value.
+    InvalidAccessToken,
+    /// `refresh_token` is present but empty.
+    EmptyRefreshToken,
+    /// `token_type` is present and is not `Bearer`.
+    UnsupportedTokenType(String),
+}
+
+impl fmt::Display for MalformedTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("malformed token response: ")?;
+        match self {
+            Self::NotJson => f.write_str("not a JSON token response"),
+            Self::TooLarge { limit } => write!(f, "body larger than {limit} bytes"),
+            Self::InvalidAccessToken => f.write_str("access_token is empty or not header-safe"),
+            Self::EmptyRefreshToken => f.write_str("refresh_token is empty"),
+            Self::UnsupportedTokenType(kind) => write!(f, "token_type {kind:?} is not Bearer"),
+        }
+    }
+}
+
+impl StdError for MalformedTokenResponse {}
+
+/// The source of the [`DrChronoError::Transport`] that API callers get when a refresh
+/// failed transiently: the token endpoint's own error, shared by every caller that waited
+/// on the same refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshFailed {
+    error: Arc<DrChronoError>,
+}
+
+impl RefreshFailed {
+    /// The token endpoint's error ([`DrChronoError::Server`], a transport failure, …).
+    pub fn error(&self) -> &DrChronoError {
+        &self.error
+    }
+}
+
+impl fmt::Display for RefreshFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "token refresh failed ({})", self.error.kind_name())
+    }
+}
+
+impl StdError for RefreshFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.error.as_ref())
+    }
+}
+
+/// The error every caller of a failed refresh receives (see the module docs).
+pub(crate) fn surface(error: &Arc<DrChronoError>) -> DrChronoError {
+    let context = Box::new(error.context().clone());
+    match error.as_ref() {
+        DrChronoError::ReauthorizationRequired { description, .. } => {
+            DrChronoError::ReauthorizationRequired {
+                description: description.clone(),
+                context,
+            }
+        }
+        DrChronoError::InvalidClient { description, .. } => DrChronoError::InvalidClient {
+            description: description.clone(),
+            context,
+        },
+        DrChronoError::OAuth {
+            error: code,
+            description,
+            ..
+        } => DrChronoError::OAuth {
+            error: code.clone(),
+            description: description.clone(),
+            context,
+        },
+        DrChronoError::UnexpectedStatus { status, .. } => DrChronoError::UnexpectedStatus {
+            status: *status,
+            context,
+        },
+        _ => DrChronoError::Transport {
+            not_sent: true,
+            source: Box::new(RefreshFailed {
+                error: Arc::clone(error),
+            }),
+            context,
+        },
+    }
+}
+
+/// The error of a request that could not use the new pair because persisting it failed.
+pub(crate) fn store_failure(error: StoreError, context: ErrorContext) -> DrChronoError {
+    DrChronoError::Transport {
+        not_sent: true,
+        source: Box::new(error),
+        context: Box::new(context),
+    }
+}
+
+/// `ReauthorizationRequired` for a family whose refresh token is known to be dead.
+pub(crate) fn reauthorization_required(
+    description: Option<String>,
+    context: ErrorContext,
+) -> DrChronoError {
+    DrChronoError::ReauthorizationRequired {
+        description,
+        context: Box::new(context),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn transient_failures_become_not_sent_transport_errors_for_every_waiter() {
+        let mut context = ErrorContext::new();
+        context.status = Some(StatusCode::SERVICE_UNAVAILABLE);
+        let original = Arc::new(DrChronoError::Server {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            context: Box::new(context),
+        });
+        for _ in 0..2 {
+            match surface(&original) {
+                DrChronoError::Transport {
+                    not_sent: true,
+                    source,
+                    ..
+                } => {
+                    let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+                    assert!(matches!(failed.error(), DrChronoError::Server { .. }));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_failures_keep_their_type() {
+        let original = Arc::new(reauthorization_required(
+            Some("revoked".into()),
+            ErrorContext::new(),
+        ));
+        match surface(&original) {
+            DrChronoError::ReauthorizationRequired { description, .. } => {
+                assert_eq!(description.as_deref(), Some("revoked"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let invalid = Arc::new(DrChronoError::InvalidClient {
+            description: None,
+            context: Box::new(ErrorContext::new()),
+        });
+        assert!(matches!(
+            surface(&invalid),
+            DrChronoError::InvalidClient { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_reasons_name_no_token() {
+        let shown = MalformedTokenResponse::UnsupportedTokenType("mac".into()).to_string();
+        assert_eq!(
+            shown,
+            "malformed token response: token_type \"mac\" is not Bearer"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! [`ResponseFuture`] of [`OAuthRefresh`](crate::OAuthRefresh).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use drchrono_classify::DrChronoError;
+use futures::future::BoxFuture;
+use http::Request;
+use http::header::AUTHORIZATION;
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use crate::active::Need;
+use crate::manager::Triage;
+use crate::{Bearer, TokenManager};
+
+pin_project! {
+    /// The response future of [`OAuthRefresh`](crate::OAuthRefresh).
+    ///
+    /// # Panics
+    /// When polled again after it completed.
+    pub struct ResponseFuture<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        #[pin]
+        state: State<S, ReqB>,
+        manager: TokenManager,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        // Waiting for the token (load or refresh) before calling the ready service.
+        Acquire {
+            bearer: BoxFuture<'static, Result<Bearer, DrChronoError>>,
+            service: Option<S>,
+            request: Option<Request<ReqB>>,
+        },
+        // The inner call, with the generation of the token it carries.
+        Call {
+            #[pin]
+            future: S::Future,
+            generation: u64,
+        },
+        // A 401 on the current token: waiting for the single-flight refresh.
+        Triage {
+            outcome: BoxFuture<'static, DrChronoError>,
+        },
+        Done,
+    }
+}
+
+impl<S, ReqB> ResponseFuture<S, ReqB>
+where
+    S: Service<Request<ReqB>>,
+{
+    pub(crate) fn called(future: S::Future, generation: u64, manager: TokenManager) -> Self {
+        Self {
+            state: State::Call { future, generation },
+            manager,
+        }
+    }
+
+    pub(crate) fn acquiring(service: S, request: Request<ReqB>, manager: TokenManager) -> Self {
+        let handle = manager.clone();
+        Self {
+            state: State::Acquire {
+                bearer: Box::pin(async move { handle.bearer().await }),
+                service: Some(service),
+                request: Some(request),
+            },
+            manager,
+        }
+    }
+}
+
+impl<S, ReqB> Future for ResponseFuture<S, ReqB>
+where
+    S: Service<Request<ReqB>>,
+    S::Error: Into<DrChronoError>,
+{
+    type Output = Result<S::Response, DrChronoError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Acquire {
+                    bearer,
+                    service,
+                    request,
+                } => {
+                    let bearer = match ready!(bearer.as_mut().poll(cx)) {
+                        Ok(bearer) => bearer,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    let (Some(mut service), Some(mut request)) = (service.take(), request.take())
+                    else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, bearer.header().clone());
+                    let future = service.call(request);
+                    this.state.set(State::Call {
+                        future,
+                        generation: bearer.generation(),
+                    });
+                }
+                StateProj::Call { future, generation } => {
+                    let generation = *generation;
+                    let error = match ready!(future.poll(cx)) {
+                        Ok(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(error) => error.into(),
+                    };
+                    if !matches!(error, DrChronoError::Unauthorized { .. }) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error));
+                    }
+                    match this.manager.triage(generation) {
+                        Triage::Replay => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(mark_for_replay(error)));
+                        }
+                        Triage::Fail(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                        Triage::Refresh => {
+                            let shared = this.manager.shared.clone();
+                            let outcome = async move {
+                                match shared.acquire(Need::Newer(generation)).await {
+                                    Ok(_) => mark_for_replay(error),
+                                    Err(refresh_error) => refresh_error,
+                                }
+                            };
+                            this.state.set(State::Triage {
+                                outcome: Box::pin(outcome),
+                            });
+                        }
+                    }
+                }
+                StateProj::Triage { outcome } => {
+                    let error = ready!(outcome.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+/// Sets `replay_with_current_token` on a 401.
+fn mark_for_replay(mut error: DrChronoError) -> DrChronoError {
+    if let DrChronoError::Unauthorized {
+        replay_with_current_token,
+        ..
+    } = &mut error
+    {
+        *replay_with_current_token = true;
+    }
+    error
+}
+
+impl<S, ReqB> fmt::Debug for ResponseFuture<S, ReqB>
+where
+    S: Service<Request<ReqB>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Acquire { .. } => "acquire",
+            State::Call { .. } => "call",
+            State::Triage { .. } => "triage",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,338 @@
+//! [`TokenManager`]: one token family's current pair, refreshed single-flight.
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use drchrono_classify::{DrChronoError, ErrorContext};
+use http::HeaderValue;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::active::{Active, Need};
+use crate::error::reauthorization_required;
+use crate::status::ReauthorizationReason;
+use crate::{
+    AuthStatus, LocalLease, MemoryTokenStore, ReauthorizationEvent, ReauthorizationHook,
+    RefreshLease, RefreshTiming, StoreError, TokenClient, TokenSet, TokenStore,
+};
+
+/// The current pair of one token family (one DrChrono user of one application), shared by
+/// every clone and every [`OAuthRefresh`](crate::OAuthRefresh) service built from it.
+///
+/// - Loads the pair from its [`TokenStore`] on first use (the configured initial tokens
+///   only when the store is empty).
+/// - Refreshes proactively (see [`RefreshTiming`]) and after a 401 on the current token,
+///   with exactly one refresh in flight: every concurrent caller waits for it and shares
+///   its outcome. The refresh runs in its own task, so a cancelled caller never abandons
+///   a rotation half-way.
+/// - Persists the rotated pair before any request uses it.
+/// - On `invalid_grant` (or `invalid_client`) stops refreshing, tells the application once
+///   (hook and [`status`](TokenManager::status)) and fails every request with a typed
+///   error until [`set_tokens`](TokenManager::set_tokens) installs a new pair.
+///
+/// Cheap to clone; `Debug` prints no token.
+#[derive(Clone)]
+pub struct TokenManager {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) client: TokenClient,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) lease: Arc<dyn RefreshLease>,
+    pub(crate) timing: RefreshTiming,
+    pub(crate) hook: Option<ReauthorizationHook>,
+    pub(crate) status: watch::Sender<AuthStatus>,
+    pub(crate) snapshot: RwLock<Snapshot>,
+    /// Held by the one task that loads, refreshes or persists.
+    pub(crate) slow: Arc<Mutex<SlowState>>,
+    /// Refresh attempts completed, so that waiters can tell one finished while they waited.
+    pub(crate) attempts: AtomicU64,
+}
+
+/// What requests read on the fast path.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) active: Option<Arc<Active>>,
+    pub(crate) health: Health,
+}
+
+#[derive(Clone)]
+pub(crate) enum Health {
+    Unloaded,
+    Ready,
+    PersistPending,
+    Latched(Arc<Latch>),
+}
+
+/// Why refreshing stopped, kept to give every later caller the same typed error.
+pub(crate) struct Latch {
+    pub(crate) reason: ReauthorizationReason,
+    pub(crate) description: Option<String>,
+    pub(crate) context: ErrorContext,
+}
+
+impl Latch {
+    pub(crate) fn error(&self) -> DrChronoError {
+        match self.reason {
+            ReauthorizationReason::InvalidClient => DrChronoError::InvalidClient {
+                description: self.description.clone(),
+                context: Box::new(self.context.clone()),
+            },
+            _ => reauthorization_required(self.description.clone(), self.context.clone()),
+        }
+    }
+}
+
+/// Guarded by the single-flight lock.
+pub(crate) struct SlowState {
+    /// The generation the store holds, as far as this process knows.
+    pub(crate) persisted_generation: u64,
+    /// The configured initial pair, used once if the store is empty.
+    pub(crate) initial: Option<TokenSet>,
+    /// The error of the last refresh attempt, if it failed.
+    pub(crate) last_failure: Option<Arc<DrChronoError>>,
+}
+
+/// What the 401 triage decided.
+pub(crate) enum Triage {
+    /// The request carried an older generation: replay it with the current token.
+    Replay,
+    /// The request carried the current generation: refresh first.
+    Refresh,
+    /// Refreshing is stopped: fail with this.
+    Fail(DrChronoError),
+}
+
+impl TokenManager {
+    /// A builder for a manager that refreshes through `client`.
+    pub fn builder(client: TokenClient) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            client,
+            store: Arc::new(MemoryTokenStore::new()),
+            lease: Arc::new(LocalLease),
+            timing: RefreshTiming::default(),
+            hook: None,
+            initial: None,
+        }
+    }
+
+    /// The `Authorization` header for a request now (refreshing first if due), with its
+    /// generation. For callers outside tower; the layer uses the same path.
+    pub async fn bearer(&self) -> Result<Bearer, DrChronoError> {
+        if let Some((header, generation)) = self.fast_bearer() {
+            return Ok(Bearer { header, generation });
+        }
+        let active = self.shared.acquire(Need::Fresh).await?;
+        bearer_of(&active)
+    }
+
+    /// Refreshes now (loading the pair first if needed), unless a refresh beyond the
+    /// generation current at the call already happened meanwhile (single-flight: concurrent
+    /// calls share one refresh). Returns the generation installed.
+    pub async fn refresh_now(&self) -> Result<u64, DrChronoError> {
+        let need = self.generation().map_or(Need::Rotate, Need::Newer);
+        let active = self.shared.acquire(need).await?;
+        Ok(active.generation())
+    }
+
+    /// Installs a new pair after the application ran DrChrono's OAuth flow again, and
+    /// resumes refreshing. The pair gets the next generation (its own `generation` is
+    /// ignored) and overwrites whatever the store holds. Returns that generation.
+    ///
+    /// If persisting fails the pair is still installed, in memory, and each request retries
+    /// the save before using it; the error is returned.
+    pub async fn set_tokens(&self, tokens: TokenSet) -> Result<u64, StoreError> {
+        self.shared.install_new(tokens).await
+    }
+
+    /// The family's status; changes are published as they happen.
+    pub fn status(&self) -> watch::Receiver<AuthStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// The generation of the installed pair (`None` before the first load).
+    pub fn generation(&self) -> Option<u64> {
+        self.shared
+            .read()
+            .active
+            .as_ref()
+            .map(|active| active.generation())
+    }
+
+    /// The token client.
+    pub fn client(&self) -> &TokenClient {
+        &self.shared.client
+    }
+
+    /// The bearer header on the fast path: installed, persisted, not due for refresh.
+    pub(crate) fn fast_bearer(&self) -> Option<(HeaderValue, u64)> {
+        let snapshot = self.shared.read();
+        if !matches!(snapshot.health, Health::Ready) {
+            return None;
+        }
+        let active = snapshot.active.as_ref()?;
+        if !active.usable(Need::Fresh, Instant::now()) {
+            return None;
+        }
+        Some((active.header.clone()?, active.generation()))
+    }
+
+    /// Decides what a 401 on a request that carried `generation` calls for.
+    pub(crate) fn triage(&self, generation: u64) -> Triage {
+        let snapshot = self.shared.read();
+        match &snapshot.health {
+            Health::Latched(latch) => Triage::Fail(latch.error()),
+            _ => match &snapshot.active {
+                Some(active) if active.generation() > generation => Triage::Replay,
+                _ => Triage::Refresh,
+            },
+        }
+    }
+}
+
+pub(crate) fn bearer_of(active: &Active) -> Result<Bearer, DrChronoError> {
+    match &active.header {
+        Some(header) => Ok(Bearer {
+            header: header.clone(),
+            generation: active.generation(),
+        }),
+        // `acquire` only returns usable pairs, which have a header.
+        None => Err(reauthorization_required(None, ErrorContext::new())),
+    }
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("generation", &self.generation())
+            .field("status", &*self.shared.status.borrow())
+            .field("client", &self.shared.client)
+            .field("store", &self.shared.store)
+            .field("lease", &self.shared.lease)
+            .field("timing", &self.shared.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An `Authorization: Bearer …` header (marked sensitive) and the generation of its token.
+/// `Debug` prints the generation only.
+#[derive(Clone)]
+pub struct Bearer {
+    header: HeaderValue,
+    generation: u64,
+}
+
+impl Bearer {
+    /// The header value, marked sensitive.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// The token's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bearer")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TokenManager`].
+#[must_use]
+pub struct TokenManagerBuilder {
+    client: TokenClient,
+    store: Arc<dyn TokenStore>,
+    lease: Arc<dyn RefreshLease>,
+    timing: RefreshTiming,
+    hook: Option<ReauthorizationHook>,
+    initial: Option<TokenSet>,
+}
+
+impl TokenManagerBuilder {
+    /// Where the pair is persisted. Default: a [`MemoryTokenStore`] (nothing survives a
+    /// restart; use [`FileTokenStore`](crate::FileTokenStore) or another durable store).
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// Like [`store`](Self::store), for a store shared with other code.
+    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The cross-process refresh lease. Default: [`LocalLease`] (this process is the only
+    /// one refreshing this family).
+    pub fn lease(mut self, lease: Arc<dyn RefreshLease>) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The pair used when the store is empty (e.g.
+    /// [`TokenSet::from_refresh_token`] from configuration). Default: none. A store that
+    /// holds a pair wins: the configured refresh token is stale after the first rotation.
+    pub fn initial_tokens(mut self, tokens: TokenSet) -> Self {
+        self.initial = Some(tokens);
+        self
+    }
+
+    /// When to refresh proactively. Default: [`RefreshTiming::default`].
+    pub fn timing(mut self, timing: RefreshTiming) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Called once each time refreshing stops for good ([`ReauthorizationEvent`]).
+    /// Default: none. Runs on the refreshing task: keep it short and non-blocking.
+    pub fn on_reauthorization(
+        mut self,
+        hook: impl Fn(&ReauthorizationEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// The manager. Nothing is loaded until the first request (or
+    /// [`TokenManager::bearer`]).
+    pub fn build(self) -> TokenManager {
+        TokenManager {
+            shared: Arc::new(Shared {
+                client: self.client,
+                store: self.store,
+                lease: self.lease,
+                timing: self.timing,
+                hook: self.hook,
+                status: watch::Sender::new(AuthStatus::Unloaded),
+                snapshot: RwLock::new(Snapshot {
+                    active: None,
+                    health: Health::Unloaded,
+                }),
+                slow: Arc::new(Mutex::new(SlowState {
+                    persisted_generation: 0,
+                    initial: self.initial,
+                    last_failure: None,
+                })),
+                attempts: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for TokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManagerBuilder")
+            .field("client", &self.client)
+            .field("store", &self.store)
+            .field("timing", &self.timing)
+            .field("initial", &self.initial)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,238 @@
+//! Persisting and installing pairs, latching, and `set_tokens`.
+
+use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+use drchrono_classify::{DrChronoError, ErrorContext};
+use tracing::Instrument;
+
+use crate::active::Active;
+use crate::error::store_failure;
+use crate::manager::{Health, Latch, Shared, SlowState, Snapshot};
+use crate::refresh::context;
+use crate::status::ReauthorizationReason;
+use crate::{AuthStatus, ReauthorizationEvent, StoreError, TokenSet};
+
+/// Compare-and-swap rounds before a save gives up on a store that keeps changing.
+const MAX_SAVE_ROUNDS: usize = 4;
+
+/// How a save ended.
+pub(crate) enum Saved {
+    /// Our pair is stored.
+    Ours,
+    /// Another writer stored a newer pair first; it is returned for adoption.
+    Theirs(TokenSet),
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Snapshot> {
+        self.snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<Active>> {
+        self.read().active.clone()
+    }
+
+    /// Saves the pair that is installed but not yet persisted.
+    pub(crate) async fn retry_pending(&self, slow: &mut SlowState) -> Result<(), DrChronoError> {
+        let Some(active) = self.current() else {
+            return Ok(());
+        };
+        let mut tokens = active.tokens.clone();
+        match self.save(slow, &mut tokens, true).await {
+            Ok(Saved::Ours) if tokens.generation == active.generation() => {
+                tracing::info!(
+                    generation = tokens.generation,
+                    "persisted the pending token pair"
+                );
+                self.write().health = Health::Ready;
+                self.status.send_replace(AuthStatus::Active {
+                    generation: tokens.generation,
+                });
+            }
+            Ok(Saved::Ours) => {
+                self.install(tokens, None, Health::Ready);
+            }
+            Ok(Saved::Theirs(theirs)) => {
+                self.install(theirs, None, Health::Ready);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    generation = tokens.generation,
+                    error = %error,
+                    "the token pair is still not persisted"
+                );
+                return Err(store_failure(error, context()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists a new pair, then installs it. On failure the pair is installed as pending.
+    pub(crate) async fn persist_new(
+        &self,
+        slow: &mut SlowState,
+        mut tokens: TokenSet,
+        lifetime: Option<Duration>,
+    ) -> Result<Arc<Active>, DrChronoError> {
+        match self.save(slow, &mut tokens, true).await {
+            Ok(Saved::Ours) => Ok(self.install(tokens, lifetime, Health::Ready)),
+            Ok(Saved::Theirs(theirs)) => Ok(self.install(theirs, None, Health::Ready)),
+            Err(error) => {
+                tracing::warn!(
+                    generation = tokens.generation,
+                    error = %error,
+                    "could not persist the new token pair; keeping it in memory"
+                );
+                self.install(tokens, lifetime, Health::PersistPending);
+                Err(store_failure(error, context()))
+            }
+        }
+    }
+
+    /// Compare-and-swap with conflict handling: a newer pair from another writer is
+    /// adopted when `adopt_newer`; otherwise (or when the store went backwards) ours is
+    /// renumbered above the stored one and written again.
+    pub(crate) async fn save(
+        &self,
+        slow: &mut SlowState,
+        tokens: &mut TokenSet,
+        adopt_newer: bool,
+    ) -> Result<Saved, StoreError> {
+        let mut last = None;
+        for _ in 0..MAX_SAVE_ROUNDS {
+            match self.store.save(slow.persisted_generation, tokens).await {
+                Ok(()) => {
+                    slow.persisted_generation = tokens.generation;
+                    return Ok(Saved::Ours);
+                }
+                Err(StoreError::Conflict { expected, current }) => {
+                    let stored = current.as_ref().map_or(0, |theirs| theirs.generation);
+                    if let Some(theirs) = current
+                        && adopt_newer
+                        && stored > slow.persisted_generation
+                    {
+                        tracing::warn!(
+                            generation = tokens.generation,
+                            stored_generation = stored,
+                            "another writer stored a newer token pair first; adopting it"
+                        );
+                        slow.persisted_generation = stored;
+                        return Ok(Saved::Theirs(*theirs));
+                    }
+                    slow.persisted_generation = stored;
+                    tokens.generation = tokens.generation.max(stored + 1);
+                    last = Some(StoreError::Conflict {
+                        expected,
+                        current: None,
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.unwrap_or(StoreError::Conflict {
+            expected: slow.persisted_generation,
+            current: None,
+        }))
+    }
+
+    pub(crate) fn install(
+        &self,
+        tokens: TokenSet,
+        lifetime: Option<Duration>,
+        health: Health,
+    ) -> Arc<Active> {
+        let generation = tokens.generation;
+        let active = Arc::new(Active::new(tokens, &self.timing, lifetime));
+        let status = match health {
+            Health::PersistPending => AuthStatus::PersistPending { generation },
+            _ => AuthStatus::Active { generation },
+        };
+        {
+            let mut snapshot = self.write();
+            snapshot.active = Some(Arc::clone(&active));
+            snapshot.health = health;
+        }
+        self.status.send_replace(status);
+        active
+    }
+
+    /// Stops refreshing until `set_tokens`, tells the application once, and returns the
+    /// error for the caller.
+    pub(crate) fn latch(
+        &self,
+        reason: ReauthorizationReason,
+        description: Option<String>,
+        context: ErrorContext,
+        generation: u64,
+    ) -> DrChronoError {
+        let latch = Arc::new(Latch {
+            reason,
+            description: description.clone(),
+            context,
+        });
+        let error = latch.error();
+        self.write().health = Health::Latched(latch);
+        self.status
+            .send_replace(AuthStatus::ReauthorizationRequired {
+                reason,
+                description: description.clone(),
+            });
+        tracing::error!(
+            generation,
+            reason = reason.as_str(),
+            "token refresh stopped: re-authorisation required"
+        );
+        if let Some(hook) = &self.hook {
+            hook(&ReauthorizationEvent {
+                reason,
+                generation,
+                description,
+                at: SystemTime::now(),
+            });
+        }
+        error
+    }
+
+    /// `set_tokens`: install and persist a pair from a new OAuth authorisation.
+    pub(crate) async fn install_new(self: &Arc<Self>, tokens: TokenSet) -> Result<u64, StoreError> {
+        let mut slow = Arc::clone(&self.slow).lock_owned().await;
+        let shared = Arc::clone(self);
+        let task = async move {
+            let current = shared.current().map_or(0, |active| active.generation());
+            let mut tokens = tokens.with_generation(current.max(slow.persisted_generation) + 1);
+            slow.initial = None;
+            slow.last_failure = None;
+            match shared.save(&mut slow, &mut tokens, false).await {
+                Ok(_) => {
+                    let generation = tokens.generation;
+                    tracing::info!(generation, "installed new tokens");
+                    shared.install(tokens, None, Health::Ready);
+                    Ok(generation)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        generation = tokens.generation,
+                        error = %error,
+                        "could not persist the new tokens; keeping them in memory"
+                    );
+                    shared.install(tokens, None, Health::PersistPending);
+                    Err(error)
+                }
+            }
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()))
+            .await
+            .unwrap_or_else(|join| {
+                Err(StoreError::Backend {
+                    source: Box::new(join),
+                })
+            })
+    }
+}

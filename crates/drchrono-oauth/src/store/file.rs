@@ -1,0 +1,267 @@
+//! [`FileTokenStore`]: a JSON file, replaced atomically on every save.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::BoxFuture;
+use secrecy::zeroize::Zeroize;
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, TokenStore, check_generation};
+use crate::TokenSet;
+
+/// The file format version this crate writes and reads.
+pub const FILE_FORMAT_VERSION: u64 = 1;
+
+/// A [`TokenStore`] in one JSON file, safe against crashes at any instant.
+///
+/// Format: `{"version":1,"tokens":{"access_token":…,"refresh_token":…,"expires_at":<unix s>,
+/// "issued_at":<unix s>,"scope":…,"generation":…}}`.
+///
+/// Each save writes a new temporary file beside the target (created with mode `0600`),
+/// `fsync`s it, renames it over the target and `fsync`s the directory. A crash at any
+/// point leaves either the old or the new pair in the file, never a torn one (a stray
+/// `.<name>.*.tmp` file may remain; it is never read).
+///
+/// Compare-and-swap is exact between users of one `FileTokenStore` (and its clones); two
+/// processes sharing a file must also share a [`RefreshLease`](crate::RefreshLease) so that
+/// only one of them refreshes at a time.
+#[derive(Clone)]
+pub struct FileTokenStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// Serialises load-compare-write within the process.
+    lock: tokio::sync::Mutex<()>,
+    /// Where the next saves stop, as if the process were killed (tests only).
+    crash_at: std::sync::Mutex<Option<CrashPoint>>,
+}
+
+impl FileTokenStore {
+    /// A store in the file at `path`. The file need not exist; its directory must.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                path: path.into(),
+                lock: tokio::sync::Mutex::new(()),
+                crash_at: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    #[cfg(test)]
+    fn crash_at(&self, point: Option<CrashPoint>) {
+        *self.inner.crash_at.lock().unwrap() = point;
+    }
+}
+
+impl fmt::Debug for FileTokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileTokenStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl TokenStore for FileTokenStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
+        Box::pin(async move {
+            let _guard = self.inner.lock.lock().await;
+            let inner = Arc::clone(&self.inner);
+            blocking(move || read_file(&inner.path)).await
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        expected_generation: u64,
+        tokens: &'a TokenSet,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let tokens = tokens.clone();
+        Box::pin(async move {
+            let _guard = self.inner.lock.lock().await;
+            let inner = Arc::clone(&self.inner);
+            blocking(move || {
+                let stored = read_file(&inner.path)?;
+                check_generation(stored.as_ref(), expected_generation)?;
+                let crash = *inner
+                    .crash_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                write_file(&inner.path, &tokens, crash)
+            })
+            .await
+        })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::Backend {
+                source: Box::new(join),
+            })
+        })
+}
+
+#[derive(Deserialize)]
+struct Header {
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct FileRef<'a> {
+    version: u64,
+    tokens: &'a TokenSet,
+}
+
+#[derive(Deserialize)]
+struct FileOwned {
+    tokens: TokenSet,
+}
+
+fn read_file(path: &Path) -> Result<Option<TokenSet>, StoreError> {
+    let mut bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StoreError::io("read", path, error)),
+    };
+    let decoded = decode(&bytes);
+    bytes.zeroize();
+    decoded.map(Some)
+}
+
+fn decode(bytes: &[u8]) -> Result<TokenSet, StoreError> {
+    let header: Header = serde_json::from_slice(bytes).map_err(|e| StoreError::json(&e))?;
+    if header.version != FILE_FORMAT_VERSION {
+        return Err(StoreError::UnsupportedVersion {
+            found: header.version,
+        });
+    }
+    let file: FileOwned = serde_json::from_slice(bytes).map_err(|e| StoreError::json(&e))?;
+    Ok(file.tokens)
+}
+
+/// A point at which a test makes the write stop, as a crash (or a kill) would: nothing is
+/// cleaned up. Only tests set one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum CrashPoint {
+    AfterCreate,
+    MidWrite,
+    AfterWrite,
+    AfterSync,
+    AfterRename,
+}
+
+/// Stops here when a test asked for a crash at `here`.
+fn crash_point(crash: Option<CrashPoint>, here: CrashPoint) -> Result<(), StoreError> {
+    if crash == Some(here) {
+        Err(StoreError::io(
+            "simulated crash",
+            PathBuf::new(),
+            io::Error::other("simulated crash"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map_or_else(
+        || "tokens".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let temp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+
+    let mut bytes = serde_json::to_vec(&FileRef {
+        version: FILE_FORMAT_VERSION,
+        tokens,
+    })
+    .map_err(|e| StoreError::json(&e))?;
+    let result = write_temp(&temp, &bytes, crash)
+        .and_then(|()| crash_point(crash, CrashPoint::AfterSync))
+        .and_then(|()| fs::rename(&temp, path).map_err(|e| StoreError::io("rename", &temp, e)));
+    bytes.zeroize();
+    if let Err(error) = result {
+        if crash.is_none() {
+            // Best effort: the temporary file holds secrets and is of no use now.
+            let _ = fs::remove_file(&temp);
+        }
+        return Err(error);
+    }
+    crash_point(crash, CrashPoint::AfterRename)?;
+    sync_dir(&dir)
+}
+
+fn write_temp(temp: &Path, bytes: &[u8], crash: Option<CrashPoint>) -> Result<(), StoreError> {
+    let mut file =
+        create_private(temp).map_err(|e| StoreError::io("create temporary file", temp, e))?;
+    crash_point(crash, CrashPoint::AfterCreate)?;
+    if crash == Some(CrashPoint::MidWrite) {
+        let _ = file.write_all(&bytes[..bytes.len() / 2]);
+        return crash_point(crash, CrashPoint::MidWrite);
+    }
+    file.write_all(bytes)
+        .map_err(|e| StoreError::io("write temporary file", temp, e))?;
+    crash_point(crash, CrashPoint::AfterWrite)?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync temporary file", temp, e))
+}
+
+#[cfg(unix)]
+fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Makes the rename durable: on Unix a directory's entries are persisted by `fsync` on
+/// the directory itself.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|e| StoreError::io("fsync directory", dir, e))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod tests;

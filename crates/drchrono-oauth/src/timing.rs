@@ -1,0 +1,104 @@
+//! [`RefreshTiming`]: when a token is refreshed before it expires.
+
+use std::time::Duration;
+
+/// When the layer refreshes proactively: `min(max_margin, percent_of_lifetime % of the
+/// token's lifetime)` before expiry, so that no request is sent with a token about to
+/// expire. DrChrono's tokens live 48 h, so the margin is 5 minutes by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshTiming {
+    max_margin: Duration,
+    percent_of_lifetime: u32,
+    assumed_lifetime: Duration,
+    retry_interval: Duration,
+}
+
+impl Default for RefreshTiming {
+    fn default() -> Self {
+        Self {
+            max_margin: Duration::from_secs(5 * 60),
+            percent_of_lifetime: 10,
+            assumed_lifetime: Duration::from_secs(48 * 60 * 60),
+            retry_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RefreshTiming {
+    /// The defaults: 5 min, 10 % of the lifetime, 48 h assumed lifetime, 30 s retry
+    /// interval.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The largest margin before expiry. Default: 5 minutes. `Duration::ZERO` turns
+    /// proactive refresh off (tokens are then refreshed on expiry or on a 401).
+    #[must_use]
+    pub fn max_margin(mut self, margin: Duration) -> Self {
+        self.max_margin = margin;
+        self
+    }
+
+    /// The margin as a share of the token's lifetime, in percent (capped at 100).
+    /// Default: 10.
+    #[must_use]
+    pub fn percent_of_lifetime(mut self, percent: u32) -> Self {
+        self.percent_of_lifetime = percent.min(100);
+        self
+    }
+
+    /// The lifetime assumed for a pair whose issue time is unknown (a
+    /// [`TokenSet`](crate::TokenSet) without `issued_at`). Default: 48 h, DrChrono's.
+    #[must_use]
+    pub fn assumed_lifetime(mut self, lifetime: Duration) -> Self {
+        self.assumed_lifetime = lifetime;
+        self
+    }
+
+    /// After a proactive refresh failed transiently while the current token is still
+    /// valid, requests keep using it and the next refresh is tried this much later.
+    /// Default: 30 s.
+    #[must_use]
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// The margin for a token of the given lifetime (the assumed lifetime when `None`).
+    pub fn margin_for(&self, lifetime: Option<Duration>) -> Duration {
+        let lifetime = lifetime.unwrap_or(self.assumed_lifetime);
+        let share = lifetime.saturating_mul(self.percent_of_lifetime) / 100;
+        share.min(self.max_margin)
+    }
+
+    /// The configured assumed lifetime.
+    pub fn lifetime_when_unknown(&self) -> Duration {
+        self.assumed_lifetime
+    }
+
+    /// The configured retry interval.
+    pub fn retry_after_failure(&self) -> Duration {
+        self.retry_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_is_the_smaller_of_five_minutes_and_ten_percent() {
+        let timing = RefreshTiming::new();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(timing.margin_for(secs(172_800)), Duration::from_secs(300));
+        assert_eq!(timing.margin_for(secs(600)), Duration::from_secs(60));
+        assert_eq!(timing.margin_for(secs(60)), Duration::from_secs(6));
+        assert_eq!(timing.margin_for(None), Duration::from_secs(300));
+        let custom = timing
+            .max_margin(Duration::from_secs(1))
+            .percent_of_lifetime(500);
+        assert_eq!(custom.margin_for(secs(60)), Duration::from_secs(1));
+        let off = timing.max_margin(Duration::ZERO);
+        assert_eq!(off.margin_for(secs(60)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,276 @@
+//! Failures against a fake token endpoint and API (`tower::service_fn`), in paused time:
+//! invalid_grant, invalid_client, transient errors, store failures, malformed grants.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use drchrono_classify::DrChronoError;
+use drchrono_oauth::{
+    AuthStatus, MalformedTokenResponse, MemoryTokenStore, OAuthRefresh, ReauthorizationEvent,
+    ReauthorizationReason, RefreshFailed, RefreshTiming, StoreError, TokenManager, TokenSet,
+    TokenStore,
+};
+use futures::future::join_all;
+use secrecy::ExposeSecret;
+use support::*;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::retry::Retry;
+
+const URL: &str = "http://api.test/api/patients/1";
+
+#[tokio::test(start_paused = true)]
+async fn invalid_grant_stops_refreshing_until_set_tokens() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let events: Arc<Mutex<Vec<ReauthorizationEvent>>> = Arc::default();
+    let sink = Arc::clone(&events);
+    let manager = TokenManager::builder(token_client(&auth))
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .on_reauthorization(move |event| sink.lock().unwrap().push(event.clone()))
+        .build();
+    let service = Retry::new(
+        ReplayOnce::default(),
+        OAuthRefresh::new(api(&auth, &log, Duration::from_millis(10)), manager.clone()),
+    );
+    service.clone().oneshot(get(URL)).await.unwrap();
+    let (access, refresh) = auth.reauthorize();
+
+    let results = join_all((0..100).map(|_| service.clone().oneshot(get(URL)))).await;
+    for result in &results {
+        assert!(
+            matches!(result, Err(DrChronoError::ReauthorizationRequired { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(auth.invalid_grants(), 1);
+    let calls = auth.calls();
+    assert_eq!(calls, 2);
+    {
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 1, "the hook fires once");
+        assert_eq!(events[0].reason, ReauthorizationReason::InvalidGrant);
+        assert_eq!(events[0].generation, 2);
+    }
+    assert!(matches!(
+        *manager.status().borrow(),
+        AuthStatus::ReauthorizationRequired {
+            reason: ReauthorizationReason::InvalidGrant,
+            ..
+        }
+    ));
+    // Later requests fail the same way, without any token call.
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    assert!(matches!(
+        service.clone().oneshot(get(URL)).await,
+        Err(DrChronoError::ReauthorizationRequired { .. })
+    ));
+    assert!(matches!(
+        manager.refresh_now().await,
+        Err(DrChronoError::ReauthorizationRequired { .. })
+    ));
+    assert_eq!(auth.calls(), calls);
+
+    let expires = SystemTime::now() + Duration::from_secs(600);
+    let generation = manager
+        .set_tokens(TokenSet::new(access, refresh, expires))
+        .await
+        .unwrap();
+    assert_eq!(generation, 3);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 3 }
+    );
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.calls(), calls);
+    assert_eq!(events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_client_is_typed_and_latched() {
+    let auth = FakeAuth::new(600);
+    let fired = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&fired);
+    auth.script([(
+        401,
+        r#"{"error":"invalid_client","error_description":"bad"}"#,
+    )]);
+    let manager = TokenManager::builder(token_client(&auth))
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .on_reauthorization(move |event| {
+            assert_eq!(event.reason, ReauthorizationReason::InvalidClient);
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    for _ in 0..3 {
+        match manager.bearer().await {
+            Err(DrChronoError::InvalidClient { description, .. }) => {
+                assert_eq!(description.as_deref(), Some("bad"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(auth.calls(), 1);
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_503_twice_then_200_is_retried_with_backoff() {
+    let auth = FakeAuth::new(600);
+    auth.script([(503, "unavailable"), (503, "unavailable")]);
+    let manager = manager(&auth, Arc::new(MemoryTokenStore::new()));
+    let start = Instant::now();
+    manager.bearer().await.unwrap();
+    assert_eq!(auth.calls(), 3);
+    assert_eq!(auth.refreshes(), 1);
+    // 1 s, then 2 s of backoff, plus the fake's 50 ms per call.
+    assert_eq!(start.elapsed(), Duration::from_millis(3_150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_keeps_failing_is_shared_by_its_waiters() {
+    let auth = FakeAuth::new(600);
+    auth.script([(503, ""), (502, ""), (504, ""), (500, "")]);
+    let manager = manager(&auth, Arc::new(MemoryTokenStore::new()));
+    let results = join_all((0..30).map(|_| manager.bearer())).await;
+    for result in results {
+        match result {
+            Err(DrChronoError::Transport {
+                not_sent: true,
+                source,
+                ..
+            }) => {
+                let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+                assert!(matches!(failed.error(), DrChronoError::Server { .. }));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(auth.calls(), 4, "1 attempt + 3 retries, for all 30 callers");
+    // The next caller tries again, and succeeds.
+    manager.bearer().await.unwrap();
+    assert_eq!(auth.refreshes(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_proactive_refresh_keeps_using_the_valid_token() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let timing = RefreshTiming::new().retry_interval(Duration::from_secs(20));
+    let manager =
+        TokenManager::builder(token_client(&auth).backoff(drchrono_oauth::RefreshBackoff::none()))
+            .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+            .timing(timing)
+            .build();
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    service.clone().oneshot(get(URL)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(545)).await;
+
+    auth.script([(503, "")]);
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.calls(), 2);
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.calls(), 2, "no new attempt within the retry interval");
+    tokio::time::advance(Duration::from_secs(21)).await;
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.calls(), 3);
+    assert_eq!(manager.generation(), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_save_surfaces_and_keeps_the_new_pair_for_a_later_save() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let store = Arc::new(FlakyStore::default());
+    store
+        .inner
+        .save(
+            0,
+            &TokenSet::from_refresh_token(FIRST_REFRESH).with_generation(1),
+        )
+        .await
+        .unwrap();
+    let manager = manager(&auth, store.clone());
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+
+    store.fail_saves.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        match service.clone().oneshot(get(URL)).await {
+            Err(DrChronoError::Transport {
+                not_sent: true,
+                source,
+                ..
+            }) => assert!(source.downcast_ref::<StoreError>().is_some()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        log.calls.load(Ordering::SeqCst),
+        0,
+        "the unsaved token is never used"
+    );
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::PersistPending { generation: 2 }
+    );
+    assert_eq!(auth.refreshes(), 1);
+
+    store.fail_saves.store(false, Ordering::SeqCst);
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(
+        auth.refreshes(),
+        1,
+        "the pending pair was saved, not refreshed again"
+    );
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.generation, 2);
+    assert_eq!(
+        stored.refresh_token.expose_secret(),
+        auth.current_refresh_token()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_grant_is_a_typed_error() {
+    let auth = FakeAuth::new(600);
+    auth.script([(200, r#"{"token_type":"Bearer"}"#)]);
+    let manager = manager(&auth, Arc::new(MemoryTokenStore::new()));
+    match manager.bearer().await {
+        Err(DrChronoError::Transport { source, .. }) => {
+            let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+            match failed.error() {
+                DrChronoError::Transport { source, .. } => assert_eq!(
+                    source.downcast_ref::<MalformedTokenResponse>(),
+                    Some(&MalformedTokenResponse::NotJson)
+                ),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(auth.calls(), 1, "not retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_store_without_initial_tokens_requires_authorisation() {
+    let auth = FakeAuth::new(600);
+    let fired = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&fired);
+    let manager = TokenManager::builder(token_client(&auth))
+        .on_reauthorization(move |event| {
+            assert_eq!(event.reason, ReauthorizationReason::NoTokens);
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    for _ in 0..2 {
+        assert!(matches!(
+            manager.bearer().await,
+            Err(DrChronoError::ReauthorizationRequired { .. })
+        ));
+    }
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+    assert_eq!(auth.calls(), 0);
+}
