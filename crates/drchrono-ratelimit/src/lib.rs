@@ -1,1 +1,142 @@
-//! placeholder
+//! An exact, shared rate limiter for DrChrono's three throttling rules, as a tower layer.
+//!
+//! DrChrono throttles an application on three rules at once: 10 calls in any second, more
+//! than 290 in any rolling 10 minutes, and more than 500 per clock hour (reset at the top of
+//! the hour, raisable on request). [`DrChronoRateLimitLayer`] releases every request at the
+//! earliest instant that breaks none of them (never later, never earlier), shares one budget
+//! among every clone and thread, and pauses every caller when the server answers 429 anyway.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::{Duration, SystemTime};
+//!
+//! use drchrono_ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, RateLimiter, TokioClock};
+//! use http::{Request, Response};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // 2026-01-05T10:37:00Z, on tokio's clock (paused here, so this runs instantly).
+//! let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
+//! let config = RateLimitConfig::builder()
+//!     .max_per_hour(500)                 // DrChrono's default; raise it if they raised yours
+//!     .safety_margin(Duration::ZERO)     // default 100 ms
+//!     .build()?;
+//! let limiter = RateLimiter::builder(config).clock(TokioClock::starting_at(start)).build();
+//! let client = ServiceBuilder::new()
+//!     .layer(DrChronoRateLimitLayer::new(limiter.clone()))
+//!     .service_fn(|_request: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+//!
+//! // 20 requests at once: 9 go now, 9 a second later, 2 a second after that.
+//! let calls = (0..20).map(|_| client.clone().oneshot(Request::new(())));
+//! futures::future::try_join_all(calls).await?;
+//! assert_eq!(limiter.clock().now(), start + Duration::from_secs(2));
+//! let status = limiter.status().await;
+//! assert_eq!(status.rules[1].remaining, 270); // of 290 per rolling 10 minutes
+//! assert_eq!(status.rules[2].remaining, 480); // of 500 this clock hour
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The rules and what they mean exactly
+//!
+//! A [`Rule`] is either [`Rule::sliding`]`(M, W)` or [`Rule::aligned`]`(M, P)`:
+//!
+//! * **sliding** (Django REST Framework's `SimpleRateThrottle`, which DrChrono runs): a
+//!   request at `t` is admitted iff fewer than `M` charged instants lie in `(t - W, t]`.
+//!   The earliest instant a refused request may go is therefore the oldest entry that still
+//!   matters (the `M`-th most recent) plus `W`: at that instant it has left the window.
+//! * **aligned**: a request at `t` is admitted iff fewer than `M` were charged in
+//!   `[floor(t / P) * P, next boundary)`, periods counted from the Unix epoch (so 3600 s is
+//!   the UTC hour). When the period is full, the earliest instant is the next boundary.
+//!
+//! DrChrono's defaults ([`RateLimitConfig::default`]) are sliding(9, 1 s), sliding(290,
+//! 600 s) and aligned(500, 3600 s), the hourly maximum configurable. A safety margin
+//! ([`DEFAULT_SAFETY_MARGIN`], 100 ms, configurable down to zero) is added to each sliding
+//! window and to each aligned boundary (periods run from `k * P + margin`), to absorb
+//! network jitter and clock skew between us and DrChrono.
+//!
+//! # Why the release instants are exact
+//!
+//! For each rule, `earliest_r(t)`, the first instant `>= t` that rule admits, depends only
+//! on the charged instants (all `<= now <= t`): it is `max(t, oldest + W)` for a sliding
+//! rule and `t` or the next boundary for an aligned one. Each is monotone (`t <= t'` implies
+//! `earliest_r(t) <= earliest_r(t')`), idempotent, and admits nothing in
+//! `[t, earliest_r(t))`. So the set of instants every rule admits, from `now` on, begins at
+//! the least fixed point of `t -> earliest_n(... earliest_1(t))`. Iterating from `now`
+//! reaches it after at most one pass per rule plus a confirming pass (a rule, once
+//! satisfied, stays satisfied as `t` grows, because later instants only see fewer entries in
+//! the window or a fresh period): no instant before it is admissible (some rule refuses
+//! each), and it is admissible (every rule returns it unchanged). The decision
+//! is made with integer nanoseconds since the Unix epoch: no floating point, no
+//! approximation of the sliding window (we keep the log of the last `M` instants, which is
+//! all the rule depends on), and every rule is checked and charged under one lock.
+//!
+//! A property test checks this against an independent brute-force oracle (scanning every
+//! candidate instant and counting), for random rule sets and arrival sequences.
+//!
+//! ## Timer resolution
+//!
+//! Tokio's timer has a 1 ms resolution. A waiter sleeps until the earliest instant rounded
+//! up to a whole millisecond since the Unix epoch, and [`TokioClock`] anchors the wall clock
+//! on a whole millisecond, so that when the inputs are on the millisecond grid (whole-ms
+//! windows, margin and arrival times, as under paused time) the release instants are exact
+//! to the nanosecond; otherwise a release is at most 1 ms late, never early.
+//!
+//! # Sharing, fairness, cancellation
+//!
+//! A [`RateLimiter`] is one application's budget; every clone and thread shares it
+//! ([`RateLimiter::shared`] also shares it by application key across independently built
+//! stacks). Waiters are served first-come first-served by a fair `tokio::sync::Mutex`
+//! "turn" held by the head waiter while it sleeps; the state itself sits in a
+//! `std::sync::Mutex` inside the [`Backend`] ([`LocalLimiter`] in memory; a shared store
+//! such as Redis implements the same trait). A dropped waiter charges nothing and passes
+//! the turn on. Every released attempt is charged and never refunded: DrChrono counts a
+//! throttled request in the rules that allowed it.
+//!
+//! # Server 429s, priority, pacing
+//!
+//! [`DrChronoRateLimit`] inspects each outcome. A 429 (a typed
+//! [`drchrono_classify::DrChronoError::Throttled`], boxed or not, or a raw response with
+//! `Retry-After`) pauses every caller of the application until the advertised instant, and
+//! when that reaches the next top of the hour the hour is marked spent (so it reopens at
+//! the boundary plus the margin). A [`Priority`] request extension marks background work,
+//! which cannot take the last share of an aligned budget (10 % by default) and yields to
+//! interactive work. Optional smooth pacing
+//! ([`RateLimitConfigBuilder::smooth_pacing`]) spreads what remains of each aligned
+//! period's budget evenly over the rest of the period. [`RateLimiter::status`] reports the
+//! remaining budget per rule, the next reset and the earliest next release.
+
+mod algorithm;
+mod backend;
+mod clock;
+mod config;
+mod error;
+mod future;
+mod layer;
+mod local;
+mod observe;
+mod priority;
+mod rate_limiter;
+mod rule;
+mod service;
+mod status;
+mod time;
+
+pub use backend::{Backend, BackendFuture};
+pub use clock::{Clock, TokioClock};
+pub use config::{
+    DEFAULT_APPLICATION, DEFAULT_BACKGROUND_RESERVE_PERCENT, DEFAULT_SAFETY_MARGIN,
+    RateLimitConfig, RateLimitConfigBuilder,
+};
+pub use error::{ConfigError, NotUntil};
+pub use future::ResponseFuture;
+pub use layer::DrChronoRateLimitLayer;
+pub use local::LocalLimiter;
+pub use priority::Priority;
+pub use rate_limiter::{RateLimiter, RateLimiterBuilder};
+pub use rule::{MAX_PERIOD, Rule, RuleKind};
+pub use service::DrChronoRateLimit;
+pub use status::{RuleStatus, Status};

@@ -1,0 +1,82 @@
+//! Errors and refusals: [`ConfigError`] for a configuration that cannot work, [`NotUntil`] for
+//! a request that may not go yet.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// A rule set or option that cannot be used, found when building a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A rule allows zero requests: nothing could ever be sent.
+    ZeroMax,
+    /// A rule's window or period is zero.
+    ZeroPeriod,
+    /// A rule's window or period (or the safety margin) is longer than
+    /// [`MAX_PERIOD`](crate::MAX_PERIOD).
+    PeriodTooLong,
+    /// The rule set is empty.
+    NoRules,
+    /// The background reserve is above 100 %.
+    ReserveOutOfRange(u8),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroMax => f.write_str("a rate-limit rule must allow at least one request"),
+            Self::ZeroPeriod => {
+                f.write_str("a rate-limit rule's window or period must be non-zero")
+            }
+            Self::PeriodTooLong => f.write_str("a rate-limit window, period or margin is too long"),
+            Self::NoRules => f.write_str("a rate limiter needs at least one rule"),
+            Self::ReserveOutOfRange(percent) => {
+                write!(f, "background reserve of {percent} % is above 100 %")
+            }
+        }
+    }
+}
+
+impl StdError for ConfigError {}
+
+/// A request may not go before [`NotUntil::earliest`]: the earliest instant at which it
+/// breaks no rule, given everything charged so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NotUntil {
+    earliest: SystemTime,
+}
+
+impl NotUntil {
+    pub(crate) fn new(earliest: SystemTime) -> Self {
+        Self { earliest }
+    }
+
+    /// The earliest instant (wall clock) at which the request breaks no rule.
+    ///
+    /// Exact to the nanosecond; a waiter rounds it up to tokio's 1 ms timer grid.
+    pub fn earliest(&self) -> SystemTime {
+        self.earliest
+    }
+
+    /// How long after `now` that is (zero when it has passed).
+    pub fn wait_time_from(&self, now: SystemTime) -> Duration {
+        self.earliest.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+}
+
+impl fmt::Display for NotUntil {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = self
+            .earliest
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        write!(
+            f,
+            "rate limited until {:.3} s after the Unix epoch",
+            at.as_secs_f64()
+        )
+    }
+}
+
+impl StdError for NotUntil {}

@@ -1,0 +1,159 @@
+//! [`LocalLimiter`]: the in-memory backend, one application's budget behind one lock.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use crate::algorithm::{Policy, State};
+use crate::backend::{Backend, BackendFuture};
+use crate::time::{from_nanos, to_nanos};
+use crate::{NotUntil, Priority, RateLimitConfig, Status};
+
+/// One application's budget in this process: the limiter core behind a `std::sync::Mutex`.
+///
+/// Every method takes `now` as an argument and never waits: [`LocalLimiter::try_acquire`]
+/// checks all rules and charges all of them atomically, or returns the exact earliest
+/// instant that breaks no rule. It costs one uncontended lock and O(1) work per rule (a
+/// ring of the last `max` instants per sliding rule, a counter per aligned rule). A
+/// refusal is cheaper still: the earliest instant of the last refusal is kept in an atomic
+/// (written only under the lock, cleared by every charge and pause, so it is always exact
+/// for the current state), and a request before it is refused without taking the lock.
+/// [`RateLimiter`](crate::RateLimiter) adds the waiting, the clock and first-come
+/// first-served order on top.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use drchrono_ratelimit::{LocalLimiter, RateLimitConfig};
+///
+/// let config = RateLimitConfig::builder().safety_margin(Duration::ZERO).build()?;
+/// let limiter = LocalLimiter::new(&config);
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420); // 2026-01-05T10:37:00Z
+/// for _ in 0..9 {
+///     assert!(limiter.try_acquire(now).is_ok());
+/// }
+/// let refused = limiter.try_acquire(now).unwrap_err();
+/// assert_eq!(refused.earliest(), now + Duration::from_secs(1));
+/// # Ok::<(), drchrono_ratelimit::ConfigError>(())
+/// ```
+pub struct LocalLimiter {
+    policy: Policy,
+    state: Mutex<State>,
+    /// Per priority: the earliest instant computed by the last refusal since the last
+    /// charge or pause (0 = none). Nothing is admissible before it.
+    refused_until: [AtomicU64; 2],
+}
+
+fn slot(priority: Priority) -> usize {
+    match priority {
+        Priority::Interactive => 0,
+        Priority::Background => 1,
+    }
+}
+
+impl LocalLimiter {
+    /// A fresh budget for `config`'s rules.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let policy = Policy::new(config);
+        let state = Mutex::new(policy.new_state());
+        Self {
+            policy,
+            state,
+            refused_until: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after every statement that mutates it: a panic elsewhere
+        // while the lock was held leaves nothing half-done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`try_acquire_with`](Self::try_acquire_with) for interactive work.
+    ///
+    /// # Errors
+    /// [`NotUntil`] with the earliest instant at which the request breaks no rule.
+    pub fn try_acquire(&self, now: SystemTime) -> Result<(), NotUntil> {
+        self.try_acquire_with(now, Priority::Interactive)
+    }
+
+    /// Admits a request at `now` and charges every rule, or refuses it and charges nothing.
+    ///
+    /// `now` earlier than a `now` already seen is taken as that later instant: time never
+    /// runs backwards inside the limiter.
+    ///
+    /// # Errors
+    /// [`NotUntil`] with the earliest instant at which the request breaks no rule.
+    pub fn try_acquire_with(&self, now: SystemTime, priority: Priority) -> Result<(), NotUntil> {
+        let now = to_nanos(now);
+        let refused_until = &self.refused_until[slot(priority)];
+        let cached = refused_until.load(Ordering::Acquire);
+        if now < cached {
+            return Err(NotUntil::new(from_nanos(cached)));
+        }
+        let mut state = self.state();
+        match self.policy.try_acquire(&mut state, now, priority) {
+            Ok(()) => {
+                self.clear_refusals();
+                Ok(())
+            }
+            Err(earliest) => {
+                refused_until.store(earliest, Ordering::Release);
+                Err(NotUntil::new(from_nanos(earliest)))
+            }
+        }
+    }
+
+    /// Forgets the cached refusals; called with the state locked, after it changed.
+    fn clear_refusals(&self) {
+        for refused_until in &self.refused_until {
+            refused_until.store(0, Ordering::Release);
+        }
+    }
+
+    /// The earliest instant at or after `now` at which a request of `priority` breaks no
+    /// rule; charges nothing.
+    pub fn earliest(&self, now: SystemTime, priority: Priority) -> SystemTime {
+        from_nanos(self.policy.earliest(&self.state(), to_nanos(now), priority))
+    }
+
+    /// Holds every request until `until` (a server 429's advertised instant). When `until`
+    /// reaches the next boundary of an aligned rule, that period is marked spent, so it
+    /// reopens at the boundary plus the safety margin.
+    pub fn pause_until(&self, now: SystemTime, until: SystemTime) {
+        self.policy
+            .pause(&mut self.state(), to_nanos(now), to_nanos(until));
+    }
+
+    /// Remaining budget per rule, the next reset and the earliest instants, at `now`.
+    pub fn status(&self, now: SystemTime) -> Status {
+        self.policy.status(&self.state(), to_nanos(now))
+    }
+}
+
+impl fmt::Debug for LocalLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalLimiter")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend for LocalLimiter {
+    fn try_acquire(
+        &self,
+        now: SystemTime,
+        priority: Priority,
+    ) -> BackendFuture<'_, Result<(), NotUntil>> {
+        Box::pin(std::future::ready(self.try_acquire_with(now, priority)))
+    }
+
+    fn pause_until(&self, now: SystemTime, until: SystemTime) -> BackendFuture<'_, ()> {
+        LocalLimiter::pause_until(self, now, until);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn status(&self, now: SystemTime) -> BackendFuture<'_, Status> {
+        Box::pin(std::future::ready(LocalLimiter::status(self, now)))
+    }
+}

@@ -1,0 +1,240 @@
+//! [`RateLimiter`]: one application's shared budget, with waiting in first-come
+//! first-served order.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
+
+use crate::time::ceil_ms_time;
+use crate::{
+    Backend, Clock, LocalLimiter, NotUntil, Priority, RateLimitConfig, Status, TokioClock,
+};
+
+/// One application's budget: a [`Backend`] holding the state, a [`Clock`], and the queue of
+/// waiters. Cheap to clone; every clone (and every thread) shares the one budget.
+///
+/// [`RateLimiter::acquire`] waits for a permit: waiters are served first-come first-served
+/// through a fair `tokio::sync::Mutex` "turn". The head waiter holds the turn while it
+/// sleeps until its earliest instant, then decides and charges atomically in the backend
+/// (whose state sits behind a `std::sync::Mutex`). A waiter dropped at any point charges
+/// nothing and passes the turn on. [`Priority::Background`] waiters queue on a second
+/// turn and take the shared one only to decide, never to sleep, so interactive work
+/// overtakes them.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use drchrono_ratelimit::{Priority, RateLimitConfig, RateLimiter, TokioClock};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), drchrono_ratelimit::ConfigError> {
+/// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
+/// let config = RateLimitConfig::builder().safety_margin(Duration::ZERO).build()?;
+/// let limiter = RateLimiter::builder(config).clock(TokioClock::starting_at(start)).build();
+/// for _ in 0..9 {
+///     assert_eq!(limiter.acquire(Priority::Interactive).await, start);
+/// }
+/// // The tenth waits until the first leaves the rolling second.
+/// assert_eq!(limiter.acquire(Priority::Interactive).await, start + Duration::from_secs(1));
+/// assert_eq!(limiter.status().await.rules[2].remaining, 490);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RateLimitConfig,
+    backend: Arc<dyn Backend>,
+    clock: Arc<dyn Clock>,
+    /// Fair (FIFO) turn of the waiters; its holder sleeps until its earliest instant.
+    turn: tokio::sync::Mutex<()>,
+    /// Fair turn among background waiters.
+    background_turn: tokio::sync::Mutex<()>,
+}
+
+type Registry = Mutex<HashMap<String, Weak<Inner>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+impl RateLimiter {
+    /// A fresh budget for `config`, kept in memory ([`LocalLimiter`]), on the
+    /// [`TokioClock`]. Only its clones share it; see [`RateLimiter::shared`].
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// The process-wide budget of `config`'s [application key](RateLimitConfig::application):
+    /// every call with the same key, while one of its limiters is alive, returns the same
+    /// budget (the first caller's configuration wins).
+    pub fn shared(config: RateLimitConfig) -> Self {
+        let mut map = registry().lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(inner) = map.get(config.application()).and_then(Weak::upgrade) {
+            return Self { inner };
+        }
+        let key = config.application().to_owned();
+        let limiter = Self::new(config);
+        map.insert(key, Arc::downgrade(&limiter.inner));
+        limiter
+    }
+
+    /// A builder to choose the [`Clock`] or the [`Backend`].
+    pub fn builder(config: RateLimitConfig) -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            config,
+            clock: None,
+            backend: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.inner.config
+    }
+
+    /// The clock the limiter decides on.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    /// Waits for a permit and charges every rule; returns the instant (wall clock) at which
+    /// the request was released: the earliest that breaks no rule, rounded up to tokio's
+    /// 1 ms timer grid.
+    ///
+    /// Cancel-safe: dropping the future charges nothing and frees the turn.
+    pub async fn acquire(&self, priority: Priority) -> SystemTime {
+        if priority == Priority::Background {
+            return self.acquire_background().await;
+        }
+        let _turn = self.inner.turn.lock().await;
+        loop {
+            let now = self.inner.clock.now();
+            match self
+                .inner
+                .backend
+                .try_acquire(now, Priority::Interactive)
+                .await
+            {
+                Ok(()) => return now,
+                Err(not_until) => self.sleep(now, not_until).await,
+            }
+        }
+    }
+
+    async fn acquire_background(&self) -> SystemTime {
+        let _background_turn = self.inner.background_turn.lock().await;
+        loop {
+            let (now, decision) = {
+                let _turn = self.inner.turn.lock().await;
+                let now = self.inner.clock.now();
+                (
+                    now,
+                    self.inner
+                        .backend
+                        .try_acquire(now, Priority::Background)
+                        .await,
+                )
+            };
+            match decision {
+                Ok(()) => return now,
+                Err(not_until) => self.sleep(now, not_until).await,
+            }
+        }
+    }
+
+    async fn sleep(&self, now: SystemTime, not_until: NotUntil) {
+        let until = ceil_ms_time(not_until.earliest());
+        tracing::trace!(
+            application = self.inner.config.application(),
+            wait_ms = not_until.wait_time_from(now).as_millis() as u64,
+            "rate limit: waiting"
+        );
+        tokio::time::sleep_until(self.inner.clock.instant_at(until)).await;
+    }
+
+    /// Holds every caller of this application until `until`, as a server 429 asks. When
+    /// `until` reaches the next top of an aligned period (the hour), that period is marked
+    /// spent, so it reopens at the boundary plus the safety margin.
+    pub async fn pause_until(&self, until: SystemTime) {
+        let now = self.inner.clock.now();
+        let wait = until.duration_since(now).unwrap_or(Duration::ZERO);
+        tracing::warn!(
+            application = self.inner.config.application(),
+            wait_secs = wait.as_secs_f64(),
+            "DrChrono throttled a request: pausing every caller of this application"
+        );
+        self.inner.backend.pause_until(now, until).await;
+    }
+
+    /// Remaining budget per rule, next reset and the earliest instants the next request
+    /// may go, now.
+    pub async fn status(&self) -> Status {
+        self.inner.backend.status(self.inner.clock.now()).await
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("config", &self.inner.config)
+            .field("backend", &self.inner.backend)
+            .field("clock", &self.inner.clock)
+            .finish()
+    }
+}
+
+/// Builds a [`RateLimiter`]; see [`RateLimiter::builder`].
+#[must_use]
+pub struct RateLimiterBuilder {
+    config: RateLimitConfig,
+    clock: Option<Arc<dyn Clock>>,
+    backend: Option<Arc<dyn Backend>>,
+}
+
+impl RateLimiterBuilder {
+    /// The clock. Default: [`TokioClock::new`], anchored when [`build`](Self::build) runs.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Where the state lives. Default: a fresh [`LocalLimiter`] for the configuration. A
+    /// backend must enforce the same configuration's rules.
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// The limiter.
+    pub fn build(self) -> RateLimiter {
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(LocalLimiter::new(&self.config)));
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        RateLimiter {
+            inner: Arc::new(Inner {
+                config: self.config,
+                backend,
+                clock,
+                turn: tokio::sync::Mutex::new(()),
+                background_turn: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for RateLimiterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiterBuilder")
+            .field("config", &self.config)
+            .field("clock", &self.clock)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}

@@ -1,0 +1,87 @@
+//! [`DrChronoRateLimit`]: the rate-limited service.
+
+use std::mem;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+
+use crate::future::ResponseFuture;
+use crate::{DrChronoRateLimitLayer, Priority, RateLimiter, Status};
+
+/// Waits for a permit of the shared [`RateLimiter`] before each request, and pauses every
+/// caller when the server answers 429.
+///
+/// `poll_ready` only forwards to the inner service: the wait happens in the response
+/// future, so clones made per connection or per task (axum, `tower::util::Oneshot`) queue
+/// on the one budget instead of each holding a readiness slot. `call` keeps a clone and
+/// moves the service that was polled ready into the future, which waits for the permit,
+/// polls the service ready again (a long wait can outlive readiness) and calls it.
+///
+/// Every attempt is charged when it is released and never refunded, as DrChrono counts a
+/// throttled request in the rules that allowed it. The outcome is inspected: a 429 (typed
+/// [`DrChronoError::Throttled`](drchrono_classify::DrChronoError::Throttled), boxed or not,
+/// or a raw response with `Retry-After`) holds every caller until the advertised instant.
+#[derive(Debug, Clone)]
+pub struct DrChronoRateLimit<S> {
+    inner: S,
+    limiter: RateLimiter,
+}
+
+impl<S> DrChronoRateLimit<S> {
+    /// Wraps `inner`, drawing on `limiter`'s budget.
+    pub fn new(inner: S, limiter: RateLimiter) -> Self {
+        Self { inner, limiter }
+    }
+
+    /// A layer drawing on `limiter`'s budget.
+    pub fn layer(limiter: RateLimiter) -> DrChronoRateLimitLayer {
+        DrChronoRateLimitLayer::new(limiter)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The shared limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// The limiter's [`Status`] now.
+    pub async fn status(&self) -> Status {
+        self.limiter.status().await
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DrChronoRateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<ReqBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let priority = Priority::of(&request);
+        ResponseFuture::new(inner, request, self.limiter.clone(), priority)
+    }
+}

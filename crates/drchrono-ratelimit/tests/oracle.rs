@@ -1,0 +1,242 @@
+//! Property test: the limiter core against an independent brute-force oracle.
+//!
+//! For random rule sets, margins, reserves and arrival sequences (first-come first-served),
+//! every release breaks no rule and equals the earliest instant the oracle allows. The
+//! oracle shares no code with the limiter: it counts releases directly, and scans the only
+//! instants at which admissibility can change (the arrival, each release plus a window, the
+//! next aligned boundary).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use drchrono_ratelimit::{LocalLimiter, Priority, RateLimitConfig, Rule};
+use proptest::prelude::*;
+
+/// 2026-01-05T10:37:00Z in milliseconds.
+const BASE_MS: u64 = 1_767_609_420_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sliding,
+    Aligned,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct R {
+    kind: Kind,
+    max: u64,
+    period: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    rules: Vec<R>,
+    margin: u64,
+    reserve_percent: u8,
+    /// (gap before this arrival in ms, background?)
+    arrivals: Vec<(u64, bool)>,
+}
+
+fn ms(t: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(t)
+}
+
+/// The most requests of this priority an aligned rule allows, written from the spec: the
+/// reserve is the percentage rounded up, leaving background at least one.
+fn allowed(rule: &R, background: bool, reserve_percent: u8) -> u64 {
+    match rule.kind {
+        Kind::Sliding => rule.max,
+        Kind::Aligned if background => {
+            let reserve = (rule.max * u64::from(reserve_percent)).div_ceil(100);
+            rule.max - reserve.min(rule.max - 1)
+        }
+        Kind::Aligned => rule.max,
+    }
+}
+
+/// Does every rule admit one more request at `t`, given the releases so far?
+fn admits(case: &Case, released: &[u64], t: u64, background: bool) -> bool {
+    case.rules.iter().all(|rule| {
+        let count = match rule.kind {
+            Kind::Sliding => {
+                let window = rule.period + case.margin;
+                released
+                    .iter()
+                    .filter(|&&r| r + window > t && r <= t)
+                    .count()
+            }
+            Kind::Aligned => {
+                let start = (t - case.margin) / rule.period * rule.period + case.margin;
+                let end = start + rule.period;
+                released.iter().filter(|&&r| r >= start && r < end).count()
+            }
+        };
+        (count as u64) < allowed(rule, background, case.reserve_percent)
+    })
+}
+
+/// The earliest instant `>= t0` every rule admits, by scanning every candidate.
+fn oracle_earliest(case: &Case, released: &[u64], t0: u64, background: bool) -> u64 {
+    let mut candidates = vec![t0];
+    for rule in &case.rules {
+        match rule.kind {
+            Kind::Sliding => {
+                candidates.extend(released.iter().map(|r| r + rule.period + case.margin));
+            }
+            Kind::Aligned => {
+                let k = (t0 - case.margin) / rule.period;
+                candidates.push((k + 1) * rule.period + case.margin);
+            }
+        }
+    }
+    candidates.sort_unstable();
+    candidates
+        .into_iter()
+        .filter(|&c| c >= t0)
+        .find(|&c| admits(case, released, c, background))
+        .expect("the next aligned boundary past every window is always admissible")
+}
+
+/// Every rolling window (ending at a release) and every aligned period holds at most `max`.
+fn assert_no_rule_broken(case: &Case, released: &[u64]) {
+    for rule in &case.rules {
+        for &r in released {
+            let count = match rule.kind {
+                Kind::Sliding => released
+                    .iter()
+                    .filter(|&&x| x + rule.period > r && x <= r)
+                    .count(),
+                Kind::Aligned => {
+                    let k = (r - case.margin) / rule.period;
+                    released
+                        .iter()
+                        .filter(|&&x| (x - case.margin) / rule.period == k)
+                        .count()
+                }
+            };
+            assert!(count as u64 <= rule.max, "{rule:?} broken at {r}: {count}");
+        }
+    }
+}
+
+fn rule_strategy() -> impl Strategy<Value = R> {
+    prop_oneof![
+        (1u64..=6, 1u64..=40).prop_map(|(max, period)| R {
+            kind: Kind::Sliding,
+            max,
+            period
+        }),
+        (1u64..=12, 3u64..=80).prop_map(|(max, period)| R {
+            kind: Kind::Aligned,
+            max,
+            period
+        }),
+    ]
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(rule_strategy(), 1..=4),
+        prop_oneof![Just(0u64), 1u64..=4],
+        0u8..=100,
+        prop::collection::vec((0u64..=9, prop::bool::weighted(0.3)), 1..=60),
+    )
+        .prop_map(|(rules, margin, reserve_percent, arrivals)| Case {
+            rules,
+            margin,
+            reserve_percent,
+            arrivals,
+        })
+}
+
+fn run(case: &Case) {
+    let rules = case.rules.iter().map(|r| {
+        let (max, period) = (r.max as u32, Duration::from_millis(r.period));
+        match r.kind {
+            Kind::Sliding => Rule::sliding(max, period).unwrap(),
+            Kind::Aligned => Rule::aligned(max, period).unwrap(),
+        }
+    });
+    let config = RateLimitConfig::builder()
+        .rules(rules)
+        .safety_margin(Duration::from_millis(case.margin))
+        .background_reserve_percent(case.reserve_percent)
+        .build()
+        .unwrap();
+    let limiter = LocalLimiter::new(&config);
+
+    let mut released: Vec<u64> = Vec::new();
+    let mut arrival = BASE_MS;
+    for &(gap, background) in &case.arrivals {
+        arrival += gap;
+        let priority = if background {
+            Priority::Background
+        } else {
+            Priority::Interactive
+        };
+        let t0 = arrival.max(released.last().copied().unwrap_or(0));
+        let expected = oracle_earliest(case, &released, t0, background);
+        // The limiter's answer at t0 must be the oracle's instant, and admit there.
+        let release = match limiter.try_acquire_with(ms(t0), priority) {
+            Ok(()) => t0,
+            Err(not_until) => {
+                let at = not_until.earliest().duration_since(UNIX_EPOCH).unwrap();
+                assert_eq!(at.subsec_nanos() % 1_000_000, 0, "off the ms grid: {at:?}");
+                let at = at.as_millis() as u64;
+                assert!(at > t0);
+                assert_eq!(limiter.earliest(ms(t0), priority), ms(at));
+                // Nothing earlier is admitted (the refusal charged nothing).
+                if at > t0 + 1 {
+                    assert!(limiter.try_acquire_with(ms(at - 1), priority).is_err());
+                }
+                limiter
+                    .try_acquire_with(ms(at), priority)
+                    .unwrap_or_else(|e| panic!("refused at its own earliest instant: {e}"));
+                at
+            }
+        };
+        assert_eq!(release, expected, "request {} of {case:?}", released.len());
+        assert!(admits(case, &released, release, background));
+        released.push(release);
+    }
+    assert_no_rule_broken(case, &released);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn releases_are_the_oracles_earliest_instants(case in case_strategy()) {
+        run(&case);
+    }
+}
+
+#[test]
+fn drchrono_rules_interplay() {
+    // 9 per second, 20 per 30 ms-scaled window, 25 per aligned 100: a hand-made case where
+    // the three rules take turns binding.
+    let case = Case {
+        rules: vec![
+            R {
+                kind: Kind::Sliding,
+                max: 9,
+                period: 10,
+            },
+            R {
+                kind: Kind::Sliding,
+                max: 20,
+                period: 30,
+            },
+            R {
+                kind: Kind::Aligned,
+                max: 25,
+                period: 100,
+            },
+        ],
+        margin: 1,
+        reserve_percent: 10,
+        arrivals: (0..120)
+            .map(|i| (u64::from(i % 7 == 0), i % 5 == 0))
+            .collect(),
+    };
+    run(&case);
+}

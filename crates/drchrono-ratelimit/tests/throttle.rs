@@ -1,0 +1,211 @@
+//! Paused-time tests of what the layer does beyond the schedule: server 429s, priority,
+//! smooth pacing, status.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drchrono_classify::{BoxError, DrChronoError};
+use drchrono_ratelimit::{DrChronoRateLimitLayer, Priority, RateLimitConfig, RateLimiter};
+use http::{Request, Response, StatusCode};
+use support::{Log, limiter, limiter_with, recorded, secs, start};
+use tower::{Layer, ServiceExt, service_fn};
+
+/// A layer over a service whose first answer is `first`, and 200 afterwards.
+fn throttled_once<E, F>(
+    limiter: &RateLimiter,
+    first: F,
+) -> impl tower::Service<Request<()>, Response = Response<()>, Error = E, Future: Send> + Clone + use<E, F>
+where
+    E: Send + 'static,
+    F: Fn() -> Result<Response<()>, E> + Clone + Send + 'static,
+{
+    let answered = Arc::new(AtomicBool::new(false));
+    let inner = service_fn(move |_request: Request<()>| {
+        let answer = if answered.swap(true, Ordering::SeqCst) {
+            Ok(Response::new(()))
+        } else {
+            first()
+        };
+        std::future::ready(answer)
+    });
+    DrChronoRateLimitLayer::new(limiter.clone()).layer(inner)
+}
+
+async fn released_at<S, E>(service: S) -> Duration
+where
+    S: tower::Service<Request<()>, Response = Response<()>, Error = E>,
+    E: std::fmt::Debug,
+{
+    let origin = tokio::time::Instant::now();
+    let _ = service.oneshot(Request::new(())).await;
+    origin.elapsed()
+}
+
+fn raw_429() -> Result<Response<()>, Infallible> {
+    Ok(Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("retry-after", "7")
+        .body(())
+        .unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_raw_429_seen_by_one_clone_holds_every_clone() {
+    let limiter = limiter(0);
+    let service = throttled_once(&limiter, raw_429);
+    let response = service.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Other clones, in other tasks, wait the 7 s; the budget still allows 8 more now.
+    let others: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(released_at(service.clone())))
+        .collect();
+    for other in others {
+        assert_eq!(other.await.unwrap(), secs(7.0));
+    }
+    assert_eq!(limiter.status().await.rules[2].remaining, 496);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_throttled_error_holds_every_clone_until_available_at() {
+    let limiter = limiter(0);
+    let typed = || {
+        Err(DrChronoError::Throttled {
+            retry_after: Some(Duration::from_secs(7)),
+            available_at: Some(tokio::time::Instant::now() + Duration::from_secs(7)),
+            context: Box::default(),
+        })
+    };
+    let service = throttled_once(&limiter, typed);
+    let error = service.clone().oneshot(Request::new(())).await.unwrap_err();
+    assert!(matches!(error, DrChronoError::Throttled { .. }));
+    assert_eq!(released_at(service.clone()).await, secs(7.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_boxed_throttled_error_counts_too() {
+    let limiter = limiter(0);
+    let boxed = || -> Result<Response<()>, BoxError> {
+        Err(Box::new(DrChronoError::Throttled {
+            retry_after: Some(Duration::from_secs(3)),
+            available_at: None,
+            context: Box::default(),
+        }))
+    };
+    let service = throttled_once(&limiter, boxed);
+    assert!(service.clone().oneshot(Request::new(())).await.is_err());
+    assert_eq!(released_at(service).await, secs(3.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_errors_and_responses_pause_nobody() {
+    let limiter = limiter(0);
+    let service = throttled_once(&limiter, || -> Result<Response<()>, BoxError> {
+        Err("connection reset".into())
+    });
+    assert!(service.clone().oneshot(Request::new(())).await.is_err());
+    assert_eq!(released_at(service.clone()).await, secs(0.0));
+    assert_eq!(limiter.status().await.paused_until, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_until_the_top_of_the_hour_spends_the_hour() {
+    // At 10:37:00, the server says: come back at 11:00:00 (1380 s).
+    let limiter = limiter(100);
+    let until_top = || {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(429)
+                .header("retry-after", "1380")
+                .body(())
+                .unwrap(),
+        )
+    };
+    let service = throttled_once(&limiter, until_top);
+    let _ = service.clone().oneshot(Request::new(())).await;
+    let status = limiter.status().await;
+    assert_eq!(status.rules[2].remaining, 0);
+    assert_eq!(status.paused_until, Some(start() + secs(1380.0)));
+    assert_eq!(status.next_available, start() + secs(1380.1));
+    // The hour opens at 11:00:00 plus the margin.
+    assert_eq!(released_at(service).await, secs(1380.1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_work_leaves_the_reserve_and_yields_to_interactive() {
+    // 20 per hour: background may take 18.
+    let limiter = limiter_with(
+        RateLimitConfig::builder()
+            .max_per_hour(20)
+            .safety_margin(Duration::ZERO),
+    );
+    let log = Log::default();
+    let service = recorded(&limiter, &log);
+    let background: Vec<_> = (0..19)
+        .map(|i| {
+            let mut request = Request::new(i);
+            request.extensions_mut().insert(Priority::Background);
+            tokio::spawn(service.clone().oneshot(request))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(log.by_index().len(), 18);
+    let status = limiter.status().await;
+    assert_eq!(status.rules[2].remaining, 2);
+    assert_eq!(status.next_available, start() + secs(5.0));
+    assert_eq!(status.next_available_background, start() + secs(1380.0));
+    // An interactive request goes now, past the waiting background one.
+    service.clone().oneshot(Request::new(100)).await.unwrap();
+    assert_eq!(log.by_index().last(), Some(&(100, secs(5.0))));
+    for task in background {
+        task.await.unwrap().unwrap();
+    }
+    // The 19th background request waited for 11:00.
+    assert_eq!(log.by_index()[18], (18, secs(1380.0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn smooth_pacing_spreads_the_hour_evenly() {
+    // At 10:37:00 with 10 per hour: the 1380 s left until 11:00 split evenly, one every
+    // 138 s instead of a burst; the 11th opens the next hour.
+    let limiter = limiter_with(
+        RateLimitConfig::builder()
+            .max_per_hour(10)
+            .safety_margin(Duration::ZERO)
+            .smooth_pacing(true),
+    );
+    let origin = tokio::time::Instant::now();
+    let mut released = Vec::new();
+    for _ in 0..11 {
+        limiter.acquire(Priority::Interactive).await;
+        released.push(origin.elapsed());
+    }
+    let expected: Vec<_> = (0..=10).map(|k| secs(138.0 * f64::from(k))).collect();
+    assert_eq!(released, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_reports_budgets_resets_and_the_next_instant() {
+    let limiter = limiter(100);
+    for _ in 0..9 {
+        limiter.acquire(Priority::Interactive).await;
+    }
+    let status = limiter.status().await;
+    assert_eq!(status.at, start());
+    let remaining: Vec<_> = status.rules.iter().map(|r| r.remaining).collect();
+    assert_eq!(remaining, [0, 281, 491]);
+    assert_eq!(status.rules[0].resets_at, Some(start() + secs(1.1)));
+    assert_eq!(status.rules[1].resets_at, Some(start() + secs(600.1)));
+    assert_eq!(status.rules[2].resets_at, Some(start() + secs(1380.1)));
+    assert_eq!(status.next_reset, Some(start() + secs(1.1)));
+    assert_eq!(status.next_available, start() + secs(1.1));
+    assert_eq!(status.paused_until, None);
+    tokio::time::advance(secs(2.0)).await;
+    let status = DrChronoRateLimitLayer::new(limiter).status().await;
+    assert_eq!(status.rules[0].remaining, 9);
+    assert_eq!(status.rules[0].resets_at, None);
+    assert_eq!(status.next_available, start() + secs(2.0));
+}
