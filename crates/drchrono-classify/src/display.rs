@@ -65,7 +65,8 @@ impl DrChronoError {
             Self::Throttled { .. }
             | Self::Server { .. }
             | Self::UnexpectedStatus { .. }
-            | Self::Transport { .. } => None,
+            | Self::Transport { .. }
+            | Self::Decode { .. } => None,
         }
     }
 
@@ -126,6 +127,8 @@ impl fmt::Display for DrChronoError {
                     "transport error (the request may have reached the server)"
                 })?;
             }
+            // The source (often a serde error) may quote response values: not printed here.
+            Self::Decode { .. } => f.write_str("the response body could not be read or decoded")?,
         }
         let context = self.context();
         if let (Some(method), Some(path)) = (&context.method, context.path()) {
@@ -185,7 +188,9 @@ impl fmt::Display for DrChronoError {
 impl StdError for DrChronoError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Transport { source, .. } => Some(&**source as &(dyn StdError + 'static)),
+            Self::Transport { source, .. } | Self::Decode { source, .. } => {
+                Some(&**source as &(dyn StdError + 'static))
+            }
             _ => None,
         }
     }

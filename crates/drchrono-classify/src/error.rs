@@ -213,6 +213,15 @@ pub enum DrChronoError {
         /// Where it happened.
         context: Box<ErrorContext>,
     },
+    /// A successful response whose body could not be read to the end or decoded as the
+    /// type the caller asked for (a client-side `serde` failure, or a connection that broke
+    /// mid-body). Not retried: the request did reach the server.
+    Decode {
+        /// The underlying error (`serde_json::Error`, a body error, …).
+        source: BoxError,
+        /// Where it happened.
+        context: Box<ErrorContext>,
+    },
 }
 
 impl DrChronoError {
@@ -231,7 +240,7 @@ impl DrChronoError {
             Self::ReauthorizationRequired { .. }
             | Self::InvalidClient { .. }
             | Self::OAuth { .. } => None,
-            Self::Transport { .. } => return None,
+            Self::Transport { .. } | Self::Decode { .. } => None,
         };
         self.context().status.or(implied)
     }
@@ -288,7 +297,8 @@ impl DrChronoError {
             | Self::Throttled { context, .. }
             | Self::Server { context, .. }
             | Self::UnexpectedStatus { context, .. }
-            | Self::Transport { context, .. } => context,
+            | Self::Transport { context, .. }
+            | Self::Decode { context, .. } => context,
         }
     }
 
@@ -307,7 +317,8 @@ impl DrChronoError {
             | Self::Throttled { context, .. }
             | Self::Server { context, .. }
             | Self::UnexpectedStatus { context, .. }
-            | Self::Transport { context, .. } => context,
+            | Self::Transport { context, .. }
+            | Self::Decode { context, .. } => context,
         }
     }
 
@@ -328,6 +339,7 @@ impl DrChronoError {
             Self::Server { .. } => "server",
             Self::UnexpectedStatus { .. } => "unexpected_status",
             Self::Transport { .. } => "transport",
+            Self::Decode { .. } => "decode",
         }
     }
 }

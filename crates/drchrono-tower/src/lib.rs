@@ -1,1 +1,57 @@
-//! placeholder
+//! The DrChrono client stack: retry, an exact rate limit, OAuth refresh and typed errors, as
+//! tower layers composed in the order DrChrono's guidance calls for.
+//!
+//! [`DrChronoClient`] gives an application one client that does everything right;
+//! [`DrChronoLayer`] gives the same stack as one `tower::Layer` for any transport; and each
+//! layer crate is re-exported for those who compose or replace the parts themselves.
+//!
+//! | layer (outermost first) | crate | does |
+//! |---|---|---|
+//! | `tower::retry::Retry` + [`RetryPolicy`](retry::RetryPolicy) | [`retry`] | 5xx: 3 retries from 25–30 s, doubling, jittered; 429: waits the server's hint; 401: one replay with the current token |
+//! | [`DrChronoRateLimitLayer`](ratelimit::DrChronoRateLimitLayer) | [`ratelimit`] | releases each attempt at the earliest instant that breaks none of 9 / s, 290 / 600 s, 500 per clock hour |
+//! | [`OAuthRefreshLayer`](oauth::OAuthRefreshLayer) | [`oauth`] | attaches the token, refreshes once before expiry, persists the rotated refresh token first |
+//! | [`ErrorClassifyLayer`](classify::ErrorClassifyLayer) | [`classify`] | error responses become typed [`DrChronoError`]s |
+//!
+//! # Example
+//! ```
+//! use drchrono_tower::{DrChronoClient, DrChronoError};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let sim = drchrono_sim::spawn(drchrono_sim::SimConfig::default()).await?;
+//! # let c = sim.credentials();
+//! let client = DrChronoClient::builder()
+//!     .credentials(c.client_id, c.client_secret)
+//!     .refresh_token(c.refresh_token)
+//! #   .base_url(sim.base_url()).token_url(sim.token_url())
+//!     .build()?;
+//! let appointment = serde_json::json!({
+//!     "doctor": 101, "patient": 7, "office": 1, "exam_room": 1,
+//!     "scheduled_time": "2026-01-05T10:00:00", "duration": 30,
+//! });
+//! client.post("/api/appointments", &appointment).await?;
+//! match client.post("/api/appointments", &appointment).await {
+//!     Err(DrChronoError::AppointmentConflict { overlapping_id, .. }) => {
+//!         println!("overlaps appointment {overlapping_id:?}");
+//!     }
+//!     other => panic!("expected a conflict, got {other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod builder;
+mod client;
+mod layer;
+mod transport;
+
+pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
+pub use client::DrChronoClient;
+pub use drchrono_classify::{DrChronoError, SupportReport};
+pub use layer::{DrChronoLayer, DrChronoService, ServiceBuilderExt};
+pub use transport::{HttpsClient, https_client, not_sent};
+
+pub use drchrono_classify as classify;
+pub use drchrono_oauth as oauth;
+pub use drchrono_ratelimit as ratelimit;
+pub use drchrono_retry as retry;

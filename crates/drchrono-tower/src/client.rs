@@ -1,0 +1,316 @@
+//! [`DrChronoClient`]: the full stack on a transport, with JSON and paging helpers.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use bytes::Bytes;
+use drchrono_classify::{BoxError, DrChronoError, ErrorContext, RequestPayload};
+use futures::Stream;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::builder::DrChronoClientBuilder;
+use crate::layer::DrChronoLayer;
+
+type Inner = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, DrChronoError>;
+
+/// A DrChrono API client: the recommended stack ([`DrChronoLayer`]) on a transport, with
+/// relative paths, JSON through `serde`, and paging through DrChrono's `next` links.
+///
+/// Cheap to clone; clones share the rate limiter's budget, the token family and the retry
+/// budget, so one client serves a whole application (every handler of an axum service, every
+/// task of a sync job).
+///
+/// # Example
+/// ```
+/// use drchrono_tower::DrChronoClient;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let sim = drchrono_sim::spawn(drchrono_sim::SimConfig::default()).await?;
+/// # let credentials = sim.credentials();
+/// # let (client_id, client_secret, refresh_token) =
+/// #     (credentials.client_id, credentials.client_secret, credentials.refresh_token);
+/// let client = DrChronoClient::builder()
+///     .credentials(client_id, client_secret)
+///     .refresh_token(refresh_token)
+///     .base_url(sim.base_url())          // default: https://app.drchrono.com
+///     .token_url(sim.token_url())        // default: https://drchrono.com/o/token/
+///     .build()?;
+/// let me: serde_json::Value = client.get_json("/api/users/current").await?;
+/// assert!(me["is_doctor"].as_bool().unwrap());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DrChronoClient {
+    service: Inner,
+    layer: DrChronoLayer,
+    base: Uri,
+}
+
+impl fmt::Debug for DrChronoClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrChronoClient")
+            .field("base", &self.base)
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DrChronoClient {
+    /// Configures a client.
+    pub fn builder() -> DrChronoClientBuilder {
+        DrChronoClientBuilder::default()
+    }
+
+    pub(crate) fn new<S, B>(layer: DrChronoLayer, transport: S, base: Uri) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let stack = layer
+            .layer(transport)
+            .and_then(|response: Response<B>| async move {
+                let (parts, body) = response.into_parts();
+                match body.collect().await {
+                    Ok(collected) => Ok(Response::from_parts(parts, collected.to_bytes())),
+                    Err(e) => Err(DrChronoError::Decode {
+                        source: e.into(),
+                        context: with_status(parts.status),
+                    }),
+                }
+            });
+        Self {
+            service: BoxCloneSyncService::new(stack),
+            layer,
+            base,
+        }
+    }
+
+    /// The stack's layers: the rate limiter's status, the token manager, retry statistics.
+    pub fn layer(&self) -> &DrChronoLayer {
+        &self.layer
+    }
+
+    /// The API base URL.
+    pub fn base_url(&self) -> &Uri {
+        &self.base
+    }
+
+    /// Resolves a path (`/api/patients?since=…`) against the base URL; absolute URLs (such as
+    /// DrChrono's `next` links) are kept.
+    fn resolve(&self, path_or_url: &str) -> Result<Uri, DrChronoError> {
+        let invalid = |source: BoxError| DrChronoError::Transport {
+            not_sent: true,
+            source,
+            context: Box::new(ErrorContext::new()),
+        };
+        let uri: Uri = path_or_url.parse().map_err(|e| invalid(Box::new(e)))?;
+        if uri.scheme().is_some() {
+            return Ok(uri);
+        }
+        let mut parts = self.base.clone().into_parts();
+        let base_path = self.base.path().trim_end_matches('/');
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.path_and_query = Some(
+            format!("{base_path}{path}")
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| invalid(Box::new(e)))?,
+        );
+        Uri::from_parts(parts).map_err(|e| invalid(Box::new(e)))
+    }
+
+    /// Sends a request through the whole stack; relative URIs are resolved against the base
+    /// URL. The response body is read whole.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`], after the retries the policy allows.
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Bytes>, DrChronoError> {
+        if request.uri().scheme().is_none() {
+            *request.uri_mut() = self.resolve(&request.uri().to_string())?;
+        }
+        self.service.clone().oneshot(request).await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<Bytes>,
+    ) -> Result<Response<Bytes>, DrChronoError> {
+        let uri = self.resolve(path)?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if json.is_some() {
+            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let body = json.clone().unwrap_or_default();
+        let mut request = request
+            .body(Full::new(body))
+            .map_err(|e| DrChronoError::Transport {
+                not_sent: true,
+                source: Box::new(e),
+                context: Box::new(ErrorContext::new()),
+            })?;
+        if let Some(json) = json {
+            // For a SupportReport: stored redacted by the classifier, never logged.
+            request.extensions_mut().insert(RequestPayload(json));
+        }
+        self.send(request).await
+    }
+
+    fn encode(body: &impl Serialize) -> Result<Bytes, DrChronoError> {
+        serde_json::to_vec(body)
+            .map(Bytes::from)
+            .map_err(|e| DrChronoError::Transport {
+                not_sent: true,
+                source: Box::new(e),
+                context: Box::new(ErrorContext::new()),
+            })
+    }
+
+    /// Decodes a response's JSON body.
+    ///
+    /// # Errors
+    /// [`DrChronoError::Decode`] when the body is not the expected JSON.
+    pub fn json<T: DeserializeOwned>(response: &Response<Bytes>) -> Result<T, DrChronoError> {
+        serde_json::from_slice(response.body()).map_err(|e| DrChronoError::Decode {
+            source: Box::new(e),
+            context: with_status(response.status()),
+        })
+    }
+
+    /// `GET` a path or URL.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`].
+    pub async fn get(&self, path: &str) -> Result<Response<Bytes>, DrChronoError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `DELETE` a path or URL.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`].
+    pub async fn delete(&self, path: &str) -> Result<Response<Bytes>, DrChronoError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// `POST` a JSON body. Not retried after a 5xx unless the request opts in (see
+    /// `drchrono_retry::Idempotent`): a 500 may hide a created appointment.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`].
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Response<Bytes>, DrChronoError> {
+        self.call(Method::POST, path, Some(Self::encode(body)?))
+            .await
+    }
+
+    /// `PATCH` a JSON body. Not retried after a 5xx unless opted in.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`].
+    pub async fn patch(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Response<Bytes>, DrChronoError> {
+        self.call(Method::PATCH, path, Some(Self::encode(body)?))
+            .await
+    }
+
+    /// `GET` a path and decode its JSON.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`].
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, DrChronoError> {
+        Self::json(&self.get(path).await?)
+    }
+
+    /// `POST` JSON and decode the JSON answer.
+    ///
+    /// # Errors
+    /// Every failure as a typed [`DrChronoError`].
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, DrChronoError> {
+        Self::json(&self.post(path, body).await?)
+    }
+
+    /// Every item of a paginated DrChrono list (`{"next", "previous", "results"}`), page by
+    /// page, following the `next` links. Each page is one request through the stack.
+    ///
+    /// ```
+    /// # async fn run(client: drchrono_tower::DrChronoClient) -> Result<(), drchrono_tower::DrChronoError> {
+    /// use futures::TryStreamExt;
+    /// let patients: Vec<serde_json::Value> =
+    ///     client.pages("/api/patients?page_size=250").try_collect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pages<T>(
+        &self,
+        path: &str,
+    ) -> impl Stream<Item = Result<T, DrChronoError>> + Send + 'static
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let state = Paging {
+            client: self.clone(),
+            next: Some(path.to_owned()),
+            buffered: VecDeque::new(),
+        };
+        futures::stream::try_unfold(state, |mut state| async move {
+            loop {
+                if let Some(item) = state.buffered.pop_front() {
+                    return Ok(Some((item, state)));
+                }
+                let Some(next) = state.next.take() else {
+                    return Ok(None);
+                };
+                let page: Page<T> = state.client.get_json(&next).await?;
+                state.next = page.next;
+                state.buffered = page.results.into();
+            }
+        })
+    }
+}
+
+struct Paging<T> {
+    client: DrChronoClient,
+    next: Option<String>,
+    buffered: VecDeque<T>,
+}
+
+#[derive(serde::Deserialize)]
+struct Page<T> {
+    next: Option<String>,
+    results: Vec<T>,
+}
+
+fn with_status(status: http::StatusCode) -> Box<ErrorContext> {
+    let mut context = ErrorContext::new();
+    context.status = Some(status);
+    Box::new(context)
+}

@@ -1,0 +1,145 @@
+//! [`DrChronoLayer`]: the four layers in the recommended order, as one `tower::Layer`.
+
+use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
+use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
+use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
+use drchrono_retry::RetryPolicy;
+use tower::layer::util::Stack;
+use tower::retry::Retry;
+use tower::{Layer, ServiceBuilder};
+
+/// The service [`DrChronoLayer`] builds around a transport `S`, outermost first: retry,
+/// rate limit, OAuth refresh, error classification.
+pub type DrChronoService<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>;
+
+/// The recommended DrChrono stack as one layer, outermost first:
+///
+/// 1. [`RetryPolicy`] (`tower::retry::Retry`): every attempt goes back through the limiter
+///    and the token layer, so retries are throttled and carry the current token.
+/// 2. [`DrChronoRateLimitLayer`]: each attempt waits for a permit and is charged; it sees
+///    every attempt's outcome, so a 429 holds every caller of the application.
+/// 3. [`OAuthRefreshLayer`]: attaches the current token, refreshes before expiry (one
+///    refresh at a time), and marks a 401 that a replay with the current token cures.
+/// 4. [`ErrorClassifyLayer`]: directly above the transport, turns error responses into
+///    typed [`DrChronoError`](crate::DrChronoError)s once, for the layers above.
+///
+/// Each part can be replaced: [`DrChronoLayer::retry`], [`DrChronoLayer::rate_limit`],
+/// [`DrChronoLayer::classify`]. Clones share the limiter's budget and the token family.
+///
+/// # Example
+/// ```
+/// use drchrono_tower::DrChronoLayer;
+/// use drchrono_tower::oauth::{ClientCredentials, TokenClient, TokenManager, TokenSet};
+/// use tower::ServiceBuilder;
+/// # use bytes::Bytes;
+/// # use http_body_util::Full;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let sim = drchrono_sim::spawn(drchrono_sim::SimConfig::default()).await?;
+/// let credentials = sim.credentials();
+/// let transport = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+///     .build_http::<Full<Bytes>>();
+/// let token_client = TokenClient::new(
+///     transport.clone(),
+///     ClientCredentials::new(credentials.client_id, credentials.client_secret),
+/// )
+/// .token_url(sim.token_url().parse().unwrap());
+/// let tokens = TokenManager::builder(token_client)
+///     .initial_tokens(TokenSet::from_refresh_token(credentials.refresh_token))
+///     .build();
+/// let service = ServiceBuilder::new()
+///     .layer(DrChronoLayer::new(tokens))
+///     .service(transport);
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DrChronoLayer {
+    retry: RetryPolicy,
+    rate_limit: DrChronoRateLimitLayer,
+    oauth: OAuthRefreshLayer,
+    classify: ErrorClassifyLayer,
+}
+
+impl DrChronoLayer {
+    /// The stack with DrChrono's defaults around `tokens`: [`RetryPolicy::default`], the
+    /// default rules (9 / s, 290 / 600 s, 500 per clock hour) and a 64 KiB error-body limit.
+    pub fn new(tokens: TokenManager) -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            rate_limit: DrChronoRateLimitLayer::new(RateLimiter::new(Default::default())),
+            oauth: OAuthRefreshLayer::new(tokens),
+            classify: ErrorClassifyLayer::new().not_sent(crate::transport::not_sent),
+        }
+    }
+
+    /// Replaces the retry policy (default: [`RetryPolicy::default`]).
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Replaces the rate limiter, e.g. one shared with other stacks of the same application
+    /// or kept in Redis (default: DrChrono's rules, in memory).
+    #[must_use]
+    pub fn rate_limit(mut self, limiter: RateLimiter) -> Self {
+        self.rate_limit = DrChronoRateLimitLayer::new(limiter);
+        self
+    }
+
+    /// Replaces the classifier's options (default: [`ErrorClassifyLayer::new`]).
+    #[must_use]
+    pub fn classify(mut self, classify: ErrorClassifyLayer) -> Self {
+        self.classify = classify;
+        self
+    }
+
+    /// The retry policy; its [`RetryPolicy::stats`] are shared by every clone.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The rate limiter: [`RateLimiter::status`] shows the remaining budget.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        self.rate_limit.limiter()
+    }
+
+    /// The token family's manager.
+    pub fn token_manager(&self) -> &TokenManager {
+        self.oauth.manager()
+    }
+}
+
+impl<S> Layer<S> for DrChronoLayer {
+    type Service = DrChronoService<S>;
+
+    fn layer(&self, transport: S) -> Self::Service {
+        let classified = self.classify.layer(transport);
+        let authorized = self.oauth.layer(classified);
+        let limited = self.rate_limit.layer(authorized);
+        Retry::new(self.retry.clone(), limited)
+    }
+}
+
+/// Adds [`DrChronoLayer`] to a [`ServiceBuilder`].
+///
+/// ```
+/// use drchrono_tower::{DrChronoLayer, ServiceBuilderExt};
+/// # fn build(tokens: drchrono_tower::oauth::TokenManager) {
+/// let builder = tower::ServiceBuilder::new().drchrono(DrChronoLayer::new(tokens));
+/// # let _ = builder;
+/// # }
+/// ```
+pub trait ServiceBuilderExt<L>: Sized {
+    /// Wraps the services built next in the DrChrono stack.
+    fn drchrono(self, layer: DrChronoLayer) -> ServiceBuilder<Stack<DrChronoLayer, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn drchrono(self, layer: DrChronoLayer) -> ServiceBuilder<Stack<DrChronoLayer, L>> {
+        self.layer(layer)
+    }
+}
