@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{NaiveDateTime, TimeDelta};
 use serde_json::{Map, Value, json};
 
+use crate::tokens::DEFAULT_USER;
+
 /// The id of the practice's doctor, who is also the API user.
 pub const DOCTOR_ID: u64 = 101;
 
@@ -60,13 +62,24 @@ impl Practice {
         }
     }
 
-    pub(crate) fn current_user() -> Value {
+    /// `GET /api/users/current` for `username`: the doctor for the default user, a staff
+    /// member of the doctor's practice for any other.
+    pub(crate) fn current_user(username: &str) -> Value {
+        let is_doctor = username == DEFAULT_USER;
+        // A stable id per staff member, distinct from the doctor's.
+        let id = if is_doctor {
+            DOCTOR_ID
+        } else {
+            1000 + username
+                .bytes()
+                .fold(0u64, |h, b| (h * 31 + u64::from(b)) % 1_000_000)
+        };
         json!({
-            "id": DOCTOR_ID,
-            "username": "simdoctor",
+            "id": id,
+            "username": username,
             "doctor": DOCTOR_ID,
-            "is_doctor": true,
-            "is_staff": false,
+            "is_doctor": is_doctor,
+            "is_staff": !is_doctor,
             "practice_group": 1001,
         })
     }

@@ -54,4 +54,4 @@ pub use config::SimConfig;
 pub use data::{DOCTOR_ID, FIRST_APPOINTMENT_ID};
 pub use server::{RunningSimulator, spawn};
 pub use simulator::{Credentials, Simulator, Stats, Throttled};
-pub use tokens::{DEFAULT_SCOPE, TokenResponse};
+pub use tokens::{DEFAULT_SCOPE, DEFAULT_USER, TokenResponse};

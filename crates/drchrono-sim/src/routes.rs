@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::data::{Created, FieldErrors, Practice};
 use crate::simulator::Simulator;
 use crate::throttle::Rule;
-use crate::tokens::{RefreshError, Rejection};
+use crate::tokens::{DEFAULT_USER, RefreshError, Rejection};
 
 pub(crate) fn router(sim: Simulator) -> Router {
     Router::new()
@@ -226,7 +226,10 @@ async fn reauthorize(State(sim): State<Simulator>, request: Request) -> Response
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
     let scope = field(&fields, "scope").filter(|s| !s.trim().is_empty());
-    json_response(StatusCode::OK, &json!(sim.reauthorize(scope)))
+    let user = field(&fields, "username")
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or(DEFAULT_USER);
+    json_response(StatusCode::OK, &json!(sim.authorize_user(user, scope)))
 }
 
 async fn stats(State(sim): State<Simulator>) -> Response {
@@ -316,7 +319,7 @@ fn throttled(wait_secs: u64) -> Response {
 }
 
 /// Authentication, permissions, throttling and fault injection, under one lock, in DRF's
-/// order. `Ok(())` lets the view run.
+/// order. `Ok(user)` lets the view run for the token's user.
 #[expect(
     clippy::result_large_err,
     reason = "the error is the answer the handler returns at once"
@@ -326,13 +329,13 @@ fn admit(
     route: Route,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<(), Response> {
+) -> Result<String, Response> {
     let inner = &sim.inner;
     let now = inner.clock.now();
     let mut state = inner.state();
     let state = &mut *state;
-    let scopes = match state.tokens.authenticate(bearer(headers), now) {
-        Ok(scopes) => scopes,
+    let (scopes, user) = match state.tokens.authenticate(bearer(headers), now) {
+        Ok(token) => (&token.scope, token.user.clone()),
         Err(rejection) => {
             state.stats.unauthorized += 1;
             return Err(unauthorized(rejection));
@@ -378,7 +381,7 @@ fn admit(
         state.stats.faults += 1;
         return Err(fault(status));
     }
-    Ok(())
+    Ok(user)
 }
 
 fn method_not_allowed(method: &Method) -> Response {
@@ -401,13 +404,14 @@ async fn api(State(sim): State<Simulator>, request: Request) -> Response {
         return not_found();
     };
     sim.inner.state().stats.requests += 1;
-    if let Err(response) = admit(&sim, route, &parts.method, &parts.headers) {
-        return response;
-    }
+    let user = match admit(&sim, route, &parts.method, &parts.headers) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let method = &parts.method;
     match (route, method.clone()) {
         (Route::CurrentUser, Method::GET) => {
-            json_response(StatusCode::OK, &Practice::current_user())
+            json_response(StatusCode::OK, &Practice::current_user(&user))
         }
         (Route::Patients, Method::GET) => list_patients(&sim, &parts),
         (Route::Patients, Method::POST) => {

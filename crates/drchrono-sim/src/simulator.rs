@@ -13,7 +13,7 @@ use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::data::Practice;
 use crate::throttle::{Peaks, Throttles};
-use crate::tokens::{DEFAULT_SCOPE, TokenResponse, Tokens};
+use crate::tokens::{DEFAULT_SCOPE, DEFAULT_USER, TokenResponse, Tokens};
 
 /// The application's OAuth credentials, and the refresh token the simulator starts with.
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -192,15 +192,27 @@ impl Simulator {
         self.inner.clock.wall_at(self.inner.clock.now())
     }
 
-    /// As if the user went through DrChrono's OAuth flow again: a fresh token pair with
-    /// `scope` (default: every scope the simulator serves); every earlier token is revoked.
+    /// As if the API user (the practice's doctor, [`DEFAULT_USER`]) went through DrChrono's
+    /// OAuth flow again: a fresh token pair with `scope` (default: every scope the simulator
+    /// serves); every earlier token of that user is revoked.
     pub fn reauthorize(&self, scope: Option<&str>) -> TokenResponse {
+        self.authorize_user(DEFAULT_USER, scope)
+    }
+
+    /// As if `username` (another staff member of the practice) authorised the application:
+    /// a token pair of that user's own family, with `scope` (default: every scope). Tokens
+    /// are per application and user: this revokes the earlier tokens of `username` only.
+    /// Throttling is per application, so every user's requests share one budget.
+    pub fn authorize_user(&self, username: &str, scope: Option<&str>) -> TokenResponse {
         let now = self.inner.clock.now();
         let mut state = self.inner.state();
         let state = &mut *state;
-        state
-            .tokens
-            .reauthorize(&mut state.token_rng, now, scope.unwrap_or(DEFAULT_SCOPE))
+        state.tokens.reauthorize(
+            &mut state.token_rng,
+            now,
+            username,
+            scope.unwrap_or(DEFAULT_SCOPE),
+        )
     }
 
     /// The next `/api/*` requests that pass throttling are answered with these statuses, in

@@ -13,6 +13,9 @@ use tokio::time::Instant;
 pub const DEFAULT_SCOPE: &str = "user:read patients:read patients:write calendar:read \
                                  calendar:write clinical:read clinical:write";
 
+/// The API user the simulator's starting grant belongs to: the practice's doctor.
+pub const DEFAULT_USER: &str = "simdoctor";
+
 /// The body of a successful token response, as DrChrono sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenResponse {
@@ -32,11 +35,13 @@ pub struct TokenResponse {
 pub(crate) struct AccessToken {
     pub(crate) expires_at: Instant,
     pub(crate) scope: Vec<String>,
+    pub(crate) user: String,
 }
 
 #[derive(Debug)]
 struct RefreshToken {
     scope: String,
+    user: String,
 }
 
 /// Why an access token was refused.
@@ -80,19 +85,27 @@ impl Tokens {
             token.clone(),
             RefreshToken {
                 scope: scope.to_owned(),
+                user: DEFAULT_USER.to_owned(),
             },
         );
         token
     }
 
-    /// Revokes every token. A revoked token and an unknown one get the same answers, so
+    /// Revokes every token of `user` (tokens are per application and user, as in
+    /// django-oauth-toolkit). A revoked token and an unknown one get the same answers, so
     /// revoking is forgetting.
-    fn revoke_all(&mut self) {
-        self.access.clear();
-        self.refresh.clear();
+    fn revoke_user(&mut self, user: &str) {
+        self.access.retain(|_, t| t.user != user);
+        self.refresh.retain(|_, t| t.user != user);
     }
 
-    fn issue(&mut self, rng: &mut StdRng, now: Instant, scope: String) -> TokenResponse {
+    fn issue(
+        &mut self,
+        rng: &mut StdRng,
+        now: Instant,
+        user: &str,
+        scope: String,
+    ) -> TokenResponse {
         let access_token = random_token(rng);
         let refresh_token = random_token(rng);
         self.access.insert(
@@ -100,12 +113,14 @@ impl Tokens {
             AccessToken {
                 expires_at: now + self.lifetime,
                 scope: scope.split_whitespace().map(str::to_owned).collect(),
+                user: user.to_owned(),
             },
         );
         self.refresh.insert(
             refresh_token.clone(),
             RefreshToken {
                 scope: scope.clone(),
+                user: user.to_owned(),
             },
         );
         TokenResponse {
@@ -125,36 +140,37 @@ impl Tokens {
         now: Instant,
         refresh_token: &str,
     ) -> Result<TokenResponse, RefreshError> {
-        let scope = match self.refresh.get(refresh_token) {
-            Some(t) => t.scope.clone(),
+        let (scope, user) = match self.refresh.get(refresh_token) {
+            Some(t) => (t.scope.clone(), t.user.clone()),
             None => return Err(RefreshError::InvalidGrant),
         };
-        self.revoke_all();
-        Ok(self.issue(rng, now, scope))
+        self.revoke_user(&user);
+        Ok(self.issue(rng, now, &user, scope))
     }
 
-    /// The user went through OAuth again: every earlier token is revoked.
+    /// `user` went through OAuth again: every earlier token of that user is revoked.
     pub(crate) fn reauthorize(
         &mut self,
         rng: &mut StdRng,
         now: Instant,
+        user: &str,
         scope: &str,
     ) -> TokenResponse {
-        self.revoke_all();
-        self.issue(rng, now, scope.to_owned())
+        self.revoke_user(user);
+        self.issue(rng, now, user, scope.to_owned())
     }
 
-    /// Checks an access token; on success returns its scopes.
+    /// Checks an access token; on success returns it (scopes and user).
     pub(crate) fn authenticate(
         &self,
         token: Option<&str>,
         now: Instant,
-    ) -> Result<&[String], Rejection> {
+    ) -> Result<&AccessToken, Rejection> {
         let token = token.ok_or(Rejection::Missing)?;
         match self.access.get(token) {
             None => Err(Rejection::Invalid),
             Some(t) if now >= t.expires_at => Err(Rejection::Expired),
-            Some(t) => Ok(&t.scope),
+            Some(t) => Ok(t),
         }
     }
 }

@@ -219,3 +219,55 @@ async fn token_endpoint_faults_can_be_injected() {
     assert_eq!(http.refresh(&sim, &token).await.status, StatusCode::OK);
     assert_eq!(sim.stats().faults, 2);
 }
+
+#[tokio::test]
+async fn token_families_are_per_user_and_throttling_per_application() {
+    let sim = spawn(SimConfig::default().max_per_second(3)).await.unwrap();
+    let http = Http::new(&sim);
+    let doctor = http.access_token(&sim).await;
+    let staff = sim
+        .simulator()
+        .authorize_user("frontdesk", Some("user:read"));
+    // Another user's grant leaves the doctor's tokens alone.
+    assert_eq!(
+        http.get("/api/users/current", &doctor).await.status,
+        StatusCode::OK
+    );
+    let me = http
+        .get("/api/users/current", &staff.access_token)
+        .await
+        .json();
+    assert_eq!(me["username"], "frontdesk");
+    assert_eq!(me["is_staff"], true);
+    assert_ne!(me["id"], drchrono_sim::DOCTOR_ID);
+    // One application: the staff member's calls spend the doctor's budget too.
+    assert_eq!(
+        http.get("/api/users/current", &staff.access_token)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let reply = http.get("/api/users/current", &doctor).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    // Re-authorising the staff member over HTTP revokes only that user's tokens.
+    let c = sim.credentials();
+    let again = http
+        .post_form(
+            "/sim/reauthorize",
+            &[
+                ("client_id", &c.client_id),
+                ("client_secret", &c.client_secret),
+                ("username", "frontdesk"),
+                ("scope", "user:read"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["scope"], "user:read");
+    assert_eq!(
+        http.refresh(&sim, &staff.refresh_token).await.json()["error"],
+        "invalid_grant"
+    );
+    let doctor_me = http.get("/api/users/current", &doctor).await;
+    assert_ne!(doctor_me.status, StatusCode::UNAUTHORIZED);
+}
