@@ -473,10 +473,13 @@ fn list_patients(sim: &Simulator, parts: &axum::http::request::Parts) -> Respons
         .filter_map(|id| state.practice.patient(id))
         .collect();
     drop(state);
+    // The absolute form's authority when the request has one (a proxy, or the router used
+    // as a transport), else the Host header.
     let host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("localhost");
     let link = |at: u64| format!("http://{host}/api/patients?cursor={at}&page_size={page_size}");
     let next = (end < total).then(|| link(end));

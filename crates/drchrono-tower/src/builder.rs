@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use drchrono_classify::{BoxError, ErrorClassifyLayer};
 use drchrono_oauth::{
-    ClientCredentials, ReauthorizationEvent, RefreshTiming, TokenClient, TokenManager, TokenSet,
-    TokenStore,
+    ClientCredentials, ReauthorizationEvent, RefreshLease, RefreshTiming, TokenClient,
+    TokenManager, TokenSet, TokenStore,
 };
 use drchrono_ratelimit::{RateLimitConfig, RateLimiter};
 use drchrono_retry::RetryPolicy;
@@ -78,6 +78,7 @@ pub struct DrChronoClientBuilder {
     credentials: Option<(String, SecretString)>,
     tokens: Option<TokenSet>,
     store: Option<Arc<dyn TokenStore>>,
+    lease: Option<Arc<dyn RefreshLease>>,
     timing: Option<RefreshTiming>,
     hook: Option<Hook>,
     rate_limiter: Option<RateLimiter>,
@@ -105,6 +106,7 @@ impl Default for DrChronoClientBuilder {
             credentials: None,
             tokens: None,
             store: None,
+            lease: None,
             timing: None,
             hook: None,
             rate_limiter: None,
@@ -159,6 +161,13 @@ impl DrChronoClientBuilder {
     /// A token store shared with other clients.
     pub fn shared_token_store(mut self, store: Arc<dyn TokenStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Who may refresh: a lease shared by every process of the application (e.g. in Redis),
+    /// so that exactly one of them calls the token endpoint (default: this process only).
+    pub fn refresh_lease(mut self, lease: Arc<dyn RefreshLease>) -> Self {
+        self.lease = Some(lease);
         self
     }
 
@@ -271,6 +280,9 @@ impl DrChronoClientBuilder {
         let mut tokens = TokenManager::builder(token_client);
         if let Some(store) = self.store {
             tokens = tokens.shared_store(store);
+        }
+        if let Some(lease) = self.lease {
+            tokens = tokens.lease(lease);
         }
         if let Some(initial) = self.tokens {
             tokens = tokens.initial_tokens(initial);

@@ -102,6 +102,12 @@ impl DrChronoClient {
         &self.layer
     }
 
+    /// A snapshot of the stack's counters and gauges (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub async fn metrics(&self) -> crate::MetricsSnapshot {
+        self.layer.metrics().await
+    }
+
     /// The API base URL.
     pub fn base_url(&self) -> &Uri {
         &self.base

@@ -43,12 +43,16 @@
 mod builder;
 mod client;
 mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod transport;
 
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
 pub use client::DrChronoClient;
 pub use drchrono_classify::{DrChronoError, SupportReport};
 pub use layer::{DrChronoLayer, DrChronoService, ServiceBuilderExt};
+#[cfg(feature = "metrics")]
+pub use metrics::MetricsSnapshot;
 pub use transport::{HttpsClient, https_client, not_sent};
 
 pub use drchrono_classify as classify;

@@ -1,0 +1,85 @@
+//! The `metrics` feature: the stack's counters and gauges through the `metrics` crate.
+
+use std::time::SystemTime;
+
+use drchrono_ratelimit::Status;
+use drchrono_retry::RetryStats;
+
+use crate::DrChronoLayer;
+
+/// A snapshot of the stack's counters and gauges, taken by [`DrChronoLayer::metrics`]
+/// (or `DrChronoClient::metrics`) and emitted to the installed `metrics` recorder by
+/// [`MetricsSnapshot::record`].
+///
+/// | metric | kind | labels |
+/// |---|---|---|
+/// | `drchrono_requests_total` | counter | |
+/// | `drchrono_attempts_total` | counter | |
+/// | `drchrono_retries_total` | counter | `reason`: `server_error`, `transport`, `throttled`, `unauthorized` |
+/// | `drchrono_retry_budget_exhausted_total`, `drchrono_gave_up_total` | counter | |
+/// | `drchrono_budget_remaining` | gauge | `rule`, e.g. `9 per 1s` |
+/// | `drchrono_next_release_seconds` | gauge | seconds until the next request may go |
+/// | `drchrono_throttle_pause_seconds` | gauge | seconds left of a server 429's pause |
+/// | `drchrono_token_generation` | gauge | increments with each refresh (each token refresh) |
+///
+/// Call it on an interval, e.g. from a task: `loop { client.metrics().await.record(); sleep(15 s) }`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// The retry policy's counters.
+    pub retries: RetryStats,
+    /// The limiter's status.
+    pub limiter: Status,
+    /// The current token generation, once tokens are loaded.
+    pub token_generation: Option<u64>,
+}
+
+impl DrChronoLayer {
+    /// Takes a [`MetricsSnapshot`] of this stack.
+    pub async fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            retries: self.retry_policy().stats(),
+            limiter: self.rate_limiter().status().await,
+            token_generation: self.token_manager().generation(),
+        }
+    }
+}
+
+fn seconds_until(at: SystemTime, now: SystemTime) -> f64 {
+    at.duration_since(now).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl MetricsSnapshot {
+    /// Emits every metric to the recorder installed for the current thread or process.
+    pub fn record(&self) {
+        let r = &self.retries;
+        metrics::counter!("drchrono_requests_total").absolute(r.requests);
+        metrics::counter!("drchrono_attempts_total").absolute(r.requests + r.retries);
+        for (reason, value) in [
+            ("server_error", r.server_error_retries),
+            ("transport", r.transport_retries),
+            ("throttled", r.throttled_retries),
+            ("unauthorized", r.unauthorized_replays),
+        ] {
+            metrics::counter!("drchrono_retries_total", "reason" => reason).absolute(value);
+        }
+        metrics::counter!("drchrono_retry_budget_exhausted_total").absolute(r.budget_exhausted);
+        metrics::counter!("drchrono_gave_up_total").absolute(r.gave_up);
+        let now = self.limiter.at;
+        for rule in &self.limiter.rules {
+            metrics::gauge!("drchrono_budget_remaining", "rule" => rule.rule.to_string())
+                .set(f64::from(rule.remaining));
+        }
+        metrics::gauge!("drchrono_next_release_seconds")
+            .set(seconds_until(self.limiter.next_available, now));
+        metrics::gauge!("drchrono_throttle_pause_seconds").set(
+            self.limiter
+                .paused_until
+                .map_or(0.0, |until| seconds_until(until, now)),
+        );
+        if let Some(generation) = self.token_generation {
+            // Generations are small integers: exact in an f64.
+            metrics::gauge!("drchrono_token_generation").set(generation as f64);
+        }
+    }
+}

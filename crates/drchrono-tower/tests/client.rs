@@ -1,0 +1,116 @@
+//! `DrChronoClient` against the simulator's router, in paused time.
+
+use drchrono_sim::{SimConfig, Simulator};
+use drchrono_tower::{BuildError, DrChronoClient, DrChronoError};
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+fn client(sim: &Simulator) -> DrChronoClient {
+    let c = sim.credentials();
+    DrChronoClient::builder()
+        .credentials(c.client_id, c.client_secret)
+        .refresh_token(c.refresh_token)
+        .base_url("http://sim.test")
+        .token_url("http://sim.test/o/token/")
+        .build_with_transport(sim.router())
+        .expect("valid configuration")
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_follow_next_links_to_the_end() {
+    let sim = Simulator::new(SimConfig::default().patients(23));
+    let client = client(&sim);
+    let ids: Vec<u64> = client
+        .pages::<Value>("/api/patients?page_size=5")
+        .map_ok(|p| p["id"].as_u64().unwrap())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids, (1..=23).collect::<Vec<_>>());
+    // Five pages, plus one token call.
+    assert_eq!(sim.stats().accepted, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn typed_json_and_typed_errors() {
+    let sim = Simulator::new(SimConfig::default());
+    let client = client(&sim);
+    let me: Value = client.get_json("/api/users/current").await.unwrap();
+    assert_eq!(me["id"], drchrono_sim::DOCTOR_ID);
+    let missing = client.get("/api/patients/999999999").await.unwrap_err();
+    assert!(
+        matches!(missing, DrChronoError::NotFound { .. }),
+        "{missing:?}"
+    );
+    let not_allowed = client.patch("/api/patients", &json!({})).await.unwrap_err();
+    assert!(
+        matches!(&not_allowed, DrChronoError::MethodNotAllowed { method, .. } if method == http::Method::PATCH),
+        "{not_allowed:?}"
+    );
+    let invalid = client
+        .post("/api/patients", &json!({"first_name": "Ada"}))
+        .await
+        .unwrap_err();
+    match invalid {
+        DrChronoError::BadRequest { field_errors, .. } => {
+            assert!(field_errors.contains_key("doctor") && field_errors.contains_key("gender"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A body that is not the asked-for type is a Decode error, not a panic.
+    let wrong: Result<Vec<u64>, _> = client.get_json("/api/users/current").await;
+    assert!(
+        matches!(wrong, Err(DrChronoError::Decode { .. })),
+        "{wrong:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn absolute_urls_are_kept_and_paths_resolved() {
+    let sim = Simulator::new(SimConfig::default());
+    let client = client(&sim);
+    let via_url = client.get("http://sim.test/api/patients/3").await.unwrap();
+    let via_path = client.get("/api/patients/3").await.unwrap();
+    assert_eq!(via_url.body(), via_path.body());
+}
+
+#[test]
+fn configuration_errors_are_typed() {
+    let no_credentials = DrChronoClient::builder()
+        .refresh_token("rt".to_owned())
+        .build();
+    assert!(matches!(
+        no_credentials,
+        Err(BuildError::MissingCredentials)
+    ));
+    let no_tokens = DrChronoClient::builder()
+        .credentials("id", "secret".to_owned())
+        .build();
+    assert!(matches!(no_tokens, Err(BuildError::MissingTokens)));
+    for url in ["not a url", "/relative", "ftp://host/"] {
+        let bad = DrChronoClient::builder()
+            .credentials("id", "secret".to_owned())
+            .refresh_token("rt".to_owned())
+            .base_url(url)
+            .build();
+        assert!(
+            matches!(
+                bad,
+                Err(BuildError::InvalidUrl {
+                    setting: "base_url",
+                    ..
+                })
+            ),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let builder = DrChronoClient::builder()
+        .credentials("client-id", "very-secret-value".to_owned())
+        .refresh_token("refresh-token-value".to_owned());
+    let text = format!("{builder:?}");
+    assert!(!text.contains("very-secret-value") && !text.contains("refresh-token-value"));
+}
