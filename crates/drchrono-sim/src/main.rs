@@ -78,15 +78,27 @@ async fn main() -> ExitCode {
         }
     };
     let credentials = running.credentials();
-    let line = serde_json::json!({
-        "event": "listening",
-        "base_url": running.base_url(),
-        "token_url": running.token_url(),
-        "client_id": credentials.client_id,
-        "client_secret": credentials.client_secret,
-        "refresh_token": credentials.refresh_token,
-        "scope": credentials.scope,
-    });
+    // Keys in the documented order: tools read this line.
+    #[derive(serde::Serialize)]
+    struct Listening<'a> {
+        event: &'a str,
+        base_url: String,
+        token_url: String,
+        client_id: &'a str,
+        client_secret: &'a str,
+        refresh_token: &'a str,
+        scope: &'a str,
+    }
+    let line = serde_json::to_string(&Listening {
+        event: "listening",
+        base_url: running.base_url(),
+        token_url: running.token_url(),
+        client_id: &credentials.client_id,
+        client_secret: &credentials.client_secret,
+        refresh_token: &credentials.refresh_token,
+        scope: &credentials.scope,
+    })
+    .unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())

@@ -18,6 +18,14 @@ impl Drop for Killed {
 }
 
 fn start(args: &[&str]) -> (Killed, Value) {
+    let (child, line) = start_raw(args);
+    (
+        child,
+        serde_json::from_str(&line).expect("the first line is JSON"),
+    )
+}
+
+fn start_raw(args: &[&str]) -> (Killed, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_drchrono-sim"))
         .args(args)
         .stdout(Stdio::piped())
@@ -30,10 +38,7 @@ fn start(args: &[&str]) -> (Killed, Value) {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("a first line");
-    (
-        child,
-        serde_json::from_str(&line).expect("the first line is JSON"),
-    )
+    (child, line)
 }
 
 #[test]
@@ -165,4 +170,24 @@ async fn startup_line_and_flags_match_the_contract() {
         statuses.push(client.request(request).await.unwrap().status().as_u16());
     }
     assert_eq!(statuses[..2], [200, 200]);
+}
+
+#[test]
+fn startup_line_keys_come_in_the_documented_order() {
+    let (_child, line) = start_raw(&[]);
+    let order = [
+        "\"event\":\"listening\"",
+        "\"base_url\":",
+        "\"token_url\":",
+        "\"client_id\":",
+        "\"client_secret\":",
+        "\"refresh_token\":",
+        "\"scope\":",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|k| line.find(k).unwrap_or_else(|| panic!("{k} in {line}")))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
+    assert!(line.starts_with("{\"event\":\"listening\","), "{line}");
 }
