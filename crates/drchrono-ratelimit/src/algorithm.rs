@@ -17,6 +17,16 @@ struct Compiled {
     max_background: u32,
 }
 
+/// The most an aligned rule of `max` lets background work use, keeping `percent` % (rounded
+/// up, leaving background at least one request).
+pub(crate) fn background_max(max: u32, percent: u64) -> u32 {
+    let reserve = (u64::from(max) * percent).div_ceil(100);
+    let reserve = u32::try_from(reserve)
+        .unwrap_or(u32::MAX)
+        .min(max.saturating_sub(1));
+    max - reserve
+}
+
 /// The rules and options of one limiter.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
@@ -30,8 +40,9 @@ pub(crate) struct Policy {
 enum RuleState {
     /// The last `max` charged instants (oldest first), pruned as they leave the window.
     Sliding(VecDeque<u64>),
-    /// The aligned period of the last charge (or mark) and its count.
-    Aligned { period: u64, count: u32 },
+    /// Counts of two neighbouring aligned periods: `period` and `period + 1`. A request
+    /// within the margin of a boundary is counted in both periods it may fall in.
+    Aligned { period: u64, count: u32, next: u32 },
 }
 
 /// The mutable state of one application's budget.
@@ -58,11 +69,7 @@ impl Policy {
                 let max = rule.max();
                 let (span, max_background) = match rule.kind() {
                     RuleKind::Sliding => (period.saturating_add(margin), max),
-                    RuleKind::Aligned => {
-                        let reserve = (u64::from(max) * percent).div_ceil(100);
-                        let reserve = u32::try_from(reserve).unwrap_or(u32::MAX).min(max - 1);
-                        (period, max - reserve)
-                    }
+                    RuleKind::Aligned => (period, background_max(max, percent)),
                 };
                 Compiled {
                     rule,
@@ -90,6 +97,7 @@ impl Policy {
                 RuleKind::Aligned => RuleState::Aligned {
                     period: 0,
                     count: 0,
+                    next: 0,
                 },
             })
             .collect();
@@ -101,12 +109,18 @@ impl Policy {
         }
     }
 
-    /// Aligned period index of `t` (periods start at `k * span + margin`).
-    fn period_of(&self, c: &Compiled, t: u64) -> u64 {
-        t.saturating_sub(self.margin) / c.span
+    /// The aligned periods a request at `t` may fall in, on a server whose clock is within
+    /// the margin of ours: the period of `t - margin` and that of `t + margin` (equal, or
+    /// neighbours, since every period is longer than twice the margin).
+    fn periods_of(&self, c: &Compiled, t: u64) -> (u64, u64) {
+        (
+            t.saturating_sub(self.margin) / c.span,
+            t.saturating_add(self.margin) / c.span,
+        )
     }
 
-    /// Start of aligned period `k + 1`: the boundary that ends period `k`, plus the margin.
+    /// The first instant at which no request may fall in period `k` any more: the boundary
+    /// that ends it, plus the margin.
     fn period_end(&self, c: &Compiled, k: u64) -> u64 {
         k.saturating_add(1)
             .saturating_mul(c.span)
@@ -132,18 +146,24 @@ impl Policy {
                     t
                 }
             }
-            &RuleState::Aligned { period, count } => {
-                let k = self.period_of(c, t);
-                let used = if k > period { 0 } else { count };
+            &RuleState::Aligned {
+                period,
+                count,
+                next,
+            } => {
+                let (k, k2) = self.periods_of(c, t);
                 let max = match p {
                     Priority::Interactive => c.max,
                     Priority::Background => c.max_background,
                 };
+                let used = aligned_count(period, count, next, k);
                 if used >= max {
-                    self.period_end(c, k)
-                } else if let (true, Some(last), true) =
-                    (self.pacing && used > 0, last, k == period)
-                {
+                    return self.period_end(c, k);
+                }
+                if aligned_count(period, count, next, k2) >= max {
+                    return self.period_end(c, k2);
+                }
+                if let (true, Some(last), true) = (self.pacing && used > 0, last, k == period) {
                     // Spread the remaining `max - used` evenly over the rest of the period.
                     let end = self.period_end(c, k);
                     let gap = end.saturating_sub(last).div_ceil(u64::from(max - used) + 1);
@@ -198,13 +218,17 @@ impl Policy {
                         log.pop_front();
                     }
                 }
-                RuleState::Aligned { period, count } => {
-                    let k = self.period_of(c, now);
-                    if k > *period {
-                        *period = k;
-                        *count = 0;
-                    }
+                RuleState::Aligned {
+                    period,
+                    count,
+                    next,
+                } => {
+                    let (k, k2) = self.periods_of(c, now);
+                    shift_to(period, count, next, k);
                     *count = count.saturating_add(1);
+                    if k2 > k {
+                        *next = next.saturating_add(1);
+                    }
                 }
             }
         }
@@ -218,14 +242,21 @@ impl Policy {
         let now = now.max(st.last_now);
         st.paused_until = st.paused_until.max(until);
         for (c, rs) in self.rules.iter().zip(&mut st.rules) {
-            if let RuleState::Aligned { period, count } = rs {
+            if let RuleState::Aligned {
+                period,
+                count,
+                next,
+            } = rs
+            {
                 let raw = now / c.span;
                 if until >= raw.saturating_add(1).saturating_mul(c.span) {
-                    if raw > *period {
-                        *period = raw;
-                        *count = c.max;
-                    } else if raw == *period {
+                    if raw > period.saturating_add(1) {
+                        shift_to(period, count, next, raw);
+                    }
+                    if raw == *period {
                         *count = (*count).max(c.max);
+                    } else if raw == period.saturating_add(1) {
+                        *next = (*next).max(c.max);
                     }
                 }
             }
@@ -245,9 +276,14 @@ impl Policy {
                         let resets = log.get(gone).map(|&e| from_nanos(e.saturating_add(c.span)));
                         (u32::try_from(log.len() - gone).unwrap_or(u32::MAX), resets)
                     }
-                    &RuleState::Aligned { period, count } => {
-                        let k = self.period_of(c, now);
-                        let used = if k > period { 0 } else { count };
+                    &RuleState::Aligned {
+                        period,
+                        count,
+                        next,
+                    } => {
+                        let (k, k2) = self.periods_of(c, now);
+                        let used = aligned_count(period, count, next, k)
+                            .max(aligned_count(period, count, next, k2));
                         (used, Some(from_nanos(self.period_end(c, k))))
                     }
                 };
@@ -267,5 +303,32 @@ impl Policy {
             next_available_background: from_nanos(self.earliest(st, now, Priority::Background)),
             paused_until: (st.paused_until > now).then(|| from_nanos(st.paused_until)),
         }
+    }
+}
+
+/// The count of aligned period `k` in a state holding `period` and `period + 1`. Periods
+/// before `period` are never asked about: time never runs backwards in the limiter.
+fn aligned_count(period: u64, count: u32, next: u32, k: u64) -> u32 {
+    if k == period {
+        count
+    } else if k == period.saturating_add(1) {
+        next
+    } else if k > period {
+        0
+    } else {
+        count
+    }
+}
+
+/// Moves the two-period window so that it starts at `k` (never backwards).
+fn shift_to(period: &mut u64, count: &mut u32, next: &mut u32, k: u64) {
+    if k == period.saturating_add(1) {
+        *count = *next;
+        *next = 0;
+        *period = k;
+    } else if k > *period {
+        *count = 0;
+        *next = 0;
+        *period = k;
     }
 }

@@ -208,7 +208,8 @@ impl RateLimitConfigBuilder {
     ///
     /// # Errors
     /// A rule that allows nothing or has a zero or too long period, an empty rule set, a
-    /// margin beyond [`MAX_PERIOD`], or a reserve above 100 %.
+    /// margin beyond [`MAX_PERIOD`], an aligned period not longer than twice the margin, or
+    /// a reserve above 100 %.
     pub fn build(self) -> Result<RateLimitConfig, ConfigError> {
         let rules = match self.custom_rules {
             Some(ref rules) => rules.clone(),
@@ -219,6 +220,12 @@ impl RateLimitConfigBuilder {
         }
         if self.safety_margin > MAX_PERIOD {
             return Err(ConfigError::PeriodTooLong);
+        }
+        if rules.iter().any(|r| {
+            r.kind() == crate::RuleKind::Aligned
+                && r.period() <= self.safety_margin.saturating_mul(2)
+        }) {
+            return Err(ConfigError::MarginTooLongForPeriod);
         }
         if self.background_reserve_percent > 100 {
             return Err(ConfigError::ReserveOutOfRange(
@@ -238,6 +245,20 @@ impl RateLimitConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_periods_must_outlast_twice_the_margin() {
+        let too_long = RateLimitConfig::builder()
+            .hour(Duration::from_secs(2))
+            .safety_margin(Duration::from_secs(1))
+            .build();
+        assert_eq!(too_long.err(), Some(ConfigError::MarginTooLongForPeriod));
+        let fine = RateLimitConfig::builder()
+            .hour(Duration::from_secs(2))
+            .safety_margin(Duration::from_millis(999))
+            .build();
+        assert!(fine.is_ok());
+    }
     use crate::RuleKind;
 
     #[test]

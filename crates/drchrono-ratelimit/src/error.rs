@@ -1,9 +1,11 @@
 //! Errors and refusals: [`ConfigError`] for a configuration that cannot work, [`NotUntil`] for
-//! a request that may not go yet.
+//! a request that may not go yet, [`BackendError`] for a budget that could not be consulted.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::{Duration, SystemTime};
+
+use drchrono_classify::BoxError;
 
 /// A rule set or option that cannot be used, found when building a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,9 @@ pub enum ConfigError {
     NoRules,
     /// The background reserve is above 100 %.
     ReserveOutOfRange(u8),
+    /// An aligned period is not longer than twice the safety margin: a request near a
+    /// boundary is counted in both neighbouring periods, which must not overlap further.
+    MarginTooLongForPeriod,
 }
 
 impl fmt::Display for ConfigError {
@@ -33,6 +38,9 @@ impl fmt::Display for ConfigError {
             Self::NoRules => f.write_str("a rate limiter needs at least one rule"),
             Self::ReserveOutOfRange(percent) => {
                 write!(f, "background reserve of {percent} % is above 100 %")
+            }
+            Self::MarginTooLongForPeriod => {
+                f.write_str("an aligned period must be longer than twice the safety margin")
             }
         }
     }
@@ -80,3 +88,46 @@ impl fmt::Display for NotUntil {
 }
 
 impl StdError for NotUntil {}
+
+/// The store behind a [`Backend`](crate::Backend) (Redis, …) could not be consulted, so the
+/// budget could not be checked or charged: the request was not sent (fail closed).
+///
+/// [`DrChronoRateLimit`](crate::DrChronoRateLimit) hands it to the caller as
+/// [`DrChronoError::Transport`](drchrono_classify::DrChronoError::Transport) with
+/// `not_sent: true` and this error as the source (see the service's docs).
+#[derive(Debug)]
+pub struct BackendError {
+    backend: &'static str,
+    source: BoxError,
+}
+
+impl BackendError {
+    /// A failure of the backend named `backend` (`"redis"`, …), caused by `source`.
+    pub fn new(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            backend,
+            source: source.into(),
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate-limit backend {} unavailable: request not sent",
+            self.backend
+        )
+    }
+}
+
+impl StdError for BackendError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.source.as_ref())
+    }
+}

@@ -6,12 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
+use drchrono_classify::ErrorContext;
 use http::Response;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use crate::failure::{BACKEND_RETRY_INTERVAL, can_carry, carry};
 use crate::observe::throttled_until;
-use crate::{Priority, RateLimiter};
+use crate::{BackendError, Priority, RateLimiter};
 
 /// The wait for a permit, or the report of a 429 to the shared state. One allocation per
 /// request: waiting involves the turn, the backend and a timer, and must own its limiter.
@@ -26,6 +28,8 @@ pin_project! {
         #[pin]
         state: State<S, Req>,
         limiter: RateLimiter,
+        priority: Priority,
+        context_of: fn(&Req) -> ErrorContext,
     }
 }
 
@@ -36,7 +40,7 @@ pin_project! {
         S: Service<Req>,
     {
         Waiting {
-            permit: Option<Boxed<SystemTime>>,
+            permit: Option<Boxed<Result<SystemTime, BackendError>>>,
             service: S,
             request: Option<Req>,
         },
@@ -56,19 +60,53 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    pub(crate) fn new(service: S, request: Req, limiter: RateLimiter, priority: Priority) -> Self {
-        let permit_limiter = limiter.clone();
-        let permit: Boxed<SystemTime> =
-            Box::pin(async move { permit_limiter.acquire(priority).await });
+    pub(crate) fn new(
+        service: S,
+        request: Req,
+        limiter: RateLimiter,
+        priority: Priority,
+        context_of: fn(&Req) -> ErrorContext,
+    ) -> Self
+    where
+        S::Error: 'static,
+    {
+        let fail_fast = can_carry::<S::Error>();
         Self {
             state: State::Waiting {
-                permit: Some(permit),
+                permit: Some(permit(limiter.clone(), priority, fail_fast)),
                 service,
                 request: Some(request),
             },
             limiter,
+            priority,
+            context_of,
         }
     }
+}
+
+/// Waits for a permit. A backend failure ends the wait when `fail_fast` (the error type can
+/// carry it); otherwise the backend is asked again every [`BACKEND_RETRY_INTERVAL`].
+fn permit(
+    limiter: RateLimiter,
+    priority: Priority,
+    fail_fast: bool,
+) -> Boxed<Result<SystemTime, BackendError>> {
+    Box::pin(async move {
+        loop {
+            match limiter.acquire(priority).await {
+                Ok(released) => return Ok(released),
+                Err(error) if fail_fast => return Err(error),
+                Err(error) => {
+                    tracing::warn!(
+                        application = limiter.config().application(),
+                        backend = error.backend(),
+                        "rate-limit backend unavailable: holding the request until it answers"
+                    );
+                    tokio::time::sleep(BACKEND_RETRY_INTERVAL).await;
+                }
+            }
+        }
+    })
 }
 
 impl<S, Req, ResBody> Future for ResponseFuture<S, Req>
@@ -90,7 +128,27 @@ where
                     request,
                 } => {
                     if let Some(waiting) = permit {
-                        ready!(waiting.as_mut().poll(cx));
+                        if let Err(error) = ready!(waiting.as_mut().poll(cx)) {
+                            let context =
+                                request.as_ref().map_or_else(ErrorContext::new, |request| {
+                                    (this.context_of)(request)
+                                });
+                            match carry::<S::Error>(error, context) {
+                                Some(error) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(error));
+                                }
+                                // Unreachable (`fail_fast` checked the type): keep waiting.
+                                None => {
+                                    *permit = Some(self::permit(
+                                        this.limiter.clone(),
+                                        *this.priority,
+                                        false,
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
                         *permit = None;
                     }
                     ready!(service.poll_ready(cx))?;
@@ -105,8 +163,11 @@ where
                         return Poll::Ready(outcome);
                     };
                     let limiter = this.limiter.clone();
-                    let pause: Boxed<()> =
-                        Box::pin(async move { limiter.pause_until(until).await });
+                    // A pause the backend could not record is logged by the limiter; the
+                    // caller still gets the server's answer.
+                    let pause: Boxed<()> = Box::pin(async move {
+                        let _ = limiter.pause_until(until).await;
+                    });
                     this.state.set(State::Reporting {
                         pause,
                         outcome: Some(outcome),

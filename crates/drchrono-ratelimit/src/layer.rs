@@ -2,7 +2,7 @@
 
 use tower::Layer;
 
-use crate::{DrChronoRateLimit, RateLimitConfig, RateLimiter, Status};
+use crate::{BackendError, DrChronoRateLimit, RateLimitConfig, RateLimiter, Status};
 
 /// Applies [`DrChronoRateLimit`]: every request waits (in its response future) until it
 /// breaks none of the application's throttling rules, and a server 429 pauses every caller.
@@ -32,7 +32,10 @@ impl DrChronoRateLimitLayer {
     }
 
     /// The limiter's [`Status`] now.
-    pub async fn status(&self) -> Status {
+    ///
+    /// # Errors
+    /// [`BackendError`] when the backend could not be read (see [`RateLimiter::status`]).
+    pub async fn status(&self) -> Result<Status, BackendError> {
         self.limiter.status().await
     }
 }

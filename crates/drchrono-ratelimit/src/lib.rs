@@ -33,7 +33,7 @@
 //! let calls = (0..20).map(|_| client.clone().oneshot(Request::new(())));
 //! futures::future::try_join_all(calls).await?;
 //! assert_eq!(limiter.clock().now(), start + Duration::from_secs(2));
-//! let status = limiter.status().await;
+//! let status = limiter.status().await?;
 //! assert_eq!(status.rules[1].remaining, 270); // of 290 per rolling 10 minutes
 //! assert_eq!(status.rules[2].remaining, 480); // of 500 this clock hour
 //! # Ok(())
@@ -55,8 +55,11 @@
 //! DrChrono's defaults ([`RateLimitConfig::default`]) are sliding(9, 1 s), sliding(290,
 //! 600 s) and aligned(500, 3600 s), the hourly maximum configurable. A safety margin
 //! ([`DEFAULT_SAFETY_MARGIN`], 100 ms, configurable down to zero) is added to each sliding
-//! window and to each aligned boundary (periods run from `k * P + margin`), to absorb
-//! network jitter and clock skew between us and DrChrono.
+//! window, and around each aligned boundary: a request released within the margin of a
+//! boundary may fall in either period on DrChrono's clock, so it is counted in both, and a
+//! full period keeps refusing until `boundary + margin`. This absorbs network jitter and clock
+//! skew between us and DrChrono in both directions; with a zero margin the rules are the
+//! exact ones.
 //!
 //! # Why the release instants are exact
 //!
@@ -91,10 +94,46 @@
 //! ([`RateLimiter::shared`] also shares it by application key across independently built
 //! stacks). Waiters are served first-come first-served by a fair `tokio::sync::Mutex`
 //! "turn" held by the head waiter while it sleeps; the state itself sits in a
-//! `std::sync::Mutex` inside the [`Backend`] ([`LocalLimiter`] in memory; a shared store
-//! such as Redis implements the same trait). A dropped waiter charges nothing and passes
-//! the turn on. Every released attempt is charged and never refunded: DrChrono counts a
-//! throttled request in the rules that allowed it.
+//! `std::sync::Mutex` inside the [`Backend`] ([`LocalLimiter`] in memory; with the `redis`
+//! feature, `RedisRateLimitBackend` in Redis, shared by every process). A dropped waiter
+//! charges nothing and passes the turn on. Every released attempt is charged and never
+//! refunded: DrChrono counts a throttled request in the rules that allowed it.
+//!
+//! # Several processes and hosts: the `redis` feature
+//!
+//! DrChrono's limits are per application. Two workers, or a web tier and a sync job, each
+//! with its own in-memory limiter, spend the budget twice. With the `redis` feature,
+//! `RedisRateLimitBackend::connect(url, &config)` keeps the budget in Redis:
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use drchrono_ratelimit::{
+//!     DrChronoRateLimitLayer, RateLimitConfig, RateLimiter, RedisRateLimitBackend,
+//! };
+//!
+//! let config = RateLimitConfig::builder().application("my-drchrono-app").build()?;
+//! let backend = RedisRateLimitBackend::connect("redis://127.0.0.1:6379/", &config).await?;
+//! let layer = DrChronoRateLimitLayer::new(RateLimiter::builder(config).backend(backend).build());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - The same exact rules are checked and charged atomically by one Lua script per decision
+//!   (one round trip), on Redis's own `TIME`, so every host shares one clock; the script
+//!   answers with a wait, which each process adds to its own clock to sleep.
+//! - Keys are per application (`drchrono:ratelimit:{app}:…`) and expire once their windows
+//!   have passed. A server 429's cool-down is stored there too: one process's 429 pauses all.
+//! - Every process must use the same configuration (rules, margin, application key).
+//! - **Redis unreachable**: fail closed. No request is sent without a permit: the layer
+//!   returns [`DrChronoError::Transport`](drchrono_classify::DrChronoError::Transport) with
+//!   `not_sent: true` and a [`BackendError`] source (when the inner error type is
+//!   `DrChronoError` or `BoxError`; any other error type waits for Redis instead).
+//!   Optionally (`RedisBackendBuilder::fallback_percent`) each process decides locally on a
+//!   share of the budget until Redis answers again, then charges Redis for what it sent.
+//! - **Redis restarted without persistence**: the windows are gone and the budget starts
+//!   full again, while DrChrono still counts the last 10 minutes and the current hour; the
+//!   429s that may follow pause every process. Run Redis with `appendonly yes`.
 //!
 //! # Server 429s, priority, pacing
 //!
@@ -114,12 +153,21 @@ mod backend;
 mod clock;
 mod config;
 mod error;
+mod failure;
 mod future;
 mod layer;
 mod local;
 mod observe;
 mod priority;
 mod rate_limiter;
+#[cfg(feature = "redis")]
+mod redis_backend;
+#[cfg(feature = "redis")]
+mod redis_builder;
+#[cfg(feature = "redis")]
+mod redis_script;
+#[cfg(feature = "redis")]
+mod redis_status;
 mod rule;
 mod service;
 mod status;
@@ -131,12 +179,21 @@ pub use config::{
     DEFAULT_APPLICATION, DEFAULT_BACKGROUND_RESERVE_PERCENT, DEFAULT_SAFETY_MARGIN,
     RateLimitConfig, RateLimitConfigBuilder,
 };
-pub use error::{ConfigError, NotUntil};
+pub use error::{BackendError, ConfigError, NotUntil};
 pub use future::ResponseFuture;
 pub use layer::DrChronoRateLimitLayer;
 pub use local::LocalLimiter;
 pub use priority::Priority;
 pub use rate_limiter::{RateLimiter, RateLimiterBuilder};
+#[cfg(feature = "redis")]
+pub use redis_backend::RedisRateLimitBackend;
+#[cfg(feature = "redis")]
+pub use redis_builder::{
+    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_RETRY_INTERVAL, DEFAULT_REDIS_TIMEOUT,
+    RedisBackendBuilder,
+};
+#[cfg(feature = "redis")]
+pub use redis_script::RedisClock;
 pub use rule::{MAX_PERIOD, Rule, RuleKind};
 pub use service::DrChronoRateLimit;
 pub use status::{RuleStatus, Status};

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::algorithm::{Policy, State};
 use crate::backend::{Backend, BackendFuture};
 use crate::time::{from_nanos, to_nanos};
-use crate::{NotUntil, Priority, RateLimitConfig, Status};
+use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
 
 /// One application's budget in this process: the limiter core behind a `std::sync::Mutex`.
 ///
@@ -121,8 +121,11 @@ impl LocalLimiter {
     /// reaches the next boundary of an aligned rule, that period is marked spent, so it
     /// reopens at the boundary plus the safety margin.
     pub fn pause_until(&self, now: SystemTime, until: SystemTime) {
+        let mut state = self.state();
         self.policy
-            .pause(&mut self.state(), to_nanos(now), to_nanos(until));
+            .pause(&mut state, to_nanos(now), to_nanos(until));
+        // A refusal computed before the pause may name an instant the pause now forbids.
+        self.clear_refusals();
     }
 
     /// Remaining budget per rule, the next reset and the earliest instants, at `now`.
@@ -139,21 +142,50 @@ impl fmt::Debug for LocalLimiter {
     }
 }
 
+/// Never fails.
 impl Backend for LocalLimiter {
     fn try_acquire(
         &self,
         now: SystemTime,
         priority: Priority,
-    ) -> BackendFuture<'_, Result<(), NotUntil>> {
-        Box::pin(std::future::ready(self.try_acquire_with(now, priority)))
+    ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>> {
+        Box::pin(std::future::ready(Ok(self.try_acquire_with(now, priority))))
     }
 
-    fn pause_until(&self, now: SystemTime, until: SystemTime) -> BackendFuture<'_, ()> {
+    fn pause_until(
+        &self,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> BackendFuture<'_, Result<(), BackendError>> {
         LocalLimiter::pause_until(self, now, until);
-        Box::pin(std::future::ready(()))
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn status(&self, now: SystemTime) -> BackendFuture<'_, Status> {
-        Box::pin(std::future::ready(LocalLimiter::status(self, now)))
+    fn status(&self, now: SystemTime) -> BackendFuture<'_, Result<Status, BackendError>> {
+        Box::pin(std::future::ready(Ok(LocalLimiter::status(self, now))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_pause_replaces_a_cached_refusal() {
+        let config = RateLimitConfig::builder()
+            .max_per_second(1)
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let limiter = LocalLimiter::new(&config);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
+        limiter.try_acquire(now).unwrap();
+        let refused = limiter.try_acquire(now).unwrap_err();
+        assert_eq!(refused.earliest(), now + Duration::from_secs(1));
+        limiter.pause_until(now, now + Duration::from_secs(7));
+        let refused = limiter.try_acquire(now).unwrap_err();
+        assert_eq!(refused.earliest(), now + Duration::from_secs(7));
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::time::ceil_ms_time;
 use crate::{
-    Backend, Clock, LocalLimiter, NotUntil, Priority, RateLimitConfig, Status, TokioClock,
+    Backend, BackendError, Clock, LocalLimiter, NotUntil, Priority, RateLimitConfig, Status,
+    TokioClock,
 };
 
 /// One application's budget: a [`Backend`] holding the state, a [`Clock`], and the queue of
@@ -27,16 +28,16 @@ use crate::{
 /// use drchrono_ratelimit::{Priority, RateLimitConfig, RateLimiter, TokioClock};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() -> Result<(), drchrono_ratelimit::ConfigError> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
 /// let config = RateLimitConfig::builder().safety_margin(Duration::ZERO).build()?;
 /// let limiter = RateLimiter::builder(config).clock(TokioClock::starting_at(start)).build();
 /// for _ in 0..9 {
-///     assert_eq!(limiter.acquire(Priority::Interactive).await, start);
+///     assert_eq!(limiter.acquire(Priority::Interactive).await?, start);
 /// }
 /// // The tenth waits until the first leaves the rolling second.
-/// assert_eq!(limiter.acquire(Priority::Interactive).await, start + Duration::from_secs(1));
-/// assert_eq!(limiter.status().await.rules[2].remaining, 490);
+/// assert_eq!(limiter.acquire(Priority::Interactive).await?, start + Duration::from_secs(1));
+/// assert_eq!(limiter.status().await?.rules[2].remaining, 490);
 /// # Ok(())
 /// # }
 /// ```
@@ -108,7 +109,12 @@ impl RateLimiter {
     /// 1 ms timer grid.
     ///
     /// Cancel-safe: dropping the future charges nothing and frees the turn.
-    pub async fn acquire(&self, priority: Priority) -> SystemTime {
+    ///
+    /// # Errors
+    /// [`BackendError`] when the backend could not be consulted (a shared store is
+    /// unreachable and has no local fallback): no permit was granted. A [`LocalLimiter`]
+    /// never fails.
+    pub async fn acquire(&self, priority: Priority) -> Result<SystemTime, BackendError> {
         if priority == Priority::Background {
             return self.acquire_background().await;
         }
@@ -119,15 +125,15 @@ impl RateLimiter {
                 .inner
                 .backend
                 .try_acquire(now, Priority::Interactive)
-                .await
+                .await?
             {
-                Ok(()) => return now,
+                Ok(()) => return Ok(now),
                 Err(not_until) => self.sleep(now, not_until).await,
             }
         }
     }
 
-    async fn acquire_background(&self) -> SystemTime {
+    async fn acquire_background(&self) -> Result<SystemTime, BackendError> {
         let _background_turn = self.inner.background_turn.lock().await;
         loop {
             let (now, decision) = {
@@ -138,11 +144,11 @@ impl RateLimiter {
                     self.inner
                         .backend
                         .try_acquire(now, Priority::Background)
-                        .await,
+                        .await?,
                 )
             };
             match decision {
-                Ok(()) => return now,
+                Ok(()) => return Ok(now),
                 Err(not_until) => self.sleep(now, not_until).await,
             }
         }
@@ -161,7 +167,10 @@ impl RateLimiter {
     /// Holds every caller of this application until `until`, as a server 429 asks. When
     /// `until` reaches the next top of an aligned period (the hour), that period is marked
     /// spent, so it reopens at the boundary plus the safety margin.
-    pub async fn pause_until(&self, until: SystemTime) {
+    ///
+    /// # Errors
+    /// [`BackendError`] when the backend could not record the pause (it is logged too).
+    pub async fn pause_until(&self, until: SystemTime) -> Result<(), BackendError> {
         let now = self.inner.clock.now();
         let wait = until.duration_since(now).unwrap_or(Duration::ZERO);
         tracing::warn!(
@@ -169,12 +178,23 @@ impl RateLimiter {
             wait_secs = wait.as_secs_f64(),
             "DrChrono throttled a request: pausing every caller of this application"
         );
-        self.inner.backend.pause_until(now, until).await;
+        let paused = self.inner.backend.pause_until(now, until).await;
+        if let Err(error) = &paused {
+            tracing::warn!(
+                application = self.inner.config.application(),
+                backend = error.backend(),
+                "could not share the pause: the rate-limit backend is unavailable"
+            );
+        }
+        paused
     }
 
     /// Remaining budget per rule, next reset and the earliest instants the next request
     /// may go, now.
-    pub async fn status(&self) -> Status {
+    ///
+    /// # Errors
+    /// [`BackendError`] when the backend could not be read. A [`LocalLimiter`] never fails.
+    pub async fn status(&self) -> Result<Status, BackendError> {
         self.inner.backend.status(self.inner.clock.now()).await
     }
 }
@@ -205,7 +225,9 @@ impl RateLimiterBuilder {
     }
 
     /// Where the state lives. Default: a fresh [`LocalLimiter`] for the configuration. A
-    /// backend must enforce the same configuration's rules.
+    /// backend must enforce the same configuration's rules (build it from the same
+    /// [`RateLimitConfig`], e.g. `RedisRateLimitBackend::connect(url, &config)` with the
+    /// `redis` feature).
     pub fn backend(mut self, backend: impl Backend) -> Self {
         self.backend = Some(Arc::new(backend));
         self

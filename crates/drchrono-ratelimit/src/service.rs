@@ -3,11 +3,12 @@
 use std::mem;
 use std::task::{Context, Poll};
 
+use drchrono_classify::ErrorContext;
 use http::{Request, Response};
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::{DrChronoRateLimitLayer, Priority, RateLimiter, Status};
+use crate::{BackendError, DrChronoRateLimitLayer, Priority, RateLimiter, Status};
 
 /// Waits for a permit of the shared [`RateLimiter`] before each request, and pauses every
 /// caller when the server answers 429.
@@ -22,6 +23,15 @@ use crate::{DrChronoRateLimitLayer, Priority, RateLimiter, Status};
 /// throttled request in the rules that allowed it. The outcome is inspected: a 429 (typed
 /// [`DrChronoError::Throttled`](drchrono_classify::DrChronoError::Throttled), boxed or not,
 /// or a raw response with `Retry-After`) holds every caller until the advertised instant.
+///
+/// When the [`Backend`](crate::Backend) cannot be consulted (Redis unreachable, no
+/// fallback), the request is not sent (fail closed). If the inner error type is
+/// [`DrChronoError`](drchrono_classify::DrChronoError) or
+/// [`BoxError`](drchrono_classify::BoxError) (the recommended stack), the future fails with
+/// [`DrChronoError::Transport`](drchrono_classify::DrChronoError::Transport) with
+/// `not_sent: true`, the request's method and URI in its context, and the
+/// [`BackendError`] as its source, so a retry policy may retry it. Any other error type
+/// cannot carry it: the request then waits, asking the backend again every second.
 #[derive(Debug, Clone)]
 pub struct DrChronoRateLimit<S> {
     inner: S,
@@ -60,7 +70,10 @@ impl<S> DrChronoRateLimit<S> {
     }
 
     /// The limiter's [`Status`] now.
-    pub async fn status(&self) -> Status {
+    ///
+    /// # Errors
+    /// [`BackendError`] when the backend could not be read (see [`RateLimiter::status`]).
+    pub async fn status(&self) -> Result<Status, BackendError> {
         self.limiter.status().await
     }
 }
@@ -82,6 +95,12 @@ where
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         let priority = Priority::of(&request);
-        ResponseFuture::new(inner, request, self.limiter.clone(), priority)
+        ResponseFuture::new(
+            inner,
+            request,
+            self.limiter.clone(),
+            priority,
+            ErrorContext::from_request::<ReqBody>,
+        )
     }
 }

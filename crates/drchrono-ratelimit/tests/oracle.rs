@@ -14,7 +14,7 @@ use proptest::prelude::*;
 /// 2026-01-05T10:37:00Z in milliseconds.
 const BASE_MS: u64 = 1_767_609_420_000;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Sliding,
     Aligned,
@@ -65,13 +65,30 @@ fn admits(case: &Case, released: &[u64], t: u64, background: bool) -> bool {
                     .count()
             }
             Kind::Aligned => {
-                let start = (t - case.margin) / rule.period * rule.period + case.margin;
-                let end = start + rule.period;
-                released.iter().filter(|&&r| r >= start && r < end).count()
+                // A request may fall in the period of `t - margin` or of `t + margin` on a
+                // server whose clock is within the margin of ours; each release counts in
+                // every period it may fall in.
+                let mine = may_fall_in(rule, case.margin, t);
+                mine.iter()
+                    .map(|&k| {
+                        released
+                            .iter()
+                            .filter(|&&r| may_fall_in(rule, case.margin, r).contains(&k))
+                            .count()
+                    })
+                    .max()
+                    .unwrap_or(0)
             }
         };
         (count as u64) < allowed(rule, background, case.reserve_percent)
     })
+}
+
+/// The aligned periods a request at `t` may fall in: those of `t - margin ..= t + margin`.
+fn may_fall_in(rule: &R, margin: u64, t: u64) -> Vec<u64> {
+    let mut periods: Vec<u64> = (t - margin..=t + margin).map(|x| x / rule.period).collect();
+    periods.dedup();
+    periods
 }
 
 /// The earliest instant `>= t0` every rule admits, by scanning every candidate.
@@ -83,8 +100,10 @@ fn oracle_earliest(case: &Case, released: &[u64], t0: u64, background: bool) -> 
                 candidates.extend(released.iter().map(|r| r + rule.period + case.margin));
             }
             Kind::Aligned => {
-                let k = (t0 - case.margin) / rule.period;
-                candidates.push((k + 1) * rule.period + case.margin);
+                // A full period stops mattering once `t - margin` has left it.
+                let first = (t0 - case.margin) / rule.period;
+                let last = (t0 + case.margin) / rule.period;
+                candidates.extend((first..=last + 1).map(|k| (k + 1) * rule.period + case.margin));
             }
         }
     }
@@ -106,11 +125,19 @@ fn assert_no_rule_broken(case: &Case, released: &[u64]) {
                     .filter(|&&x| x + rule.period > r && x <= r)
                     .count(),
                 Kind::Aligned => {
-                    let k = (r - case.margin) / rule.period;
-                    released
-                        .iter()
-                        .filter(|&&x| (x - case.margin) / rule.period == k)
-                        .count()
+                    // Whatever the server's offset within the margin, its period holds at
+                    // most `max`.
+                    let margin = case.margin as i64;
+                    (-margin..=margin)
+                        .map(|skew| {
+                            let k = (r as i64 + skew) as u64 / rule.period;
+                            released
+                                .iter()
+                                .filter(|&&x| (x as i64 + skew) as u64 / rule.period == k)
+                                .count()
+                        })
+                        .max()
+                        .unwrap_or(0)
                 }
             };
             assert!(count as u64 <= rule.max, "{rule:?} broken at {r}: {count}");
@@ -140,6 +167,16 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         0u8..=100,
         prop::collection::vec((0u64..=9, prop::bool::weighted(0.3)), 1..=60),
     )
+        .prop_map(|(rules, margin, reserve_percent, arrivals)| {
+            // Aligned periods must be longer than twice the margin (a configuration error
+            // otherwise, tested elsewhere).
+            let margin = rules
+                .iter()
+                .filter(|r| r.kind == Kind::Aligned)
+                .map(|r| (r.period - 1) / 2)
+                .fold(margin, u64::min);
+            (rules, margin, reserve_percent, arrivals)
+        })
         .prop_map(|(rules, margin, reserve_percent, arrivals)| Case {
             rules,
             margin,

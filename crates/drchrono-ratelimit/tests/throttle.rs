@@ -66,7 +66,7 @@ async fn a_raw_429_seen_by_one_clone_holds_every_clone() {
     for other in others {
         assert_eq!(other.await.unwrap(), secs(7.0));
     }
-    assert_eq!(limiter.status().await.rules[2].remaining, 496);
+    assert_eq!(limiter.status().await.unwrap().rules[2].remaining, 496);
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,7 +108,7 @@ async fn other_errors_and_responses_pause_nobody() {
     });
     assert!(service.clone().oneshot(Request::new(())).await.is_err());
     assert_eq!(released_at(service.clone()).await, secs(0.0));
-    assert_eq!(limiter.status().await.paused_until, None);
+    assert_eq!(limiter.status().await.unwrap().paused_until, None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -126,7 +126,7 @@ async fn a_429_until_the_top_of_the_hour_spends_the_hour() {
     };
     let service = throttled_once(&limiter, until_top);
     let _ = service.clone().oneshot(Request::new(())).await;
-    let status = limiter.status().await;
+    let status = limiter.status().await.unwrap();
     assert_eq!(status.rules[2].remaining, 0);
     assert_eq!(status.paused_until, Some(start() + secs(1380.0)));
     assert_eq!(status.next_available, start() + secs(1380.1));
@@ -153,7 +153,7 @@ async fn background_work_leaves_the_reserve_and_yields_to_interactive() {
         .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(log.by_index().len(), 18);
-    let status = limiter.status().await;
+    let status = limiter.status().await.unwrap();
     assert_eq!(status.rules[2].remaining, 2);
     assert_eq!(status.next_available, start() + secs(5.0));
     assert_eq!(status.next_available_background, start() + secs(1380.0));
@@ -180,7 +180,7 @@ async fn smooth_pacing_spreads_the_hour_evenly() {
     let origin = tokio::time::Instant::now();
     let mut released = Vec::new();
     for _ in 0..11 {
-        limiter.acquire(Priority::Interactive).await;
+        limiter.acquire(Priority::Interactive).await.unwrap();
         released.push(origin.elapsed());
     }
     let expected: Vec<_> = (0..=10).map(|k| secs(138.0 * f64::from(k))).collect();
@@ -191,9 +191,9 @@ async fn smooth_pacing_spreads_the_hour_evenly() {
 async fn status_reports_budgets_resets_and_the_next_instant() {
     let limiter = limiter(100);
     for _ in 0..9 {
-        limiter.acquire(Priority::Interactive).await;
+        limiter.acquire(Priority::Interactive).await.unwrap();
     }
-    let status = limiter.status().await;
+    let status = limiter.status().await.unwrap();
     assert_eq!(status.at, start());
     let remaining: Vec<_> = status.rules.iter().map(|r| r.remaining).collect();
     assert_eq!(remaining, [0, 281, 491]);
@@ -204,7 +204,7 @@ async fn status_reports_budgets_resets_and_the_next_instant() {
     assert_eq!(status.next_available, start() + secs(1.1));
     assert_eq!(status.paused_until, None);
     tokio::time::advance(secs(2.0)).await;
-    let status = DrChronoRateLimitLayer::new(limiter).status().await;
+    let status = DrChronoRateLimitLayer::new(limiter).status().await.unwrap();
     assert_eq!(status.rules[0].remaining, 9);
     assert_eq!(status.rules[0].resets_at, None);
     assert_eq!(status.next_available, start() + secs(2.0));
