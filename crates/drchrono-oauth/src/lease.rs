@@ -17,8 +17,9 @@ use crate::StoreError;
 ///
 /// The manager calls [`acquire`](RefreshLease::acquire) and
 /// [`release`](RefreshLease::release) in pairs, and never acquires twice at once: an
-/// implementation may keep its lock token in `self`. A Redis lease (`SET NX PX` plus a
-/// compare-and-delete) arrives with the `redis` feature.
+/// implementation may keep its lock token in `self`. With the `redis` feature,
+/// `RedisRefreshLease` is one in Redis (`SET NX PX` with a unique owner value, renewed while
+/// held, released by compare-and-delete).
 pub trait RefreshLease: fmt::Debug + Send + Sync + 'static {
     /// Waits until this process holds the lease.
     fn acquire(&self) -> BoxFuture<'_, Result<(), StoreError>>;

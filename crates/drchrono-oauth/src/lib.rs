@@ -20,6 +20,15 @@
 //!   `replay_with_current_token` without a refresh; one that carried the current token
 //!   causes one single-flight refresh first. The retry layer performs the replay.
 //!
+//! Several processes or hosts sharing one token family (two workers, a web tier and a sync
+//! job) use the `redis` feature: `RedisTokenStore::connect(url, key)` holds the pair (the
+//! source of truth: compare-and-swap on the generation in a Lua script) and
+//! `RedisRefreshLease::connect(url, key, ttl)` lets exactly one process call the token
+//! endpoint; the others wait for the lease, re-read the store and adopt the new pair, never
+//! sending a refresh token another process already used. A holder that dies stops renewing
+//! the lease, which expires after its TTL; another process takes over. See the README for
+//! what happens when Redis is unreachable or loses data.
+//!
 //! Errors are [`DrChronoError`](drchrono_classify::DrChronoError)s; see [`error`] for how
 //! refresh and store failures reach callers. No `Debug` output or `tracing` event contains
 //! a token or the client secret: events carry generation numbers only.
@@ -88,6 +97,12 @@ mod layer;
 mod lease;
 mod manager;
 mod persist;
+#[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
+mod redis_lease;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod refresh;
 mod response;
 mod service;
@@ -106,6 +121,12 @@ pub use future::ResponseFuture;
 pub use layer::OAuthRefreshLayer;
 pub use lease::{LocalLease, RefreshLease};
 pub use manager::{Bearer, TokenManager, TokenManagerBuilder};
+#[cfg(feature = "redis")]
+pub use redis_lease::{
+    DEFAULT_LEASE_ACQUIRE_TIMEOUT, DEFAULT_LEASE_POLL_INTERVAL, MIN_LEASE_TTL, RedisRefreshLease,
+};
+#[cfg(feature = "redis")]
+pub use redis_store::RedisTokenStore;
 pub use response::TokenGrant;
 pub use service::OAuthRefresh;
 pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, ReauthorizationReason};

@@ -23,8 +23,8 @@ use crate::TokenSet;
 /// Durable storage for one token family.
 ///
 /// Object safe: the layer holds it as `Arc<dyn TokenStore>`. Implement it for a database or
-/// a secrets manager; the crate ships [`MemoryTokenStore`] and [`FileTokenStore`] (and a
-/// Redis store behind the `redis` feature in a later release).
+/// a secrets manager; the crate ships [`MemoryTokenStore`], [`FileTokenStore`] and, with the
+/// `redis` feature, `RedisTokenStore` (shared by several processes and hosts).
 ///
 /// # Contract
 /// - An empty store has generation `0`.
