@@ -28,8 +28,8 @@ use crate::DrChronoLayer;
 pub struct MetricsSnapshot {
     /// The retry policy's counters.
     pub retries: RetryStats,
-    /// The limiter's status.
-    pub limiter: Status,
+    /// The limiter's status; `None` when its backend (Redis) could not be asked.
+    pub limiter: Option<Status>,
     /// The current token generation, once tokens are loaded.
     pub token_generation: Option<u64>,
 }
@@ -39,7 +39,7 @@ impl DrChronoLayer {
     pub async fn metrics(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             retries: self.retry_policy().stats(),
-            limiter: self.rate_limiter().status().await,
+            limiter: self.rate_limiter().status().await.ok(),
             token_generation: self.token_manager().generation(),
         }
     }
@@ -65,18 +65,20 @@ impl MetricsSnapshot {
         }
         metrics::counter!("drchrono_retry_budget_exhausted_total").absolute(r.budget_exhausted);
         metrics::counter!("drchrono_gave_up_total").absolute(r.gave_up);
-        let now = self.limiter.at;
-        for rule in &self.limiter.rules {
-            metrics::gauge!("drchrono_budget_remaining", "rule" => rule.rule.to_string())
-                .set(f64::from(rule.remaining));
+        if let Some(limiter) = &self.limiter {
+            let now = limiter.at;
+            for rule in &limiter.rules {
+                metrics::gauge!("drchrono_budget_remaining", "rule" => rule.rule.to_string())
+                    .set(f64::from(rule.remaining));
+            }
+            metrics::gauge!("drchrono_next_release_seconds")
+                .set(seconds_until(limiter.next_available, now));
+            metrics::gauge!("drchrono_throttle_pause_seconds").set(
+                limiter
+                    .paused_until
+                    .map_or(0.0, |until| seconds_until(until, now)),
+            );
         }
-        metrics::gauge!("drchrono_next_release_seconds")
-            .set(seconds_until(self.limiter.next_available, now));
-        metrics::gauge!("drchrono_throttle_pause_seconds").set(
-            self.limiter
-                .paused_until
-                .map_or(0.0, |until| seconds_until(until, now)),
-        );
         if let Some(generation) = self.token_generation {
             // Generations are small integers: exact in an f64.
             metrics::gauge!("drchrono_token_generation").set(generation as f64);
