@@ -139,15 +139,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     // 2. Pacing: 30 at once, released at 9 per rolling second.
     bar.set_message("fetching 30 patients at once");
     let t = Instant::now();
-    let fetched = join_all((1..=30).map(|id| {
-        let client = client.clone();
-        async move {
-            client
-                .get_json::<Value>(&format!("/api/patients/{id}"))
-                .await
-        }
-    }))
-    .await;
+    let fetched = fetch_patients(&client, 1..=30).await;
     let paced = t.elapsed();
     let all_ok = fetched.iter().all(Result::is_ok);
     let stats = sim.stats();
@@ -320,15 +312,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
     let before = client.layer().retry_policy().stats();
     let t = Instant::now();
-    let honoured = join_all((43..=46).map(|id| {
-        let client = client.clone();
-        async move {
-            client
-                .get_json::<Value>(&format!("/api/patients/{id}"))
-                .await
-        }
-    }))
-    .await;
+    let honoured = fetch_patients(&client, 43..=46).await;
     let after = client.layer().retry_policy().stats();
     let throttled = after.throttled_retries - before.throttled_retries;
     rows.push(Row {
@@ -345,15 +329,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     bar.set_message("waiting for the token's refresh point");
     let refreshes_before = sim.stats().token_refreshes;
     tokio::time::sleep(TOKEN_LIFETIME.saturating_sub(Duration::from_millis(600))).await;
-    let crossing = join_all((50..66).map(|id| {
-        let client = client.clone();
-        async move {
-            client
-                .get_json::<Value>(&format!("/api/patients/{id}"))
-                .await
-        }
-    }))
-    .await;
+    let crossing = fetch_patients(&client, 50..66).await;
     let refreshes = sim.stats().token_refreshes - refreshes_before;
     rows.push(Row {
         behaviour: "proactive, single-flight token refresh",
@@ -414,4 +390,16 @@ fn first_line(text: &str) -> String {
     } else {
         line.to_owned()
     }
+}
+
+/// Fetches the patients with these ids at once, each a request through the whole stack.
+async fn fetch_patients(
+    client: &DrChronoClient,
+    ids: impl Iterator<Item = u64>,
+) -> Vec<Result<Value, DrChronoError>> {
+    join_all(ids.map(|id| {
+        let client = client.clone();
+        async move { client.get_json(&format!("/api/patients/{id}")).await }
+    }))
+    .await
 }

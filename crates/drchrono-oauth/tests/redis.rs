@@ -6,6 +6,8 @@
 //! hundred milliseconds; they assert who holds the lease, never how long anything took.
 #![cfg(feature = "redis")]
 
+// One helper for every package that tests against Redis.
+#[path = "../../../tests/redis_server/mod.rs"]
 mod redis_server;
 
 use std::sync::Arc;

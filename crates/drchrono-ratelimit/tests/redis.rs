@@ -6,6 +6,8 @@
 //! who is admitted and how long the script says to wait, never how long anything took.
 #![cfg(feature = "redis")]
 
+// One helper for every package that tests against Redis.
+#[path = "../../../tests/redis_server/mod.rs"]
 mod redis_server;
 
 use std::convert::Infallible;

@@ -164,6 +164,16 @@ fn parse_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, 
     }
 }
 
+/// Reads a request body whole and parses it as DRF would.
+async fn read_object(
+    sim: &Simulator,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Map<String, Value>, Response> {
+    let body = read_body(sim, body).await?;
+    parse_object(headers, &body)
+}
+
 async fn token(State(sim): State<Simulator>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = match read_body(&sim, body).await {
@@ -415,11 +425,7 @@ async fn api(State(sim): State<Simulator>, request: Request) -> Response {
         }
         (Route::Patients, Method::GET) => list_patients(&sim, &parts),
         (Route::Patients, Method::POST) => {
-            let body = match read_body(&sim, body).await {
-                Ok(body) => body,
-                Err(response) => return response,
-            };
-            let object = match parse_object(&parts.headers, &body) {
+            let object = match read_object(&sim, &parts.headers, body).await {
                 Ok(object) => object,
                 Err(response) => return response,
             };
@@ -433,11 +439,7 @@ async fn api(State(sim): State<Simulator>, request: Request) -> Response {
             None => not_found(),
         },
         (Route::Appointments, Method::POST) => {
-            let body = match read_body(&sim, body).await {
-                Ok(body) => body,
-                Err(response) => return response,
-            };
-            let object = match parse_object(&parts.headers, &body) {
+            let object = match read_object(&sim, &parts.headers, body).await {
                 Ok(object) => object,
                 Err(response) => return response,
             };
