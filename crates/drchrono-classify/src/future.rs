@@ -63,23 +63,31 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    #[project_replace = StateReplace]
     enum State<F, B> {
         /// Awaiting the inner service.
         Calling {
             #[pin]
             future: F,
         },
-        /// Reading an error body, up to the limit.
+        /// Reading an error body, up to the limit. Boxed: only error responses get here, and
+        /// the future of every successful call stays as small as the inner one.
         Reading {
-            #[pin]
-            body: B,
-            parts: http::response::Parts,
-            buffer: Vec<u8>,
-            truncated: bool,
+            reading: Pin<Box<Reading<B>>>,
         },
         /// Completed.
         Done,
+    }
+}
+
+pin_project! {
+    /// An error response whose body is being read.
+    #[project = ReadingProj]
+    struct Reading<B> {
+        #[pin]
+        body: B,
+        parts: http::response::Parts,
+        buffer: Vec<u8>,
+        truncated: bool,
     }
 }
 
@@ -128,10 +136,12 @@ where
                         let (parts, body) = response.into_parts();
                         let capacity = initial_capacity(&body, this.config.body_limit);
                         this.state.set(State::Reading {
-                            body,
-                            parts,
-                            buffer: Vec::with_capacity(capacity),
-                            truncated: false,
+                            reading: Box::pin(Reading {
+                                body,
+                                parts,
+                                buffer: Vec::with_capacity(capacity),
+                                truncated: false,
+                            }),
                         });
                     }
                     Err(error) => {
@@ -146,12 +156,13 @@ where
                         return Poll::Ready(Err(error));
                     }
                 },
-                StateProj::Reading {
-                    mut body,
-                    buffer,
-                    truncated,
-                    ..
-                } => {
+                StateProj::Reading { reading } => {
+                    let ReadingProj {
+                        mut body,
+                        buffer,
+                        truncated,
+                        ..
+                    } = reading.as_mut().project();
                     let limit = this.config.body_limit;
                     loop {
                         if buffer.len() >= limit {
@@ -177,16 +188,9 @@ where
                             }
                         }
                     }
-                    // Drops the body: no further byte is read.
-                    let StateReplace::Reading {
-                        parts,
-                        buffer,
-                        truncated,
-                        ..
-                    } = this.state.project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Reading")
-                    };
+                    let truncated = *truncated;
+                    let buffer = std::mem::take(buffer);
+                    let parts = &reading.parts;
                     let context = take_context(this.request);
                     let error = classify_response(
                         parts.status,
@@ -199,6 +203,8 @@ where
                         status: parts.status,
                         context: Box::default(),
                     });
+                    // Drops the body: no further byte is read.
+                    this.state.set(State::Done);
                     trace::emit(&error);
                     return Poll::Ready(Err(error));
                 }

@@ -111,11 +111,12 @@ impl Policy {
 
     /// The aligned periods a request at `t` may fall in, on a server whose clock is within
     /// the margin of ours: the period of `t - margin` and that of `t + margin` (equal, or
-    /// neighbours, since every period is longer than twice the margin).
-    fn periods_of(&self, c: &Compiled, t: u64) -> (u64, u64) {
+    /// neighbours, since every period is longer than twice the margin). `known` is the
+    /// period the rule's state starts at, usually the answer.
+    fn periods_of(&self, c: &Compiled, t: u64, known: u64) -> (u64, u64) {
         (
-            t.saturating_sub(self.margin) / c.span,
-            t.saturating_add(self.margin) / c.span,
+            period_index(t.saturating_sub(self.margin), c.span, known),
+            period_index(t.saturating_add(self.margin), c.span, known),
         )
     }
 
@@ -151,7 +152,7 @@ impl Policy {
                 count,
                 next,
             } => {
-                let (k, k2) = self.periods_of(c, t);
+                let (k, k2) = self.periods_of(c, t, period);
                 let max = match p {
                     Priority::Interactive => c.max,
                     Priority::Background => c.max_background,
@@ -223,7 +224,7 @@ impl Policy {
                     count,
                     next,
                 } => {
-                    let (k, k2) = self.periods_of(c, now);
+                    let (k, k2) = self.periods_of(c, now, *period);
                     shift_to(period, count, next, k);
                     *count = count.saturating_add(1);
                     if k2 > k {
@@ -281,7 +282,7 @@ impl Policy {
                         count,
                         next,
                     } => {
-                        let (k, k2) = self.periods_of(c, now);
+                        let (k, k2) = self.periods_of(c, now, period);
                         let used = aligned_count(period, count, next, k)
                             .max(aligned_count(period, count, next, k2));
                         (used, Some(from_nanos(self.period_end(c, k))))
@@ -303,6 +304,19 @@ impl Policy {
             next_available_background: from_nanos(self.earliest(st, now, Priority::Background)),
             paused_until: (st.paused_until > now).then(|| from_nanos(st.paused_until)),
         }
+    }
+}
+
+/// `t / span`, without dividing when the answer is `known` or `known + 1` (a division costs
+/// more than the rest of a decision).
+fn period_index(t: u64, span: u64, known: u64) -> u64 {
+    let into = known
+        .checked_mul(span)
+        .and_then(|start| t.checked_sub(start));
+    match into {
+        Some(into) if into < span => known,
+        Some(into) if into - span < span => known + 1,
+        _ => t / span,
     }
 }
 
@@ -330,5 +344,24 @@ fn shift_to(period: &mut u64, count: &mut u32, next: &mut u32, k: u64) {
         *count = 0;
         *next = 0;
         *period = k;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::period_index;
+
+    #[test]
+    fn period_index_is_division_whatever_the_hint() {
+        let hour = 3_600_000_000_000;
+        let spans = [1, 2, 7, hour, u64::MAX / 3, u64::MAX];
+        let instants = [0, 1, 6, 7, 8, 13, 14, hour, u64::MAX - 1, u64::MAX];
+        for (span, t) in spans.iter().flat_map(|&s| instants.map(|t| (s, t))) {
+            let exact = t / span;
+            for known in [0, 1, exact - exact.min(1), exact, exact.saturating_add(1)] {
+                assert_eq!(period_index(t, span, known), exact, "{t} / {span}, {known}");
+            }
+            assert_eq!(period_index(t, span, u64::MAX), exact);
+        }
     }
 }

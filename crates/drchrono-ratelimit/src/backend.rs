@@ -35,6 +35,24 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         priority: Priority,
     ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>>;
 
+    /// Decides at once when the backend can without waiting (its state is in this process):
+    /// `Some` with what [`try_acquire`](Backend::try_acquire) would return, charged the same
+    /// way; `None` when only the asynchronous call can decide (a networked store).
+    ///
+    /// [`RateLimiter`](crate::RateLimiter) asks it first when no request is waiting ahead,
+    /// so that an admitted request costs no allocation and no task switch; a refusal, an
+    /// error or `None` sends the request to the queue, which calls
+    /// [`try_acquire`](Backend::try_acquire). Default: `None`.
+    /// [`LocalLimiter`](crate::LocalLimiter) always decides.
+    fn try_acquire_now(
+        &self,
+        now: SystemTime,
+        priority: Priority,
+    ) -> Option<Result<Result<(), NotUntil>, BackendError>> {
+        let _ = (now, priority);
+        None
+    }
+
     /// Holds every request until `until` (a server 429); marks an aligned period spent when
     /// `until` reaches its end.
     ///

@@ -15,12 +15,16 @@ use crate::failure::{BACKEND_RETRY_INTERVAL, can_carry, carry};
 use crate::observe::throttled_until;
 use crate::{BackendError, Priority, RateLimiter};
 
-/// The wait for a permit, or the report of a 429 to the shared state. One allocation per
-/// request: waiting involves the turn, the backend and a timer, and must own its limiter.
+/// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
+/// turn, the backend and a timer, and must own its limiter.
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 pin_project! {
-    /// Waits for a permit, calls the inner service, and reports a 429 to the limiter.
+    /// Calls the inner service (at once, or after waiting for a permit) and reports a 429 to
+    /// the limiter.
+    ///
+    /// A request admitted when the service was called holds only the inner future and the
+    /// limiter; the wait for a permit is boxed, off that path.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -28,8 +32,6 @@ pin_project! {
         #[pin]
         state: State<S, Req>,
         limiter: RateLimiter,
-        priority: Priority,
-        context_of: fn(&Req) -> ErrorContext,
     }
 }
 
@@ -40,9 +42,7 @@ pin_project! {
         S: Service<Req>,
     {
         Waiting {
-            permit: Option<Boxed<Result<SystemTime, BackendError>>>,
-            service: S,
-            request: Option<Req>,
+            waiting: Box<Waiting<S, Req>>,
         },
         Calling {
             #[pin]
@@ -50,17 +50,35 @@ pin_project! {
         },
         Reporting {
             pause: Boxed<()>,
-            outcome: Option<Result<S::Response, S::Error>>,
+            outcome: Option<Box<Result<S::Response, S::Error>>>,
         },
         Done,
     }
+}
+
+/// A request that waits for its permit, with the service that was polled ready for it.
+struct Waiting<S, Req> {
+    permit: Option<Boxed<Result<SystemTime, BackendError>>>,
+    service: S,
+    request: Option<Req>,
+    priority: Priority,
+    context_of: fn(&Req) -> ErrorContext,
 }
 
 impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    pub(crate) fn new(
+    /// A request admitted and charged at once: `future` is the inner service's.
+    pub(crate) fn called(future: S::Future, limiter: RateLimiter) -> Self {
+        Self {
+            state: State::Calling { future },
+            limiter,
+        }
+    }
+
+    /// A request that must wait for a permit before `service` (polled ready) is called.
+    pub(crate) fn waiting(
         service: S,
         request: Req,
         limiter: RateLimiter,
@@ -73,13 +91,15 @@ where
         let fail_fast = can_carry::<S::Error>();
         Self {
             state: State::Waiting {
-                permit: Some(permit(limiter.clone(), priority, fail_fast)),
-                service,
-                request: Some(request),
+                waiting: Box::new(Waiting {
+                    permit: Some(permit(limiter.clone(), priority, fail_fast)),
+                    service,
+                    request: Some(request),
+                    priority,
+                    context_of,
+                }),
             },
             limiter,
-            priority,
-            context_of,
         }
     }
 }
@@ -122,17 +142,14 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting {
-                    permit,
-                    service,
-                    request,
-                } => {
-                    if let Some(waiting) = permit {
-                        if let Err(error) = ready!(waiting.as_mut().poll(cx)) {
-                            let context =
-                                request.as_ref().map_or_else(ErrorContext::new, |request| {
-                                    (this.context_of)(request)
-                                });
+                StateProj::Waiting { waiting } => {
+                    let waiting = &mut **waiting;
+                    if let Some(permit) = &mut waiting.permit {
+                        if let Err(error) = ready!(permit.as_mut().poll(cx)) {
+                            let context = waiting
+                                .request
+                                .as_ref()
+                                .map_or_else(ErrorContext::new, waiting.context_of);
                             match carry::<S::Error>(error, context) {
                                 Some(error) => {
                                     this.state.set(State::Done);
@@ -140,27 +157,40 @@ where
                                 }
                                 // Unreachable (`fail_fast` checked the type): keep waiting.
                                 None => {
-                                    *permit = Some(self::permit(
+                                    waiting.permit = Some(self::permit(
                                         this.limiter.clone(),
-                                        *this.priority,
+                                        waiting.priority,
                                         false,
                                     ));
                                     continue;
                                 }
                             }
                         }
-                        *permit = None;
+                        waiting.permit = None;
                     }
-                    ready!(service.poll_ready(cx))?;
-                    let request = request.take().expect("request taken only when calling");
-                    let future = service.call(request);
+                    ready!(waiting.service.poll_ready(cx))?;
+                    let request = waiting
+                        .request
+                        .take()
+                        .expect("request taken only when calling");
+                    let future = waiting.service.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
-                    let outcome = ready!(future.poll(cx));
-                    let Some(until) = throttled_until(&outcome, this.limiter.clock()) else {
+                    // The outcome is inspected in place and returned as polled, which spares
+                    // a copy of the response on the common path.
+                    let polled = future.poll(cx);
+                    let until = match &polled {
+                        Poll::Ready(outcome) => throttled_until(outcome, this.limiter.clock()),
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    let Some(until) = until else {
                         this.state.set(State::Done);
-                        return Poll::Ready(outcome);
+                        return polled;
+                    };
+                    // Ready: `Pending` returned above.
+                    let Poll::Ready(outcome) = polled else {
+                        return Poll::Pending;
                     };
                     let limiter = this.limiter.clone();
                     // A pause the backend could not record is logged by the limiter; the
@@ -170,14 +200,14 @@ where
                     });
                     this.state.set(State::Reporting {
                         pause,
-                        outcome: Some(outcome),
+                        outcome: Some(Box::new(outcome)),
                     });
                 }
                 StateProj::Reporting { pause, outcome } => {
                     ready!(pause.as_mut().poll(cx));
                     let outcome = outcome.take().expect("outcome taken only once");
                     this.state.set(State::Done);
-                    return Poll::Ready(outcome);
+                    return Poll::Ready(*outcome);
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }

@@ -99,6 +99,11 @@
 //! charges nothing and passes the turn on. Every released attempt is charged and never
 //! refunded: DrChrono counts a throttled request in the rules that allowed it.
 //!
+//! A request that finds nobody waiting is decided when the service is called, if the
+//! backend can decide synchronously ([`Backend::try_acquire_now`]; [`LocalLimiter`] can):
+//! admitted, it is charged and sent at once, and its response future holds only the inner
+//! one, with no allocation. Otherwise it queues as above.
+//!
 //! # Several processes and hosts: the `redis` feature
 //!
 //! DrChrono's limits are per application. Two workers, or a web tier and a sync job, each

@@ -104,10 +104,13 @@ impl LocalLimiter {
         }
     }
 
-    /// Forgets the cached refusals; called with the state locked, after it changed.
+    /// Forgets the cached refusals; called with the state locked, after it changed. A slot
+    /// already clear is not written: the admitted request's path writes nothing shared.
     fn clear_refusals(&self) {
         for refused_until in &self.refused_until {
-            refused_until.store(0, Ordering::Release);
+            if refused_until.load(Ordering::Relaxed) != 0 {
+                refused_until.store(0, Ordering::Release);
+            }
         }
     }
 
@@ -150,6 +153,15 @@ impl Backend for LocalLimiter {
         priority: Priority,
     ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>> {
         Box::pin(std::future::ready(Ok(self.try_acquire_with(now, priority))))
+    }
+
+    /// Always decides: the state is in memory.
+    fn try_acquire_now(
+        &self,
+        now: SystemTime,
+        priority: Priority,
+    ) -> Option<Result<Result<(), NotUntil>, BackendError>> {
+        Some(Ok(self.try_acquire_with(now, priority)))
     }
 
     fn pause_until(

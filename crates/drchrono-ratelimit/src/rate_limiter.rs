@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +22,9 @@ use crate::{
 /// (whose state sits behind a `std::sync::Mutex`). A waiter dropped at any point charges
 /// nothing and passes the turn on. [`Priority::Background`] waiters queue on a second
 /// turn and take the shared one only to decide, never to sleep, so interactive work
-/// overtakes them.
+/// overtakes them. [`DrChronoRateLimit`](crate::DrChronoRateLimit) decides a request that
+/// finds nobody waiting ahead of it at once, without queueing, when the backend can decide
+/// synchronously ([`Backend::try_acquire_now`]): nobody is overtaken.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -54,6 +57,26 @@ struct Inner {
     turn: tokio::sync::Mutex<()>,
     /// Fair turn among background waiters.
     background_turn: tokio::sync::Mutex<()>,
+    /// Waiters for (or holders of) `turn`. While there is one, nobody skips the queue.
+    queued: AtomicUsize,
+    /// Background waiters for (or holders of) `background_turn`.
+    background_queued: AtomicUsize,
+}
+
+/// Counts its holder among the waiters of a turn while it lives (cancel-safe).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type Registry = Mutex<HashMap<String, Weak<Inner>>>;
@@ -118,6 +141,8 @@ impl RateLimiter {
         if priority == Priority::Background {
             return self.acquire_background().await;
         }
+        // Dropped after the turn: the count covers holding it.
+        let _queued = Queued::join(&self.inner.queued);
         let _turn = self.inner.turn.lock().await;
         loop {
             let now = self.inner.clock.now();
@@ -134,9 +159,11 @@ impl RateLimiter {
     }
 
     async fn acquire_background(&self) -> Result<SystemTime, BackendError> {
+        let _background_queued = Queued::join(&self.inner.background_queued);
         let _background_turn = self.inner.background_turn.lock().await;
         loop {
             let (now, decision) = {
+                let _queued = Queued::join(&self.inner.queued);
                 let _turn = self.inner.turn.lock().await;
                 let now = self.inner.clock.now();
                 (
@@ -152,6 +179,24 @@ impl RateLimiter {
                 Err(not_until) => self.sleep(now, not_until).await,
             }
         }
+    }
+
+    /// Admits and charges a request at once, if nobody waits ahead of it (for its turn) and
+    /// the backend decides synchronously and admits it. `false`: nothing was charged; the
+    /// request must [`acquire`](Self::acquire) its permit in the queue.
+    pub(crate) fn try_acquire_now(&self, priority: Priority) -> bool {
+        let inner = &*self.inner;
+        if inner.queued.load(Ordering::Acquire) != 0
+            || (priority == Priority::Background
+                && inner.background_queued.load(Ordering::Acquire) != 0)
+        {
+            return false;
+        }
+        let now = inner.clock.now();
+        matches!(
+            inner.backend.try_acquire_now(now, priority),
+            Some(Ok(Ok(())))
+        )
     }
 
     async fn sleep(&self, now: SystemTime, not_until: NotUntil) {
@@ -246,6 +291,8 @@ impl RateLimiterBuilder {
                 clock,
                 turn: tokio::sync::Mutex::new(()),
                 background_turn: tokio::sync::Mutex::new(()),
+                queued: AtomicUsize::new(0),
+                background_queued: AtomicUsize::new(0),
             }),
         }
     }
@@ -258,5 +305,61 @@ impl fmt::Debug for RateLimiterBuilder {
             .field("clock", &self.clock)
             .field("backend", &self.backend)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_per_second() -> RateLimiter {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
+        let config = RateLimitConfig::builder()
+            .max_per_second(1)
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        RateLimiter::builder(config)
+            .clock(TokioClock::starting_at(start))
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_decided_at_once_never_overtakes_a_waiter() {
+        let limiter = one_per_second();
+        assert!(limiter.try_acquire_now(Priority::Interactive));
+        // The budget is spent: refused, and nothing charged.
+        assert!(!limiter.try_acquire_now(Priority::Interactive));
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire(Priority::Interactive).await }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The second has passed, but the waiter is ahead: no skipping the queue.
+        assert!(!limiter.try_acquire_now(Priority::Interactive));
+        let released = waiter.await.unwrap().unwrap();
+        assert_eq!(released, limiter.clock().now());
+        assert!(!limiter.try_acquire_now(Priority::Interactive));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(limiter.try_acquire_now(Priority::Interactive));
+        assert_eq!(limiter.status().await.unwrap().rules[2].remaining, 497);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interactive_work_overtakes_waiting_background_work_only() {
+        let limiter = one_per_second();
+        assert!(limiter.try_acquire_now(Priority::Background));
+        let background = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire(Priority::Background).await }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The background waiter sleeps holding only its own turn.
+        assert!(!limiter.try_acquire_now(Priority::Background));
+        assert!(limiter.try_acquire_now(Priority::Interactive));
+        background.await.unwrap().unwrap();
+        assert_eq!(limiter.status().await.unwrap().rules[2].remaining, 497);
     }
 }

@@ -15,9 +15,11 @@ use crate::{BackendError, DrChronoRateLimitLayer, Priority, RateLimiter, Status}
 ///
 /// `poll_ready` only forwards to the inner service: the wait happens in the response
 /// future, so clones made per connection or per task (axum, `tower::util::Oneshot`) queue
-/// on the one budget instead of each holding a readiness slot. `call` keeps a clone and
-/// moves the service that was polled ready into the future, which waits for the permit,
-/// polls the service ready again (a long wait can outlive readiness) and calls it.
+/// on the one budget instead of each holding a readiness slot. When nobody waits ahead and
+/// the budget admits the request now (decided synchronously by an in-memory backend),
+/// `call` charges it and calls the inner service at once. Otherwise `call` keeps a clone
+/// and moves the service that was polled ready into the future, which waits for the
+/// permit, polls the service ready again (a long wait can outlive readiness) and calls it.
 ///
 /// Every attempt is charged when it is released and never refunded, as DrChrono counts a
 /// throttled request in the rules that allowed it. The outcome is inspected: a 429 (typed
@@ -92,10 +94,15 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let priority = Priority::of(&request);
+        if self.limiter.try_acquire_now(priority) {
+            // Admitted and charged: the service that was polled ready is called at once.
+            let future = self.inner.call(request);
+            return ResponseFuture::called(future, self.limiter.clone());
+        }
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
-        let priority = Priority::of(&request);
-        ResponseFuture::new(
+        ResponseFuture::waiting(
             inner,
             request,
             self.limiter.clone(),

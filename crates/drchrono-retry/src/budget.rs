@@ -61,6 +61,8 @@ struct Ledger {
     origin: Option<Instant>,
     /// Slots still inside the window, oldest first.
     slots: VecDeque<Slot>,
+    /// When the last slot stops being the current one: until then, nothing expires.
+    current_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +129,7 @@ impl RetryBudget {
 
     /// Drops expired slots and sums deposits and withdrawals still in the window.
     fn totals(&self, ledger: &mut Ledger) -> (u64, u64) {
-        self.advance(ledger);
+        self.advance(ledger, Instant::now());
         ledger.slots.iter().fold((0, 0), |(d, w), s| {
             (
                 d.saturating_add(s.deposits),
@@ -136,12 +138,17 @@ impl RetryBudget {
         })
     }
 
-    /// Drops slots that left the window and makes sure the last slot is the current one.
-    fn advance(&self, ledger: &mut Ledger) {
-        let now = Instant::now();
+    /// Drops slots that left the window at `now` and makes sure the last slot is the current
+    /// one.
+    fn advance(&self, ledger: &mut Ledger, now: Instant) {
+        if ledger.current_until.is_some_and(|until| now < until) {
+            return;
+        }
         let origin = *ledger.origin.get_or_insert(now);
         let elapsed = now.saturating_duration_since(origin);
-        let index = u64::try_from(elapsed.as_nanos() / self.slot.as_nanos()).unwrap_or(u64::MAX);
+        // In 64 bits (584 years of nanoseconds): a 128-bit division costs more than the rest.
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let index = nanos(elapsed) / nanos(self.slot);
         while ledger
             .slots
             .front()
@@ -156,20 +163,29 @@ impl RetryBudget {
                 withdrawals: 0,
             });
         }
+        ledger.current_until = u32::try_from(index.saturating_add(1))
+            .ok()
+            .and_then(|next| self.slot.checked_mul(next))
+            .and_then(|end| origin.checked_add(end));
     }
 
-    fn current<'a>(&self, ledger: &'a mut Ledger) -> Option<&'a mut Slot> {
-        self.advance(ledger);
+    fn current<'a>(&self, ledger: &'a mut Ledger, now: Instant) -> Option<&'a mut Slot> {
+        self.advance(ledger, now);
         ledger.slots.back_mut()
+    }
+
+    /// [`Budget::deposit`] at `now` (tokio's clock), an instant the caller already read.
+    pub(crate) fn deposit_at(&self, now: Instant) {
+        let mut ledger = self.ledger();
+        if let Some(slot) = self.current(&mut ledger, now) {
+            slot.deposits = slot.deposits.saturating_add(1);
+        }
     }
 }
 
 impl Budget for RetryBudget {
     fn deposit(&self) {
-        let mut ledger = self.ledger();
-        if let Some(slot) = self.current(&mut ledger) {
-            slot.deposits = slot.deposits.saturating_add(1);
-        }
+        self.deposit_at(Instant::now());
     }
 
     fn withdraw(&self) -> bool {
@@ -282,5 +298,53 @@ mod tests {
         }
         assert_eq!(b.available(), 12);
         assert!(format!("{b:?}").contains("available: 12"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_policy_deposits_in_its_own_and_in_shared_budgets() {
+        use std::sync::Arc;
+
+        use drchrono_classify::DrChronoError;
+        use tower::retry::Policy;
+
+        let request = http::Request::get("https://app.drchrono.com/api/patients")
+            .body(String::new())
+            .unwrap();
+        let shared = Arc::new(RetryBudget::new(Duration::from_secs(60), 0.5, 0).unwrap());
+        let mut policies = [
+            crate::RetryPolicy::builder()
+                .budget(RetryBudget::new(Duration::from_secs(60), 0.5, 0).unwrap())
+                .build()
+                .unwrap(),
+            crate::RetryPolicy::builder()
+                .shared_budget(shared.clone())
+                .build()
+                .unwrap(),
+        ];
+        for policy in &mut policies {
+            for _ in 0..4 {
+                Policy::<_, http::Response<()>, DrChronoError>::clone_request(policy, &request)
+                    .unwrap();
+            }
+            assert_eq!(policy.stats().requests, 4);
+        }
+        // Four first attempts at 50 %: two retries, in the shared budget as in the policy's.
+        assert_eq!(shared.available(), 2);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(shared.available(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deposit_at_a_slot_boundary_lands_in_the_new_slot() {
+        let b = RetryBudget::new(Duration::from_secs(100), 1.0, 0).unwrap();
+        b.deposit();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // The first slot ends now: this deposit is the next slot's, and outlives the first.
+        b.deposit();
+        assert_eq!(b.available(), 2);
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert_eq!(b.available(), 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.available(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! [`RetryPolicyBuilder`]: every number of the retry policy, with DrChrono's values as
 //! defaults.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -9,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tower::retry::budget::Budget;
 
-use crate::policy::RequestState;
+use crate::policy::{PolicyBudget, RequestState, Shared};
 use crate::stats::Counters;
 use crate::{Backoff, ConfigError, RetryBudget, RetryPolicy};
 
@@ -60,7 +61,7 @@ pub struct RetryPolicyBuilder {
     default_throttle_wait: Duration,
     deadline: Option<Duration>,
     replay_unauthorized: bool,
-    budget: Option<Arc<dyn Budget + Send + Sync>>,
+    budget: Option<PolicyBudget>,
     seed: Option<u64>,
     wall_clock: fn() -> SystemTime,
 }
@@ -176,13 +177,21 @@ impl RetryPolicyBuilder {
     /// [`RetryBudget::default`] (20 % of first attempts plus 10 retries per 10 minutes).
     /// Any [`Budget`] works, tower's `TpsBudget` included.
     pub fn budget<B: Budget + Send + Sync + 'static>(mut self, budget: B) -> Self {
-        self.budget = Some(Arc::new(budget));
+        let mut slot = Some(budget);
+        let own = (&mut slot as &mut dyn Any)
+            .downcast_mut::<Option<RetryBudget>>()
+            .and_then(Option::take);
+        self.budget = match (own, slot) {
+            (Some(own), _) => Some(PolicyBudget::Own(own)),
+            (None, Some(other)) => Some(PolicyBudget::Other(Arc::new(other))),
+            (None, None) => None,
+        };
         self
     }
 
     /// The same budget as another policy (or a budget shared with other code).
     pub fn shared_budget(mut self, budget: Arc<dyn Budget + Send + Sync>) -> Self {
-        self.budget = Some(budget);
+        self.budget = Some(PolicyBudget::Other(budget));
         self
     }
 
@@ -218,23 +227,25 @@ impl RetryPolicyBuilder {
             None => StdRng::from_rng(&mut rand::rng()),
         };
         RetryPolicy {
-            config: Arc::new(Config {
-                max_retries: self.max_retries,
-                backoff,
-                retry_non_idempotent: self.retry_non_idempotent,
-                retry_unclassified: self.retry_unclassified,
-                max_throttled_retries: self.max_throttled_retries,
-                max_throttle_wait: self.max_throttle_wait,
-                default_throttle_wait: self.default_throttle_wait,
-                deadline: self.deadline,
-                replay_unauthorized: self.replay_unauthorized,
-                wall_clock: self.wall_clock,
+            shared: Arc::new(Shared {
+                config: Config {
+                    max_retries: self.max_retries,
+                    backoff,
+                    retry_non_idempotent: self.retry_non_idempotent,
+                    retry_unclassified: self.retry_unclassified,
+                    max_throttled_retries: self.max_throttled_retries,
+                    max_throttle_wait: self.max_throttle_wait,
+                    default_throttle_wait: self.default_throttle_wait,
+                    deadline: self.deadline,
+                    replay_unauthorized: self.replay_unauthorized,
+                    wall_clock: self.wall_clock,
+                },
+                budget: self
+                    .budget
+                    .unwrap_or_else(|| PolicyBudget::Own(RetryBudget::default())),
+                rng: Mutex::new(rng),
+                counters: Counters::default(),
             }),
-            budget: self
-                .budget
-                .unwrap_or_else(|| Arc::new(RetryBudget::default())),
-            rng: Arc::new(Mutex::new(rng)),
-            counters: Arc::new(Counters::default()),
             state: RequestState::default(),
         }
     }

@@ -125,7 +125,7 @@
 //!
 //! tower's `Retry` clones the policy for every request and calls `retry` on that clone;
 //! the attempt counts, the 401 replay and the first attempt's instant (for the deadline)
-//! live there. Configuration, RNG, budget and [`RetryStats`] are shared through `Arc`s.
+//! live there. Configuration, RNG, budget and [`RetryStats`] are shared through one `Arc`.
 //!
 //! # Logging
 //!

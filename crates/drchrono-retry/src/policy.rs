@@ -14,7 +14,8 @@ use crate::builder::Config;
 use crate::stats::Counters;
 use crate::trigger::Trigger;
 use crate::{
-    Backoff, Idempotent, ReplayBody, RetryFuture, RetryOverride, RetryPolicyBuilder, RetryStats,
+    Backoff, Idempotent, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryPolicyBuilder,
+    RetryStats,
 };
 
 /// A [`tower::retry::Policy`] for DrChrono API calls: 5xx retried 3 times after 25-30 s,
@@ -22,16 +23,44 @@ use crate::{
 /// replayed once; non-idempotent requests left alone; a retry budget and a deadline against
 /// retry storms. See the [crate documentation](crate) for the rules and defaults.
 ///
-/// Clones share the configuration, the jitter RNG, the budget and the [`RetryStats`]; the
-/// per-request state (attempts, the 401 replay, the first attempt's instant) lives in the
-/// clone that tower's `Retry` makes for each request.
+/// Clones share the configuration, the jitter RNG, the budget and the [`RetryStats`] (one
+/// `Arc`); the per-request state (attempts, the 401 replay, the first attempt's instant)
+/// lives in the clone that tower's `Retry` makes for each request.
 #[derive(Clone)]
 pub struct RetryPolicy {
-    pub(crate) config: Arc<Config>,
-    pub(crate) budget: Arc<dyn Budget + Send + Sync>,
-    pub(crate) rng: Arc<Mutex<StdRng>>,
-    pub(crate) counters: Arc<Counters>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) state: RequestState,
+}
+
+/// What every clone of a policy shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) budget: PolicyBudget,
+    pub(crate) rng: Mutex<StdRng>,
+    pub(crate) counters: Counters,
+}
+
+/// The retry budget: the crate's own, kept inline so that a deposit shares the instant the
+/// policy already read, or any other [`Budget`].
+pub(crate) enum PolicyBudget {
+    Own(RetryBudget),
+    Other(Arc<dyn Budget + Send + Sync>),
+}
+
+impl PolicyBudget {
+    fn deposit(&self, now: Instant) {
+        match self {
+            Self::Own(budget) => budget.deposit_at(now),
+            Self::Other(budget) => budget.deposit(),
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        match self {
+            Self::Own(budget) => budget.withdraw(),
+            Self::Other(budget) => budget.withdraw(),
+        }
+    }
 }
 
 /// What one request has used so far.
@@ -141,12 +170,12 @@ impl RetryPolicy {
 
     /// The 5xx delay schedule.
     pub fn backoff(&self) -> &Backoff {
-        &self.config.backoff
+        &self.shared.config.backoff
     }
 
     /// What this policy and its clones have done so far.
     pub fn stats(&self) -> RetryStats {
-        self.counters.snapshot()
+        self.shared.counters.snapshot()
     }
 
     fn decide(
@@ -175,7 +204,7 @@ impl RetryPolicy {
                 let until = match (available_at, retry_after) {
                     (Some(at), _) => Some(at.max(now)),
                     (None, Some(wait)) => now.checked_add(wait),
-                    (None, None) => now.checked_add(self.config.default_throttle_wait),
+                    (None, None) => now.checked_add(self.shared.config.default_throttle_wait),
                 };
                 match until {
                     Some(until) if until - now <= settings.max_throttle_wait => until,
@@ -191,8 +220,9 @@ impl RetryPolicy {
                     return Err(GiveUp::OutOfRetries);
                 }
                 let delay = {
-                    let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-                    self.config
+                    let mut rng = self.shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+                    self.shared
+                        .config
                         .backoff
                         .delay(self.state.retries.saturating_add(1), &mut *rng)
                 };
@@ -204,15 +234,15 @@ impl RetryPolicy {
         {
             return Err(GiveUp::Deadline);
         }
-        if !self.budget.withdraw() {
-            Counters::bump(&self.counters.budget_exhausted);
+        if !self.shared.budget.withdraw() {
+            Counters::bump(&self.shared.counters.budget_exhausted);
             return Err(GiveUp::Budget);
         }
         Ok(until)
     }
 
     fn record(&mut self, trigger: Trigger) {
-        let c = &self.counters;
+        let c = &self.shared.counters;
         match trigger {
             Trigger::Unauthorized => {
                 self.state.replayed = true;
@@ -246,11 +276,13 @@ where
         req: &mut Request<B>,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<RetryFuture> {
-        let trigger = Trigger::of(result, (self.config.wall_clock)())?;
-        if trigger == Trigger::Unclassified && !self.config.retry_unclassified {
+        // The wall clock is read only to date a raw 429's `Retry-After`.
+        let config = &self.shared.config;
+        let trigger = Trigger::of(result, config.wall_clock)?;
+        if trigger == Trigger::Unclassified && !config.retry_unclassified {
             return None;
         }
-        let settings = Settings::resolve(&self.config, req.extensions());
+        let settings = Settings::resolve(config, req.extensions());
         let now = Instant::now();
         let (method, path) = (req.method(), req.uri().path());
         match self.decide(trigger, method, &settings, now) {
@@ -271,7 +303,7 @@ where
                 })
             }
             Err(why) => {
-                Counters::bump(&self.counters.gave_up);
+                Counters::bump(&self.shared.counters.gave_up);
                 let attempts = self.state.attempts();
                 if why == GiveUp::NotIdempotent {
                     tracing::debug!(method = %method, path, attempts, reason = %trigger, why = %why,
@@ -288,10 +320,12 @@ where
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
         if self.state.is_first_attempt() {
             // tower's `Retry` calls this on its own policy before cloning it for the request:
-            // the instant is copied into the request's clone.
-            self.state.started = Some(Instant::now());
-            self.budget.deposit();
-            Counters::bump(&self.counters.requests);
+            // the instant is copied into the request's clone. One clock read serves the
+            // deadline and the budget.
+            let now = Instant::now();
+            self.state.started = Some(now);
+            self.shared.budget.deposit(now);
+            Counters::bump(&self.shared.counters.requests);
         }
         let body = req.body().try_clone()?;
         let mut clone = Request::new(body);
@@ -321,7 +355,7 @@ impl Default for RetryPolicy {
 impl fmt::Debug for RetryPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicy")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .field("state", &self.state)
             .field("stats", &self.stats())
             .finish_non_exhaustive()

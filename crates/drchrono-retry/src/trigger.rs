@@ -32,10 +32,10 @@ pub(crate) enum Trigger {
 
 impl Trigger {
     /// The outcome of an attempt, or `None` when it is final (a success, or an error that a
-    /// retry cannot cure).
+    /// retry cannot cure). `wall_now` is called only to date a raw 429's `Retry-After`.
     pub(crate) fn of<Res, E: 'static>(
         result: &Result<http::Response<Res>, E>,
-        wall_now: SystemTime,
+        wall_now: impl FnOnce() -> SystemTime,
     ) -> Option<Self> {
         match result {
             Ok(response) => Self::of_response(response, wall_now),
@@ -46,10 +46,13 @@ impl Trigger {
         }
     }
 
-    fn of_response<Res>(response: &http::Response<Res>, wall_now: SystemTime) -> Option<Self> {
+    fn of_response<Res>(
+        response: &http::Response<Res>,
+        wall_now: impl FnOnce() -> SystemTime,
+    ) -> Option<Self> {
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = drchrono_classify::parse::retry_after(response.headers(), wall_now);
+            let retry_after = drchrono_classify::parse::retry_after(response.headers(), wall_now());
             return Some(Self::Throttled {
                 available_at: None,
                 retry_after,
@@ -135,20 +138,27 @@ mod tests {
         let now = SystemTime::now();
         for code in [500, 502, 503, 504] {
             assert!(matches!(
-                Trigger::of(&response(code), now),
+                Trigger::of(&response(code), || now),
                 Some(Trigger::Server(_))
             ));
         }
         for code in [200, 201, 400, 401, 404, 409, 501, 505] {
-            assert_eq!(Trigger::of(&response(code), now), None, "{code}");
+            assert_eq!(Trigger::of(&response(code), || now), None, "{code}");
         }
+        // The wall clock is read only to date a 429's `Retry-After`.
+        let unread = || -> SystemTime { panic!("the wall clock was read") };
+        assert_eq!(Trigger::of(&response(200), unread), None);
+        assert!(matches!(
+            Trigger::of(&response(503), unread),
+            Some(Trigger::Server(_))
+        ));
         let mut throttled = http::Response::new(());
         *throttled.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         throttled
             .headers_mut()
             .insert(http::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(
-            Trigger::of(&Ok::<_, DrChronoError>(throttled), now),
+            Trigger::of(&Ok::<_, DrChronoError>(throttled), || now),
             Some(Trigger::Throttled {
                 available_at: None,
                 retry_after: Some(Duration::from_secs(7))
@@ -165,25 +175,25 @@ mod tests {
         };
         let direct: Result<http::Response<()>, _> = Err(server());
         assert_eq!(
-            Trigger::of(&direct, now),
+            Trigger::of(&direct, || now),
             Some(Trigger::Server(StatusCode::BAD_GATEWAY))
         );
         let boxed: Result<http::Response<()>, BoxError> = Err(Box::new(server()));
         assert_eq!(
-            Trigger::of(&boxed, now),
+            Trigger::of(&boxed, || now),
             Some(Trigger::Server(StatusCode::BAD_GATEWAY))
         );
         let other: Result<http::Response<()>, BoxError> = Err("boom".into());
-        assert_eq!(Trigger::of(&other, now), Some(Trigger::Unclassified));
+        assert_eq!(Trigger::of(&other, || now), Some(Trigger::Unclassified));
         let not_found: Result<http::Response<()>, _> = Err(DrChronoError::NotFound {
             detail: None,
             context: Box::new(ErrorContext::default()),
         });
-        assert_eq!(Trigger::of(&not_found, now), None);
+        assert_eq!(Trigger::of(&not_found, || now), None);
         let not_implemented: Result<http::Response<()>, _> = Err(DrChronoError::Server {
             status: StatusCode::NOT_IMPLEMENTED,
             context: Box::new(ErrorContext::default()),
         });
-        assert_eq!(Trigger::of(&not_implemented, now), None);
+        assert_eq!(Trigger::of(&not_implemented, || now), None);
     }
 }
