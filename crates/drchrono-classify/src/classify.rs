@@ -76,23 +76,11 @@ pub fn classify_response(
     if matches!(status.as_u16(), 400 | 401)
         && let Some(oauth) = json.as_ref().and_then(parse::oauth_error_in)
     {
-        let context = Box::new(context);
-        let description = oauth.description;
-        return Some(match oauth.error.as_str() {
-            "invalid_grant" => DrChronoError::ReauthorizationRequired {
-                description,
-                context,
-            },
-            "invalid_client" => DrChronoError::InvalidClient {
-                description,
-                context,
-            },
-            _ => DrChronoError::OAuth {
-                error: oauth.error,
-                description,
-                context,
-            },
-        });
+        return Some(DrChronoError::from_oauth(
+            oauth.error,
+            oauth.description,
+            Box::new(context),
+        ));
     }
 
     Some(match status.as_u16() {

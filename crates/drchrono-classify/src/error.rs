@@ -225,6 +225,31 @@ pub enum DrChronoError {
 }
 
 impl DrChronoError {
+    /// The error for an OAuth error code, decided by the code and never by the status:
+    /// `invalid_grant` → [`DrChronoError::ReauthorizationRequired`], `invalid_client` →
+    /// [`DrChronoError::InvalidClient`], any other → [`DrChronoError::OAuth`].
+    pub fn from_oauth(
+        error: String,
+        description: Option<String>,
+        context: Box<ErrorContext>,
+    ) -> Self {
+        match error.as_str() {
+            "invalid_grant" => Self::ReauthorizationRequired {
+                description,
+                context,
+            },
+            "invalid_client" => Self::InvalidClient {
+                description,
+                context,
+            },
+            _ => Self::OAuth {
+                error,
+                description,
+                context,
+            },
+        }
+    }
+
     /// The HTTP status of the response this error was classified from; `None` for
     /// [`DrChronoError::Transport`] (no response arrived).
     pub fn status(&self) -> Option<StatusCode> {

@@ -133,31 +133,9 @@ pub(crate) fn classify_response(
     // `invalid_grant` arrives as 400 (RFC 6749, django-oauth-toolkit) or 401 (DrChrono's
     // article): the `error` code decides, never the status.
     Attempt::Fail(match parse::oauth_error(body) {
-        Some(oauth) => oauth_failure(oauth.error, oauth.description, context),
+        Some(oauth) => DrChronoError::from_oauth(oauth.error, oauth.description, context),
         None => DrChronoError::UnexpectedStatus { status, context },
     })
-}
-
-fn oauth_failure(
-    code: String,
-    description: Option<String>,
-    context: Box<ErrorContext>,
-) -> DrChronoError {
-    match code.as_str() {
-        "invalid_grant" => DrChronoError::ReauthorizationRequired {
-            description,
-            context,
-        },
-        "invalid_client" => DrChronoError::InvalidClient {
-            description,
-            context,
-        },
-        _ => DrChronoError::OAuth {
-            error: code,
-            description,
-            context,
-        },
-    }
 }
 
 /// Classifies an error of the transport. A [`DrChronoError`] (the token endpoint reached
