@@ -92,6 +92,7 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
+    #[inline]
     pub(crate) fn new(future: F, request: RequestInfo, config: Config) -> Self {
         Self {
             state: State::Calling { future },
@@ -123,6 +124,7 @@ where
 {
     type Output = Result<Response<B>, DrChronoError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();

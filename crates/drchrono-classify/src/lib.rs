@@ -55,6 +55,7 @@
 //! - [`required_scopes`]: the OAuth scopes of DrChrono's main endpoints, for 403s.
 //! - [`redact`] and [`RequestPayload`]: payloads and bodies with every patient value replaced
 //!   by `REDACT`.
+//! - [`clock`]: one reading of tokio's clock shared by the layers of one `call`.
 //! - [`SupportReport`]: the report DrChrono asks for about 5xx errors and erratic 401s.
 //!
 //! # Logging
@@ -66,6 +67,7 @@
 //! logged.
 
 mod classify;
+pub mod clock;
 mod display;
 mod error;
 mod future;

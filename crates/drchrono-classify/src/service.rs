@@ -71,6 +71,7 @@ where
     type Error = DrChronoError;
     type Future = ResponseFuture<S::Future, ResBody>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(|error| {
             let error = DrChronoError::Transport {
@@ -86,6 +87,7 @@ where
         })
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let info = RequestInfo::new(&request);
         ResponseFuture::new(self.inner.call(request), info, self.config)

@@ -37,11 +37,11 @@ pin_project! {
     where
         S: Service<Request<ReqB>>,
     {
-        // Waiting for the token (load or refresh) before calling the ready service.
+        // Waiting for the token (load or refresh) before calling the ready service. Boxed:
+        // only the first request and those after an expiry get here, and the future of
+        // every other call stays as small as the inner one plus a few words.
         Acquire {
-            bearer: BoxFuture<'static, Result<Bearer, DrChronoError>>,
-            service: Option<S>,
-            request: Option<Request<ReqB>>,
+            acquire: Box<Acquire<S, ReqB>>,
         },
         // The inner call, with the generation of the token it carries.
         Call {
@@ -57,10 +57,18 @@ pin_project! {
     }
 }
 
+/// A request waiting for its token, with the service that was polled ready for it.
+struct Acquire<S, ReqB> {
+    bearer: BoxFuture<'static, Result<Bearer, DrChronoError>>,
+    service: Option<S>,
+    request: Option<Request<ReqB>>,
+}
+
 impl<S, ReqB> ResponseFuture<S, ReqB>
 where
     S: Service<Request<ReqB>>,
 {
+    #[inline]
     pub(crate) fn called(future: S::Future, generation: u64, manager: TokenManager) -> Self {
         Self {
             state: State::Call { future, generation },
@@ -72,9 +80,11 @@ where
         let handle = manager.clone();
         Self {
             state: State::Acquire {
-                bearer: Box::pin(async move { handle.bearer().await }),
-                service: Some(service),
-                request: Some(request),
+                acquire: Box::new(Acquire {
+                    bearer: Box::pin(async move { handle.bearer().await }),
+                    service: Some(service),
+                    request: Some(request),
+                }),
             },
             manager,
         }
@@ -88,15 +98,17 @@ where
 {
     type Output = Result<S::Response, DrChronoError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Acquire {
-                    bearer,
-                    service,
-                    request,
-                } => {
+                StateProj::Acquire { acquire } => {
+                    let Acquire {
+                        bearer,
+                        service,
+                        request,
+                    } = &mut **acquire;
                     let bearer = match ready!(bearer.as_mut().poll(cx)) {
                         Ok(bearer) => bearer,
                         Err(error) => {

@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use drchrono_classify::{DrChronoError, ErrorContext};
 use http::HeaderValue;
 use tokio::sync::{Mutex, watch};
-use tokio::time::Instant;
 
 use crate::active::{Active, Need};
 use crate::error::reauthorization_required;
@@ -173,7 +172,7 @@ impl TokenManager {
             return None;
         }
         let active = snapshot.active.as_ref()?;
-        if !active.usable(Need::Fresh, Instant::now()) {
+        if !active.usable(Need::Fresh, drchrono_classify::clock::now()) {
             return None;
         }
         Some((active.header.clone()?, active.generation()))

@@ -75,10 +75,12 @@ where
     type Error = DrChronoError;
     type Future = ResponseFuture<S, ReqB>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         match self.manager.fast_bearer() {
             Some((header, generation)) => {

@@ -70,6 +70,7 @@ where
     S: Service<Req>,
 {
     /// A request admitted and charged at once: `future` is the inner service's.
+    #[inline]
     pub(crate) fn called(future: S::Future, limiter: RateLimiter) -> Self {
         Self {
             state: State::Calling { future },
@@ -138,6 +139,7 @@ where
 
     /// # Panics
     /// When polled again after it completed.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

@@ -321,8 +321,8 @@ where
         if self.state.is_first_attempt() {
             // tower's `Retry` calls this on its own policy before cloning it for the request:
             // the instant is copied into the request's clone. One clock read serves the
-            // deadline and the budget.
-            let now = Instant::now();
+            // deadline and the budget (shared with the layers below inside `clock::shared`).
+            let now = drchrono_classify::clock::now();
             self.state.started = Some(now);
             self.shared.budget.deposit(now);
             Counters::bump(&self.shared.counters.requests);

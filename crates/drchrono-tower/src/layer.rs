@@ -1,16 +1,67 @@
 //! [`DrChronoLayer`]: the four layers in the recommended order, as one `tower::Layer`.
 
-use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
+use std::task::{Context, Poll};
+
+use drchrono_classify::{ErrorClassify, ErrorClassifyLayer, clock};
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
 use drchrono_retry::RetryPolicy;
 use tower::layer::util::Stack;
 use tower::retry::Retry;
-use tower::{Layer, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
-/// The service [`DrChronoLayer`] builds around a transport `S`, outermost first: retry,
-/// rate limit, OAuth refresh, error classification.
-pub type DrChronoService<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>;
+/// The layers of [`DrChronoService`], outermost first: retry, rate limit, OAuth refresh,
+/// error classification.
+pub type DrChronoStack<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>;
+
+/// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], with
+/// one reading of the clock per `call`.
+///
+/// Each layer consults the clock when it is called (the retry deadline and budget, the
+/// limiter's decision, the token's freshness). `DrChronoService` reads it once per `call`
+/// and lets the three layers share that reading through
+/// [`drchrono_classify::clock::shared`]; otherwise it is the stack itself, with the same
+/// responses, errors and future.
+#[derive(Debug, Clone)]
+pub struct DrChronoService<S> {
+    inner: DrChronoStack<S>,
+}
+
+impl<S> DrChronoService<S> {
+    /// The layers, outermost first.
+    pub fn get_ref(&self) -> &DrChronoStack<S> {
+        &self.inner
+    }
+
+    /// The layers, mutably.
+    pub fn get_mut(&mut self) -> &mut DrChronoStack<S> {
+        &mut self.inner
+    }
+
+    /// Unwraps the layers.
+    pub fn into_inner(self) -> DrChronoStack<S> {
+        self.inner
+    }
+}
+
+impl<S, Request> Service<Request> for DrChronoService<S>
+where
+    DrChronoStack<S>: Service<Request>,
+{
+    type Response = <DrChronoStack<S> as Service<Request>>::Response;
+    type Error = <DrChronoStack<S> as Service<Request>>::Error;
+    type Future = <DrChronoStack<S> as Service<Request>>::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        clock::shared(|| self.inner.call(request))
+    }
+}
 
 /// The recommended DrChrono stack as one layer, outermost first:
 ///
@@ -120,7 +171,9 @@ impl<S> Layer<S> for DrChronoLayer {
         let classified = self.classify.layer(transport);
         let authorized = self.oauth.layer(classified);
         let limited = self.rate_limit.layer(authorized);
-        Retry::new(self.retry.clone(), limited)
+        DrChronoService {
+            inner: Retry::new(self.retry.clone(), limited),
+        }
     }
 }
 

@@ -50,7 +50,7 @@ mod transport;
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
 pub use client::DrChronoClient;
 pub use drchrono_classify::{DrChronoError, SupportReport};
-pub use layer::{DrChronoLayer, DrChronoService, ServiceBuilderExt};
+pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
 pub use transport::{HttpsClient, https_client, not_sent};
