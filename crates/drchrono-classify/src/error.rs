@@ -62,6 +62,9 @@ pub struct ErrorContext {
     /// The request payload, redacted (every value `REDACT` except allow-listed ids), when the
     /// caller attached a [`crate::RequestPayload`] extension. Never the raw payload.
     pub request_payload: Option<String>,
+    /// The classifier left method, URI, payload and the log event to a layer that keeps the
+    /// request ([`crate::call::keep_request`]).
+    pub(crate) awaiting_request: bool,
 }
 
 impl ErrorContext {
@@ -83,6 +86,23 @@ impl ErrorContext {
                 .map(|payload| crate::redact::redact_payload(payload.as_bytes())),
             ..Self::default()
         }
+    }
+
+    /// A context whose method, URI and payload a layer keeping the request will add
+    /// ([`DrChronoError::complete_request_context`]).
+    pub(crate) fn awaiting_request() -> Self {
+        Self {
+            occurred_at: Some(SystemTime::now()),
+            awaiting_request: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the method, URI and payload are still to be added by the layer that keeps the
+    /// request (inside `drchrono-tower`'s `DrChronoService`, the retry policy adds them to
+    /// every error of the attempt before it reaches the caller).
+    pub fn is_awaiting_request(&self) -> bool {
+        self.awaiting_request
     }
 
     /// The request path without query string: safe to log.
@@ -345,6 +365,69 @@ impl DrChronoError {
             | Self::Transport { context, .. }
             | Self::Decode { context, .. } => context,
         }
+    }
+
+    /// Adds `request`'s method, URI and redacted [`crate::RequestPayload`] to an error whose
+    /// classifier left them to the caller (and, to a 403, the endpoint's
+    /// [`required_scopes`](crate::required_scopes)), then emits the error's one `tracing` event (which
+    /// the classifier held back so that it would name the path). Does nothing to any other
+    /// error, so a layer may call it on every error it sees.
+    ///
+    /// A layer that calls [`crate::call::keep_request`] must call this on every error of the
+    /// attempt; `drchrono-retry`'s `RetryPolicy` does both.
+    ///
+    /// ```
+    /// use drchrono_classify::{DrChronoError, ErrorClassifyLayer, call};
+    /// use http::{Request, Response, StatusCode};
+    /// use http_body_util::Full;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let not_found = service_fn(|_request: Request<String>| async {
+    ///     let mut response = Response::new(Full::new(bytes::Bytes::from_static(b"{}")));
+    ///     *response.status_mut() = StatusCode::NOT_FOUND;
+    ///     Ok::<_, std::convert::Infallible>(response)
+    /// });
+    /// let mut classify = ErrorClassifyLayer::new().layer(not_found);
+    /// let request = || Request::get("https://app.drchrono.com/api/patients/7").body(String::new()).unwrap();
+    ///
+    /// // As the retry policy does: keep a copy, promise to complete the context, then call.
+    /// let kept = request();
+    /// let future = call::run(|| {
+    ///     call::keep_request();
+    ///     tower::Service::call(&mut classify, request())
+    /// });
+    /// let mut error = future.await.unwrap_err();
+    /// assert!(error.context().is_awaiting_request());
+    /// assert!(error.context().uri.is_none());
+    ///
+    /// error.complete_request_context(&kept);
+    /// assert!(!error.context().is_awaiting_request());
+    /// assert_eq!(error.context().path(), Some("/api/patients/7"));
+    /// assert!(matches!(error, DrChronoError::NotFound { .. }));
+    /// # }
+    /// ```
+    pub fn complete_request_context<B>(&mut self, request: &http::Request<B>) {
+        let context = self.context_mut();
+        if !context.awaiting_request {
+            return;
+        }
+        context.awaiting_request = false;
+        context.method = Some(request.method().clone());
+        context.uri = Some(request.uri().clone());
+        context.request_payload = request
+            .extensions()
+            .get::<crate::RequestPayload>()
+            .map(|payload| crate::redact::redact_payload(payload.as_bytes()));
+        // The one part of the classification that depends on the request.
+        if let Self::Forbidden {
+            required_scopes, ..
+        } = self
+        {
+            *required_scopes = crate::required_scopes(request.method(), request.uri().path());
+        }
+        crate::trace::emit(self);
     }
 
     /// A stable, PHI-free name of the variant (`"bad_request"`, `"throttled"`, …), as logged

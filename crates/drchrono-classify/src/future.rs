@@ -15,6 +15,49 @@ use crate::{
     BoxError, DrChronoError, ErrorContext, RequestPayload, classify_response, redact, trace,
 };
 
+/// Where the context of the request comes from, should the call fail.
+#[derive(Debug)]
+pub(crate) enum RequestContext {
+    /// Copied when the service was called.
+    Captured(RequestInfo),
+    /// A layer above keeps the request and completes the context ([`crate::call`]).
+    KeptAbove,
+    /// Already given to an error.
+    Used,
+}
+
+impl RequestContext {
+    /// A copy of `request`, unless the layer above promised to keep it.
+    #[inline]
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        if crate::call::take_request_kept() {
+            Self::KeptAbove
+        } else {
+            Self::Captured(RequestInfo::new(request))
+        }
+    }
+
+    /// The context of an error, once.
+    fn take(&mut self) -> ErrorContext {
+        match std::mem::replace(self, Self::Used) {
+            Self::Captured(info) => info.into_context(),
+            Self::KeptAbove => ErrorContext::awaiting_request(),
+            Self::Used => ErrorContext {
+                occurred_at: Some(SystemTime::now()),
+                ..ErrorContext::default()
+            },
+        }
+    }
+}
+
+/// Logs `error` now, unless the layer that keeps the request will, once it has added the
+/// method and path ([`DrChronoError::complete_request_context`]).
+fn emit(error: &DrChronoError) {
+    if !error.context().is_awaiting_request() {
+        trace::emit(error);
+    }
+}
+
 /// What the future keeps of the request, to fill an [`ErrorContext`] if needed.
 #[derive(Debug)]
 pub(crate) struct RequestInfo {
@@ -56,7 +99,7 @@ pin_project! {
     pub struct ResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
-        request: Option<RequestInfo>,
+        request: RequestContext,
         config: Config,
     }
 }
@@ -93,10 +136,10 @@ pin_project! {
 
 impl<F, B> ResponseFuture<F, B> {
     #[inline]
-    pub(crate) fn new(future: F, request: RequestInfo, config: Config) -> Self {
+    pub(crate) fn new(future: F, request: RequestContext, config: Config) -> Self {
         Self {
             state: State::Calling { future },
-            request: Some(request),
+            request,
             config,
         }
     }
@@ -151,10 +194,10 @@ where
                         let error = DrChronoError::Transport {
                             not_sent: (this.config.not_sent)(&source),
                             source,
-                            context: Box::new(take_context(this.request)),
+                            context: Box::new(this.request.take()),
                         };
                         this.state.set(State::Done);
-                        trace::emit(&error);
+                        emit(&error);
                         return Poll::Ready(Err(error));
                     }
                 },
@@ -193,7 +236,7 @@ where
                     let truncated = *truncated;
                     let buffer = std::mem::take(buffer);
                     let parts = &reading.parts;
-                    let context = take_context(this.request);
+                    let context = this.request.take();
                     let error = classify_response(
                         parts.status,
                         &parts.headers,
@@ -207,20 +250,13 @@ where
                     });
                     // Drops the body: no further byte is read.
                     this.state.set(State::Done);
-                    trace::emit(&error);
+                    emit(&error);
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
-}
-
-fn take_context(request: &mut Option<RequestInfo>) -> ErrorContext {
-    request
-        .take()
-        .map(RequestInfo::into_context)
-        .unwrap_or_default()
 }
 
 /// The buffer's first allocation: the body's exact size when known, else a few KiB, and never

@@ -55,7 +55,7 @@
 //! - [`required_scopes`]: the OAuth scopes of DrChrono's main endpoints, for 403s.
 //! - [`redact`] and [`RequestPayload`]: payloads and bodies with every patient value replaced
 //!   by `REDACT`.
-//! - [`clock`]: one reading of tokio's clock shared by the layers of one `call`.
+//! - [`call`]: what the layers of one `call` share (one clock reading, who keeps the request).
 //! - [`SupportReport`]: the report DrChrono asks for about 5xx errors and erratic 401s.
 //!
 //! # Logging
@@ -66,8 +66,8 @@
 //! at `INFO`, other 4xx at `DEBUG`. Bodies, payloads, tokens and query strings are never
 //! logged.
 
+pub mod call;
 mod classify;
-pub mod clock;
 mod display;
 mod error;
 mod future;

@@ -6,7 +6,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower::Service;
 
-use crate::future::{RequestInfo, ResponseFuture};
+use crate::future::{RequestContext, ResponseFuture};
 use crate::layer::Config;
 use crate::{BoxError, DrChronoError, ErrorClassifyLayer, ErrorContext, trace};
 
@@ -23,6 +23,13 @@ use crate::{BoxError, DrChronoError, ErrorClassifyLayer, ErrorContext, trace};
 /// Every error is logged as exactly one `tracing` event, with PHI-free fields only.
 /// Attach a [`crate::RequestPayload`] extension to have the payload, redacted, in the
 /// error's [`ErrorContext`].
+///
+/// Each call copies the request's method and URI (and payload) for the error's context,
+/// unless a layer above that keeps the request anyway promised to add them
+/// ([`crate::call::keep_request`], as the retry policy does inside `drchrono-tower`'s
+/// `DrChronoService`): the error's context then
+/// [awaits the request](ErrorContext::is_awaiting_request), and its log event is emitted when
+/// that layer [completes it](DrChronoError::complete_request_context).
 #[derive(Clone, Debug)]
 pub struct ErrorClassify<S> {
     inner: S,
@@ -89,7 +96,7 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let info = RequestInfo::new(&request);
-        ResponseFuture::new(self.inner.call(request), info, self.config)
+        let context = RequestContext::of(&request);
+        ResponseFuture::new(self.inner.call(request), context, self.config)
     }
 }

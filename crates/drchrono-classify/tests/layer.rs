@@ -294,3 +294,76 @@ fn layer_and_service_are_clone_and_debug() {
     let _: &mut Broken = service.get_mut();
     let _: Broken = service.into_inner();
 }
+
+/// Under a layer that keeps the request, a 403 and a transport error wait for the request;
+/// completing them gives the 403 its endpoint's scopes, as a classifier that copied the
+/// request would have.
+#[tokio::test]
+async fn kept_requests_are_completed_like_copied_ones() {
+    use drchrono_classify::call;
+    use tower::Service;
+
+    let forbidden = || {
+        service_fn(|_request: Request<Full<Bytes>>| async {
+            let body = r#"{"detail":"You do not have permission to perform this action."}"#;
+            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            Ok::<_, Infallible>(response)
+        })
+    };
+    let request = || {
+        Request::post("https://app.drchrono.com/api/appointments")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let copied = ErrorClassify::new(forbidden())
+        .oneshot(request())
+        .await
+        .unwrap_err();
+
+    let mut kept_service = ErrorClassify::new(forbidden());
+    let future = call::run(|| {
+        call::keep_request();
+        kept_service.call(request())
+    });
+    let mut kept = future.await.unwrap_err();
+    match &kept {
+        DrChronoError::Forbidden {
+            required_scopes, ..
+        } => assert_eq!(*required_scopes, None),
+        other => panic!("{other:?}"),
+    }
+    kept.complete_request_context(&request());
+    match (&kept, &copied) {
+        (
+            DrChronoError::Forbidden {
+                required_scopes: kept_scopes,
+                ..
+            },
+            DrChronoError::Forbidden {
+                required_scopes: copied_scopes,
+                ..
+            },
+        ) => {
+            assert!(kept_scopes.is_some());
+            assert_eq!(kept_scopes, copied_scopes);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kept.context().method, copied.context().method);
+    assert_eq!(kept.context().uri, copied.context().uri);
+
+    // A transport error waits too.
+    let mut failing = ErrorClassify::new(service_fn(|_request: Request<Full<Bytes>>| async {
+        Err::<Response<Full<Bytes>>, _>(io::Error::other("reset"))
+    }));
+    let future = call::run(|| {
+        call::keep_request();
+        failing.call(request())
+    });
+    let mut error = future.await.unwrap_err();
+    assert!(error.context().is_awaiting_request());
+    error.complete_request_context(&request());
+    assert_eq!(error.context().path(), Some("/api/appointments"));
+    assert!(matches!(error, DrChronoError::Transport { .. }));
+}

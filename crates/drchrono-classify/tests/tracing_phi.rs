@@ -138,3 +138,70 @@ async fn tracing_output_has_no_patient_values() {
         "{last}"
     );
 }
+
+/// Under a layer that keeps the request (`call::keep_request`), the classifier logs nothing
+/// and copies nothing; completing the context logs the one event, with method and path and
+/// no patient value.
+#[tokio::test(flavor = "current_thread")]
+async fn a_kept_request_is_logged_once_its_context_is_completed() {
+    use drchrono_classify::call;
+    use tower::Service;
+
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(buffer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let request = || {
+        Request::post("https://app.drchrono.com/api/appointments?patient=Henrietta")
+            .extension(RequestPayload(Bytes::from_static(ECHO.as_bytes())))
+            .body(Full::new(Bytes::from_static(ECHO.as_bytes())))
+            .unwrap()
+    };
+    let mut service = ErrorClassify::new(service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(respond(409))
+    }));
+    let kept = request();
+    let future = call::run(|| {
+        assert!(call::keep_request());
+        service.call(request())
+    });
+    let mut error = future.await.unwrap_err();
+    assert!(error.context().is_awaiting_request());
+    assert!(error.context().method.is_none() && error.context().request_payload.is_none());
+    assert!(error.context().occurred_at.is_some());
+    assert!(
+        buffer.0.lock().unwrap().is_empty(),
+        "logged before completion"
+    );
+
+    error.complete_request_context(&kept);
+    // A second completion (or one on any other error) changes and logs nothing.
+    error.complete_request_context(&kept);
+    assert_eq!(error.context().path(), Some("/api/appointments"));
+    assert_eq!(error.context().method, Some(http::Method::POST));
+    let payload = error.context().request_payload.as_deref().unwrap();
+    assert!(
+        payload.contains("REDACT") && !payload.contains("Henrietta"),
+        "{payload}"
+    );
+
+    // Outside `call::run` the promise does nothing: the next call copies its request.
+    assert!(!call::keep_request());
+    let other = service.call(request()).await.unwrap_err();
+    assert!(!other.context().is_awaiting_request());
+    assert_eq!(other.context().path(), Some("/api/appointments"));
+
+    let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 2, "{output}");
+    for line in &lines {
+        assert!(line.contains("status=409"), "{line}");
+        assert!(line.contains("method=\"POST\""), "{line}");
+        assert!(line.contains("path=\"/api/appointments\""), "{line}");
+    }
+    for phi in PHI {
+        assert!(!output.contains(phi), "{phi} logged:\n{output}");
+    }
+}

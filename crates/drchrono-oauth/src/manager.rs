@@ -172,7 +172,7 @@ impl TokenManager {
             return None;
         }
         let active = snapshot.active.as_ref()?;
-        if !active.usable(Need::Fresh, drchrono_classify::clock::now()) {
+        if !active.usable(Need::Fresh, drchrono_classify::call::now()) {
             return None;
         }
         Some((active.header.clone()?, active.generation()))

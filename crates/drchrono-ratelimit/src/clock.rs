@@ -87,10 +87,10 @@ impl Default for TokioClock {
 }
 
 impl Clock for TokioClock {
-    /// Inside [`drchrono_classify::clock::shared`], the reading shared by the layers of one
+    /// Inside [`drchrono_classify::call::run`], the reading shared by the layers of one
     /// `call`.
     fn now(&self) -> SystemTime {
-        self.wall_at(drchrono_classify::clock::now())
+        self.wall_at(drchrono_classify::call::now())
     }
 
     fn instant_at(&self, t: SystemTime) -> Instant {

@@ -122,6 +122,16 @@ fn as_drchrono<E: 'static>(error: &E) -> Option<&DrChronoError> {
         .and_then(|boxed| boxed.downcast_ref::<DrChronoError>())
 }
 
+/// [`as_drchrono`], mutably.
+pub(crate) fn as_drchrono_mut<E: 'static>(error: &mut E) -> Option<&mut DrChronoError> {
+    let any = error as &mut dyn Any;
+    if any.is::<DrChronoError>() {
+        return any.downcast_mut::<DrChronoError>();
+    }
+    any.downcast_mut::<BoxError>()
+        .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

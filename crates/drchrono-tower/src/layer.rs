@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use drchrono_classify::{ErrorClassify, ErrorClassifyLayer, clock};
+use drchrono_classify::{ErrorClassify, ErrorClassifyLayer, call};
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
 use drchrono_retry::RetryPolicy;
@@ -20,7 +20,7 @@ pub type DrChronoStack<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<Er
 /// Each layer consults the clock when it is called (the retry deadline and budget, the
 /// limiter's decision, the token's freshness). `DrChronoService` reads it once per `call`
 /// and lets the three layers share that reading through
-/// [`drchrono_classify::clock::shared`]; otherwise it is the stack itself, with the same
+/// [`drchrono_classify::call::run`]; otherwise it is the stack itself, with the same
 /// responses, errors and future.
 #[derive(Debug, Clone)]
 pub struct DrChronoService<S> {
@@ -59,7 +59,7 @@ where
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        clock::shared(|| self.inner.call(request))
+        call::run(|| self.inner.call(request))
     }
 }
 

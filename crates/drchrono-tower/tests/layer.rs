@@ -1,4 +1,5 @@
-//! `DrChronoService` as a plain tower service: one clock reading per `call`.
+//! `DrChronoService` as a plain tower service: one clock reading per `call`, and the
+//! request's context added by the retry policy, which keeps a copy of the request anyway.
 
 use std::convert::Infallible;
 use std::future::ready;
@@ -6,12 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use drchrono_tower::DrChronoError;
 use drchrono_tower::DrChronoLayer;
-use drchrono_tower::classify::{BoxError, clock};
+use drchrono_tower::classify::RequestPayload;
+use drchrono_tower::classify::{BoxError, call};
 use drchrono_tower::oauth::{ClientCredentials, TokenClient, TokenManager, TokenSet};
-use http::{Request, Response};
-use http_body_util::Full;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service, ServiceExt, service_fn};
+use tracing_subscriber::fmt::MakeWriter;
 
 type Req = Request<Full<Bytes>>;
 
@@ -38,9 +43,9 @@ fn recording_transport(
     seen: Arc<Mutex<Vec<(tokio::time::Instant, tokio::time::Instant)>>>,
 ) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone {
     service_fn(move |_request: Req| {
-        let first = clock::now();
+        let first = call::now();
         std::thread::sleep(Duration::from_millis(2));
-        seen.lock().unwrap().push((first, clock::now()));
+        seen.lock().unwrap().push((first, call::now()));
         ready(Ok(Response::new(Full::new(Bytes::new()))))
     })
 }
@@ -82,4 +87,172 @@ async fn the_stack_alone_reads_the_clock_each_time() {
     stack.oneshot(request()).await.unwrap();
     let (first, second) = seen.lock().unwrap()[1];
     assert!(second >= first + Duration::from_millis(2));
+}
+
+/// A `tracing` writer into memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// The "DrChrono API call failed" events so far.
+    fn failures(&self) -> Vec<String> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("DrChrono API call failed"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn with_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (logs, guard)
+}
+
+/// A transport answering every request with `status` (after a first 200 that loads the
+/// token), counting the calls.
+fn answering<B: Send + 'static>(
+    status: StatusCode,
+    calls: Arc<Mutex<u32>>,
+) -> impl Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone
+{
+    service_fn(move |_request: Request<B>| {
+        let mut calls = calls.lock().unwrap();
+        *calls += 1;
+        let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+        if *calls > 1 {
+            *response.status_mut() = status;
+        }
+        ready(Ok(response))
+    })
+}
+
+fn conflict_request() -> Req {
+    Request::post("https://app.drchrono.com/api/appointments?doctor=1")
+        .extension(RequestPayload(Bytes::from_static(
+            br#"{"patient":42,"notes":"Henrietta"}"#,
+        )))
+        .body(Full::new(Bytes::from_static(
+            br#"{"patient":42,"notes":"Henrietta"}"#,
+        )))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_final_error_carries_the_request_context_and_is_logged_once_with_its_path() {
+    let (logs, _guard) = with_logs();
+    let calls = Arc::new(Mutex::new(0));
+    let service = layer().layer(answering(StatusCode::CONFLICT, calls.clone()));
+    service.clone().oneshot(request()).await.unwrap();
+
+    let error = service.oneshot(conflict_request()).await.unwrap_err();
+    assert!(
+        matches!(error, DrChronoError::AppointmentConflict { .. }),
+        "{error:?}"
+    );
+    let context = error.context();
+    assert!(!context.is_awaiting_request());
+    assert_eq!(context.method, Some(Method::POST));
+    assert_eq!(
+        context.uri.as_ref().map(ToString::to_string).as_deref(),
+        Some("https://app.drchrono.com/api/appointments?doctor=1")
+    );
+    let payload = context.request_payload.as_deref().unwrap();
+    assert!(
+        payload.contains("REDACT") && !payload.contains("Henrietta"),
+        "{payload}"
+    );
+    assert!(context.occurred_at.is_some());
+
+    let failures = logs.failures();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(
+        failures[0].contains("path=\"/api/appointments\""),
+        "{}",
+        failures[0]
+    );
+    assert!(failures[0].contains("method=\"POST\""), "{}", failures[0]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_failed_attempt_is_logged_once_with_its_path() {
+    let (logs, _guard) = with_logs();
+    let calls = Arc::new(Mutex::new(0));
+    let service = layer().layer(answering(StatusCode::SERVICE_UNAVAILABLE, calls.clone()));
+    service.clone().oneshot(request()).await.unwrap();
+
+    let error = service.oneshot(request()).await.unwrap_err();
+    assert!(matches!(error, DrChronoError::Server { .. }), "{error:?}");
+    assert_eq!(error.context().path(), Some("/api/patients"));
+    assert_eq!(error.context().method, Some(Method::GET));
+    // The first attempt ran inside the call (its context left to the retry policy), the
+    // retries from the response future (the classifier copied the request itself).
+    let attempts = *calls.lock().unwrap() - 1;
+    assert!(attempts > 1, "the 503 was retried");
+    let failures = logs.failures();
+    assert_eq!(failures.len() as u32, attempts, "{failures:#?}");
+    for line in &failures {
+        assert!(line.contains("path=\"/api/patients\""), "{line}");
+        assert!(line.contains("status=503"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_that_cannot_be_retried_keeps_its_own_context() {
+    let (logs, _guard) = with_logs();
+    let calls = Arc::new(Mutex::new(0));
+    let service = layer().layer(answering(StatusCode::NOT_FOUND, calls.clone()));
+    let streamed = |path: &str| {
+        let body: BoxBody<Bytes, Infallible> = Full::new(Bytes::new()).boxed();
+        Request::get(format!("https://app.drchrono.com{path}"))
+            .body(body)
+            .unwrap()
+    };
+    service
+        .clone()
+        .oneshot(streamed("/api/doctors"))
+        .await
+        .unwrap();
+
+    // A stream cannot be copied: the retry policy keeps nothing and sees no outcome, so the
+    // classifier copies the request's context itself and logs at once.
+    let error = service
+        .oneshot(streamed("/api/patients/7"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DrChronoError::NotFound { .. }), "{error:?}");
+    assert!(!error.context().is_awaiting_request());
+    assert_eq!(error.context().path(), Some("/api/patients/7"));
+    let failures = logs.failures();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(
+        failures[0].contains("path=\"/api/patients/7\""),
+        "{}",
+        failures[0]
+    );
 }
