@@ -18,8 +18,10 @@ use crate::{
 /// Where the context of the request comes from, should the call fail.
 #[derive(Debug)]
 pub(crate) enum RequestContext {
-    /// Copied when the service was called.
-    Captured(RequestInfo),
+    /// Copied when the service was called. Boxed: the future stays the inner one plus a few
+    /// words, which every layer above moves (a copy of the request's parts would be most of
+    /// it).
+    Captured(Box<RequestInfo>),
     /// A layer above keeps the request and completes the context ([`crate::call`]).
     KeptAbove,
     /// Already given to an error.
@@ -33,14 +35,14 @@ impl RequestContext {
         if crate::call::take_request_kept() {
             Self::KeptAbove
         } else {
-            Self::Captured(RequestInfo::new(request))
+            Self::Captured(Box::new(RequestInfo::new(request)))
         }
     }
 
     /// The context of an error, once.
     fn take(&mut self) -> ErrorContext {
         match std::mem::replace(self, Self::Used) {
-            Self::Captured(info) => info.into_context(),
+            Self::Captured(info) => (*info).into_context(),
             Self::KeptAbove => ErrorContext::awaiting_request(),
             Self::Used => ErrorContext {
                 occurred_at: Some(SystemTime::now()),

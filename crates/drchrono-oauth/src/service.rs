@@ -88,13 +88,23 @@ where
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, generation, self.manager.clone())
             }
-            None => {
-                // The token must be obtained first: keep the service that was polled ready
-                // and leave a fresh clone in its place.
-                let clone = self.inner.clone();
-                let ready = mem::replace(&mut self.inner, clone);
-                ResponseFuture::acquiring(ready, request, self.manager.clone())
-            }
+            None => self.acquire_first(request),
         }
+    }
+}
+
+impl<S> OAuthRefresh<S> {
+    /// `call` when the token must be obtained first: keeps the service that was polled ready
+    /// and leaves a fresh clone in its place. Out of line, so that the common path stays
+    /// small.
+    #[cold]
+    #[inline(never)]
+    fn acquire_first<ReqB>(&mut self, request: Request<ReqB>) -> ResponseFuture<S, ReqB>
+    where
+        S: Service<Request<ReqB>> + Clone,
+    {
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        ResponseFuture::acquiring(ready, request, self.manager.clone())
     }
 }

@@ -102,6 +102,24 @@ where
             let future = self.inner.call(request);
             return ResponseFuture::called(future, self.limiter.clone());
         }
+        self.wait_for_permit(request, priority)
+    }
+}
+
+impl<S> DrChronoRateLimit<S> {
+    /// `call` when the request must wait: keeps the service that was polled ready for it and
+    /// leaves a clone in its place. Out of line, so that the admitted path stays small.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_permit<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        priority: Priority,
+    ) -> ResponseFuture<S, Request<ReqBody>>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        S::Error: 'static,
+    {
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         ResponseFuture::waiting(
