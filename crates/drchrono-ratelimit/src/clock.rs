@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::time::floor_ms_time;
+use crate::time::{duration_nanos, floor_ms_time, to_nanos};
 
 /// Supplies the wall-clock `now` the limiter decides on, and maps wall instants to tokio
 /// instants for sleeping.
@@ -60,6 +60,8 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
     anchor_wall: SystemTime,
+    /// `anchor_wall` in nanoseconds since the Unix epoch (`None` before it).
+    anchor_nanos: Option<u64>,
     anchor_instant: Instant,
 }
 
@@ -73,10 +75,29 @@ impl TokioClock {
     /// Reads `start` (rounded down to the millisecond) at tokio's current instant: for
     /// planning and tests under paused time.
     pub fn starting_at(start: SystemTime) -> Self {
+        let anchor_wall = floor_ms_time(start);
         Self {
-            anchor_wall: floor_ms_time(start),
+            anchor_wall,
+            anchor_nanos: anchor_wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(duration_nanos),
             anchor_instant: Instant::now(),
         }
+    }
+
+    /// [`Clock::now`] in nanoseconds since the Unix epoch, in integer arithmetic: what the
+    /// limiter decides on.
+    #[inline]
+    pub(crate) fn now_nanos(&self) -> u64 {
+        let instant = drchrono_classify::call::now();
+        if let Some(anchor) = self.anchor_nanos
+            && instant >= self.anchor_instant
+            && let Some(now) = anchor.checked_add(duration_nanos(instant - self.anchor_instant))
+        {
+            return now;
+        }
+        to_nanos(self.wall_at(instant))
     }
 }
 
@@ -124,4 +145,31 @@ impl Clock for TokioClock {
 /// An instant no wait reaches (30 years ahead), as tokio uses for "never".
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn now_nanos_is_now_in_nanoseconds() {
+        let starts = [
+            UNIX_EPOCH + Duration::new(1_767_609_420, 123_456_789),
+            UNIX_EPOCH,
+            UNIX_EPOCH - Duration::from_secs(5),
+        ];
+        for start in starts {
+            let clock = TokioClock::starting_at(start);
+            for step in [0, 1, 999_999, 1_000_000, 3_600_000_000_000] {
+                tokio::time::advance(Duration::from_nanos(step)).await;
+                assert_eq!(
+                    clock.now_nanos(),
+                    to_nanos(clock.now()),
+                    "{start:?} +{step}"
+                );
+            }
+        }
+    }
 }

@@ -85,11 +85,17 @@ impl LocalLimiter {
     /// # Errors
     /// [`NotUntil`] with the earliest instant at which the request breaks no rule.
     pub fn try_acquire_with(&self, now: SystemTime, priority: Priority) -> Result<(), NotUntil> {
-        let now = to_nanos(now);
+        self.try_acquire_nanos(to_nanos(now), priority)
+            .map_err(|earliest| NotUntil::new(from_nanos(earliest)))
+    }
+
+    /// [`try_acquire_with`](Self::try_acquire_with) on nanoseconds since the Unix epoch; the
+    /// refusal is the earliest admissible instant, in nanoseconds.
+    pub(crate) fn try_acquire_nanos(&self, now: u64, priority: Priority) -> Result<(), u64> {
         let refused_until = &self.refused_until[slot(priority)];
         let cached = refused_until.load(Ordering::Acquire);
         if now < cached {
-            return Err(NotUntil::new(from_nanos(cached)));
+            return Err(cached);
         }
         let mut state = self.state();
         match self.policy.try_acquire(&mut state, now, priority) {
@@ -99,7 +105,7 @@ impl LocalLimiter {
             }
             Err(earliest) => {
                 refused_until.store(earliest, Ordering::Release);
-                Err(NotUntil::new(from_nanos(earliest)))
+                Err(earliest)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! [`RateLimiter`]: one application's shared budget, with waiting in first-come
 //! first-served order.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +54,11 @@ struct Inner {
     config: RateLimitConfig,
     backend: Arc<dyn Backend>,
     clock: Arc<dyn Clock>,
+    /// The same backend, when it is a [`LocalLimiter`], and the same clock, when it is a
+    /// [`TokioClock`]: the admitted-at-once path then decides in integer nanoseconds with
+    /// no dynamic call and no `SystemTime` conversion.
+    local: Option<Arc<LocalLimiter>>,
+    tokio_clock: Option<TokioClock>,
     /// Fair (FIFO) turn of the waiters; its holder sleeps until its earliest instant.
     turn: tokio::sync::Mutex<()>,
     /// Fair turn among background waiters.
@@ -114,6 +120,8 @@ impl RateLimiter {
             config,
             clock: None,
             backend: None,
+            local: None,
+            tokio_clock: None,
         }
     }
 
@@ -192,11 +200,18 @@ impl RateLimiter {
         {
             return false;
         }
-        let now = inner.clock.now();
-        matches!(
-            inner.backend.try_acquire_now(now, priority),
-            Some(Ok(Ok(())))
-        )
+        match (&inner.local, &inner.tokio_clock) {
+            (Some(local), Some(clock)) => {
+                local.try_acquire_nanos(clock.now_nanos(), priority).is_ok()
+            }
+            _ => {
+                let now = inner.clock.now();
+                matches!(
+                    inner.backend.try_acquire_now(now, priority),
+                    Some(Ok(Ok(())))
+                )
+            }
+        }
     }
 
     async fn sleep(&self, now: SystemTime, not_until: NotUntil) {
@@ -260,11 +275,14 @@ pub struct RateLimiterBuilder {
     config: RateLimitConfig,
     clock: Option<Arc<dyn Clock>>,
     backend: Option<Arc<dyn Backend>>,
+    local: Option<Arc<LocalLimiter>>,
+    tokio_clock: Option<TokioClock>,
 }
 
 impl RateLimiterBuilder {
     /// The clock. Default: [`TokioClock::new`], anchored when [`build`](Self::build) runs.
     pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.tokio_clock = (&clock as &dyn Any).downcast_ref::<TokioClock>().copied();
         self.clock = Some(Arc::new(clock));
         self
     }
@@ -274,21 +292,37 @@ impl RateLimiterBuilder {
     /// [`RateLimitConfig`], e.g. `RedisRateLimitBackend::connect(url, &config)` with the
     /// `redis` feature).
     pub fn backend(mut self, backend: impl Backend) -> Self {
-        self.backend = Some(Arc::new(backend));
+        let backend = Arc::new(backend);
+        self.local = (Arc::clone(&backend) as Arc<dyn Any + Send + Sync>)
+            .downcast::<LocalLimiter>()
+            .ok();
+        self.backend = Some(backend);
         self
     }
 
     /// The limiter.
     pub fn build(self) -> RateLimiter {
-        let backend = self
-            .backend
-            .unwrap_or_else(|| Arc::new(LocalLimiter::new(&self.config)));
-        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        let (backend, local): (Arc<dyn Backend>, _) = match self.backend {
+            Some(backend) => (backend, self.local),
+            None => {
+                let local = Arc::new(LocalLimiter::new(&self.config));
+                (local.clone(), Some(local))
+            }
+        };
+        let (clock, tokio_clock): (Arc<dyn Clock>, _) = match self.clock {
+            Some(clock) => (clock, self.tokio_clock),
+            None => {
+                let clock = TokioClock::new();
+                (Arc::new(clock), Some(clock))
+            }
+        };
         RateLimiter {
             inner: Arc::new(Inner {
                 config: self.config,
                 backend,
                 clock,
+                local,
+                tokio_clock,
                 turn: tokio::sync::Mutex::new(()),
                 background_turn: tokio::sync::Mutex::new(()),
                 queued: AtomicUsize::new(0),
@@ -322,6 +356,56 @@ mod tests {
         RateLimiter::builder(config)
             .clock(TokioClock::starting_at(start))
             .build()
+    }
+
+    /// A clock the limiter does not recognise: its decisions take the general path.
+    #[derive(Debug)]
+    struct Opaque(TokioClock);
+
+    impl Clock for Opaque {
+        fn now(&self) -> SystemTime {
+            self.0.now()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_typed_path_decides_as_the_general_one() {
+        let start = SystemTime::UNIX_EPOCH + Duration::new(1_767_609_420, 250_000_000);
+        let config = RateLimitConfig::builder()
+            .max_per_second(3)
+            .max_per_window(7)
+            .window(Duration::from_secs(10))
+            .max_per_hour(20)
+            .safety_margin(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let typed = RateLimiter::builder(config.clone())
+            .clock(TokioClock::starting_at(start))
+            .backend(LocalLimiter::new(&config))
+            .build();
+        let general = RateLimiter::builder(config.clone())
+            .clock(Opaque(TokioClock::starting_at(start)))
+            .build();
+        assert!(typed.inner.local.is_some() && typed.inner.tokio_clock.is_some());
+        assert!(general.inner.tokio_clock.is_none());
+        let mut admitted = 0;
+        for step in 0..400u32 {
+            let priority = if step % 3 == 0 {
+                Priority::Background
+            } else {
+                Priority::Interactive
+            };
+            let decision = typed.try_acquire_now(priority);
+            assert_eq!(decision, general.try_acquire_now(priority), "step {step}");
+            admitted += u32::from(decision);
+            tokio::time::advance(Duration::from_millis(u64::from(97 + step % 211))).await;
+        }
+        // Both refused and admitted along the way.
+        assert!(admitted >= 20 && admitted < 400, "{admitted}");
+        assert_eq!(
+            typed.status().await.unwrap(),
+            general.status().await.unwrap()
+        );
     }
 
     #[tokio::test(start_paused = true)]
