@@ -401,7 +401,7 @@ mod tests {
             tokio::time::advance(Duration::from_millis(u64::from(97 + step % 211))).await;
         }
         // Both refused and admitted along the way.
-        assert!(admitted >= 20 && admitted < 400, "{admitted}");
+        assert!((20..400).contains(&admitted), "{admitted}");
         assert_eq!(
             typed.status().await.unwrap(),
             general.status().await.unwrap()
