@@ -315,9 +315,14 @@ where
                 if why == GiveUp::NotIdempotent {
                     tracing::debug!(method = %method, path, attempts, reason = %trigger, why = %why,
                         "not retrying DrChrono request");
-                } else {
+                } else if matches!(trigger, Trigger::Server(_)) {
+                    // DrChrono asks to hear about 5xx errors that persist (with a support
+                    // report); a throttle, a transport failure or a 401 is not theirs.
                     tracing::warn!(method = %method, path, attempts, reason = %trigger, why = %why,
                         "giving up on DrChrono request; report persistent 5xx to DrChrono");
+                } else {
+                    tracing::warn!(method = %method, path, attempts, reason = %trigger, why = %why,
+                        "giving up on DrChrono request");
                 }
                 None
             }

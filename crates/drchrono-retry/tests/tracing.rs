@@ -105,3 +105,38 @@ async fn giving_up_is_a_warning() {
     assert!(warning.contains("attempts=4"), "{warning}");
     assert!(warning.contains("out of retries"), "{warning}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_a_persistent_5xx_is_to_be_reported_to_drchrono() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let give_up = |script: Script| async move {
+        ServiceBuilder::new()
+            .layer(RetryPolicy::new().layer())
+            .service(script.service())
+            .oneshot(request(Method::GET))
+            .await
+            .unwrap_err();
+    };
+
+    give_up(Script::new((0..4).map(|_| server_error(503)).collect())).await;
+    // A wait beyond the longest the policy accepts: given up at once, not DrChrono's fault.
+    give_up(Script::new(vec![throttled(Some(secs(2400)))])).await;
+
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("giving up")).collect();
+    assert_eq!(warnings.len(), 2, "{logs}");
+    assert!(warnings[0].contains("reason=503"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("report persistent 5xx"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[1].contains("reason=429"), "{}", warnings[1]);
+    assert!(!warnings[1].contains("report"), "{}", warnings[1]);
+}
