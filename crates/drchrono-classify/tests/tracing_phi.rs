@@ -44,6 +44,16 @@ impl<'a> MakeWriter<'a> for Buffer {
     }
 }
 
+/// Captures every event, down to TRACE, into a buffer until the guard drops.
+fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(buffer.clone())
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
 /// An echo of the patient record, as a careless server might send back.
 const ECHO: &str = r#"{"first_name":"Henrietta","last_name":"Lacks","date_of_birth":"1951-08-01","notes":"Cervical biopsy","cell_phone":"555-0199"}"#;
 
@@ -76,12 +86,7 @@ fn respond(status: u16) -> Response<Full<Bytes>> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn tracing_output_has_no_patient_values() {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(buffer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture();
 
     let statuses = [400u16, 401, 403, 404, 405, 409, 429, 500, 502, 503, 504];
     for status in statuses {
@@ -147,12 +152,7 @@ async fn a_kept_request_is_logged_once_its_context_is_completed() {
     use drchrono_classify::call;
     use tower::Service;
 
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(buffer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture();
     let request = || {
         Request::post("https://app.drchrono.com/api/appointments?patient=Henrietta")
             .extension(RequestPayload(Bytes::from_static(ECHO.as_bytes())))

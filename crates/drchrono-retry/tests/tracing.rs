@@ -24,16 +24,21 @@ impl Write for Buffer {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn each_retry_is_an_event_without_query_or_body() {
+/// Captures every event at `level` and above into a buffer until the guard drops.
+fn capture(level: tracing::Level) -> (Buffer, tracing::subscriber::DefaultGuard) {
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_retry_is_an_event_without_query_or_body() {
+    let (buffer, _guard) = capture(tracing::Level::DEBUG);
 
     let script = Script::new(vec![server_error(503), throttled(Some(secs(4)))]);
     let mut req = request(Method::GET); // …/api/patients/1?since=2024-01-01, body "{}"
@@ -81,13 +86,7 @@ async fn each_retry_is_an_event_without_query_or_body() {
 
 #[tokio::test(start_paused = true)]
 async fn giving_up_is_a_warning() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture(tracing::Level::INFO);
 
     let script = Script::new((0..4).map(|_| server_error(500)).collect());
     ServiceBuilder::new()
@@ -108,13 +107,7 @@ async fn giving_up_is_a_warning() {
 
 #[tokio::test(start_paused = true)]
 async fn only_a_persistent_5xx_is_to_be_reported_to_drchrono() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture(tracing::Level::INFO);
     let give_up = |script: Script| async move {
         ServiceBuilder::new()
             .layer(RetryPolicy::new().layer())
