@@ -130,6 +130,8 @@ pub use redis_store::RedisTokenStore;
 pub use response::TokenGrant;
 pub use service::OAuthRefresh;
 pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, ReauthorizationReason};
-pub use store::{FILE_FORMAT_VERSION, FileTokenStore, MemoryTokenStore, StoreError, TokenStore};
+pub use store::{
+    FILE_FORMAT_VERSION, FileTokenStore, MemoryTokenStore, STALE_TEMP_AGE, StoreError, TokenStore,
+};
 pub use timing::RefreshTiming;
 pub use token::TokenSet;

@@ -17,6 +17,10 @@ use crate::TokenSet;
 /// The file format version this crate writes and reads.
 pub const FILE_FORMAT_VERSION: u64 = 1;
 
+/// How old a temporary file left by a crashed save must be before a later save removes it:
+/// 60 s.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A [`TokenStore`] in one JSON file, safe against crashes at any instant.
 ///
 /// Format: `{"version":1,"tokens":{"access_token":…,"refresh_token":…,"expires_at":<unix s>,
@@ -24,8 +28,11 @@ pub const FILE_FORMAT_VERSION: u64 = 1;
 ///
 /// Each save writes a new temporary file beside the target (created with mode `0600`),
 /// `fsync`s it, renames it over the target and `fsync`s the directory. A crash at any
-/// point leaves either the old or the new pair in the file, never a torn one (a stray
-/// `.<name>.*.tmp` file may remain; it is never read).
+/// point leaves either the old or the new pair in the file, never a torn one. A crash may
+/// leave a `.<name>.<pid>.<n>.tmp` file beside it, holding a token pair: it is never read,
+/// and the next successful save removes every such file older than
+/// [`STALE_TEMP_AGE`] (a save takes milliseconds; a younger one may be another process's
+/// save in progress).
 ///
 /// Compare-and-swap is exact between users of one `FileTokenStore` (and its clones); two
 /// processes sharing a file must also share a [`RefreshLease`](crate::RefreshLease) so that
@@ -215,7 +222,40 @@ fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Resu
         return Err(error);
     }
     crash_point(crash, CrashPoint::AfterRename)?;
-    sync_dir(&dir)
+    sync_dir(&dir)?;
+    remove_stale_temps(&dir, &name);
+    Ok(())
+}
+
+/// Removes the temporary files of `name` that crashed saves left in `dir`, once they are
+/// older than [`STALE_TEMP_AGE`]. Best effort: the save has succeeded already, and a file
+/// that cannot be read or removed now is tried again at the next save.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP_AGE);
+        if stale && fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(
+                file = file_name,
+                "removed a token file left by a crashed save"
+            );
+        }
+    }
 }
 
 fn write_temp(temp: &Path, bytes: &[u8], crash: Option<CrashPoint>) -> Result<(), StoreError> {

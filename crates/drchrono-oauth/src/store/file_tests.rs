@@ -171,3 +171,41 @@ async fn bad_files_are_typed_errors_that_quote_no_secret() {
     fs::write(&path, b"{\"version\":1,\"tok").unwrap();
     assert!(matches!(store.load().await, Err(StoreError::Format { .. })));
 }
+
+#[tokio::test]
+async fn a_save_removes_stale_temporary_files_and_keeps_fresh_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let store = FileTokenStore::new(&path);
+    store.save(0, &pair(1)).await.unwrap();
+    // A crashed save, long ago.
+    store.crash_at(Some(CrashPoint::AfterSync));
+    assert!(store.save(1, &pair(2)).await.is_err());
+    store.crash_at(None);
+    let crashed = temp_files(dir.path());
+    assert_eq!(crashed.len(), 1);
+    let old = std::time::SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(1);
+    File::options()
+        .write(true)
+        .open(dir.path().join(&crashed[0]))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // Another process's save in progress (fresh), another store's file, and an unrelated file.
+    let in_progress = ".tokens.json.99999.0.tmp";
+    fs::write(dir.path().join(in_progress), b"{}").unwrap();
+    let other_store = ".other.json.1.0.tmp";
+    fs::write(dir.path().join(other_store), b"{}").unwrap();
+    File::options()
+        .write(true)
+        .open(dir.path().join(other_store))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    store.save(1, &pair(2)).await.unwrap();
+    let mut left = temp_files(dir.path());
+    left.sort();
+    assert_eq!(left, vec![other_store.to_owned(), in_progress.to_owned()]);
+    assert_eq!(store.load().await.unwrap().unwrap().generation, 2);
+}
