@@ -14,14 +14,15 @@ use tower::{Layer, Service, ServiceBuilder};
 /// error classification.
 pub type DrChronoStack<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>;
 
-/// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], with
-/// one reading of the clock per `call`.
+/// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], each
+/// `call` of which runs inside [`drchrono_classify::call::run`].
 ///
-/// Each layer consults the clock when it is called (the retry deadline and budget, the
-/// limiter's decision, the token's freshness). `DrChronoService` reads it once per `call`
-/// and lets the three layers share that reading through
-/// [`drchrono_classify::call::run`]; otherwise it is the stack itself, with the same
-/// responses, errors and future.
+/// Inside it the layers share what one call needs once: the clock is read once for the
+/// retry deadline and budget, the limiter's decision and the token's freshness, and the
+/// classifier copies nothing from the request, since the retry policy holds a copy anyway
+/// and adds the method, URI and payload to every failed attempt's error
+/// ([`DrChronoError::complete_request_context`](crate::DrChronoError::complete_request_context)).
+/// Otherwise it is the stack itself, with the same responses, errors and future.
 #[derive(Debug, Clone)]
 pub struct DrChronoService<S> {
     inner: DrChronoStack<S>,
