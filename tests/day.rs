@@ -13,7 +13,9 @@
 //! with the retries, from 10:37 UTC) takes about 21.7 simulated hours.
 //!
 //! Checked: the simulator throttles nothing and its peak counters stay within every rule;
-//! every request ends in a response or a typed error (the failures are rare `Server` errors);
+//! every request ends in a response or a typed error (a failure is a 5xx met on all four
+//! attempts; the hours spent queued for the limiter's permit do not count against the retry
+//! deadline);
 //! one token refresh; the attempts the simulator received are the attempts the client sent;
 //! no attempt went out earlier than an independent greedy schedule allows, and the makespan
 //! is within 1 % of that optimum for the number of attempts actually sent.
@@ -56,8 +58,6 @@ struct Outcome {
 #[derive(Debug)]
 struct Failure {
     id: u64,
-    /// When the worker called the client (the retry policy's deadline starts here).
-    called: Instant,
     error: DrChronoError,
 }
 
@@ -114,7 +114,6 @@ async fn worker(client: DrChronoClient, next: Arc<AtomicU64>) -> Outcome {
         if id > REQUESTS {
             return outcome;
         }
-        let called = Instant::now();
         let result = client.get(&format!("/api/patients/{id}")).await;
         outcome.last_answer = Some(Instant::now());
         match result {
@@ -124,7 +123,7 @@ async fn worker(client: DrChronoClient, next: Arc<AtomicU64>) -> Outcome {
                 assert_eq!(patient["id"], id, "the answer is patient {id}'s");
                 outcome.succeeded += 1;
             }
-            Err(error) => outcome.failed.push(Failure { id, called, error }),
+            Err(error) => outcome.failed.push(Failure { id, error }),
         }
     }
 }
@@ -182,10 +181,10 @@ async fn a_simulated_day_of_20_000_requests_through_the_full_stack() {
             "patient {id}: only 5xx may fail, got {error:?}"
         );
     }
-    // A request fails only when its retries cannot cure a 5xx: four faults in a row (2 %^4),
-    // or a retry that would pass the policy's 30 min deadline, which counts the wait for
-    // the hourly reset (at most the 16 requests waiting for a reset, 2 % of them faulted).
-    assert!(failed.len() <= 20, "{} requests failed", failed.len());
+    // A request fails only when its retries cannot cure a 5xx: four faults in a row (2 %^4,
+    // about one in 160,000). The policy's 30 min deadline does not count the hours spent
+    // queued for the limiter's permit, so no retry is lost to it.
+    assert!(failed.len() <= 2, "{} requests failed", failed.len());
     assert_eq!(retries.budget_exhausted, 0, "{retries:?}");
     assert_eq!(retries.gave_up, failed.len() as u64, "{retries:?}");
 
@@ -244,39 +243,17 @@ async fn a_simulated_day_of_20_000_requests_through_the_full_stack() {
     }
     let optimum_makespan = Duration::from_millis(*optimum.last().unwrap());
 
-    // Each failure either used all 4 attempts, or gave up because the next retry (25 s at
-    // the least after the first fault, doubling) would have passed the 30 min deadline.
-    let mut out_of_retries = 0;
-    for Failure { id, called, .. } in &failed {
+    // Each failure used all 4 attempts.
+    for Failure { id, .. } in &failed {
         let path = format!("/api/patients/{id}");
-        let tries: Vec<Instant> = sent
-            .iter()
-            .filter(|e| e.path == path)
-            .map(|e| e.sent_at)
-            .collect();
-        assert!(
-            (1..=4).contains(&tries.len()),
-            "patient {id}: {} attempts",
-            tries.len()
-        );
-        if tries.len() == 4 {
-            out_of_retries += 1;
-            continue;
-        }
-        let shortest_delay = Duration::from_secs(25) * 2u32.pow(tries.len() as u32 - 1);
-        let last = *tries.last().unwrap();
-        assert!(
-            last + shortest_delay > *called + Duration::from_secs(30 * 60),
-            "patient {id} gave up after {} attempts, {:?} after its call, before the deadline",
-            tries.len(),
-            last - *called,
-        );
+        let tries = sent.iter().filter(|e| e.path == path).count();
+        assert_eq!(tries, 4, "patient {id} gave up after {tries} attempts");
     }
     let ratio = makespan.as_secs_f64() / optimum_makespan.as_secs_f64();
 
     println!(
-        "day: {REQUESTS} requests, {succeeded} succeeded, {} failed ({out_of_retries} out of \
-         retries, the others at the deadline); {attempts} attempts \
+        "day: {REQUESTS} requests, {succeeded} succeeded, {} failed (out of retries); \
+         {attempts} attempts \
          ({} faults, {} retries); makespan {:.3} s ({:.2} h), optimum {:.3} s, ratio {ratio:.5}; \
          peaks {}/s {}/600s {}/h; {} refreshes; wall time {:.2?}",
         failed.len(),

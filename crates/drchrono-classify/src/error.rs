@@ -62,6 +62,9 @@ pub struct ErrorContext {
     /// The request payload, redacted (every value `REDACT` except allow-listed ids), when the
     /// caller attached a [`crate::RequestPayload`] extension. Never the raw payload.
     pub request_payload: Option<String>,
+    /// How long the attempt waited for the rate limiter's permit before it was sent, when it
+    /// waited at all (set by `drchrono-ratelimit`; see [`crate::PermitWait`]).
+    pub permit_wait: Option<Duration>,
     /// The classifier left method, URI, payload and the log event to a layer that keeps the
     /// request ([`crate::call::keep_request`]).
     pub(crate) awaiting_request: bool,

@@ -92,7 +92,7 @@ pub use error::{
 };
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_BODY_LIMIT, ErrorClassifyLayer};
-pub use payload::RequestPayload;
+pub use payload::{PermitWait, RequestPayload};
 pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};
 pub use scopes::required_scopes;
 pub use service::ErrorClassify;

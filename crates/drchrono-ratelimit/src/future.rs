@@ -1,14 +1,16 @@
 //! [`ResponseFuture`] of [`DrChronoRateLimit`](crate::DrChronoRateLimit).
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use drchrono_classify::ErrorContext;
+use drchrono_classify::{BoxError, DrChronoError, ErrorContext, PermitWait};
 use http::Response;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::failure::{BACKEND_RETRY_INTERVAL, can_carry, carry};
@@ -18,6 +20,12 @@ use crate::{BackendError, Priority, RateLimiter};
 /// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
 /// turn, the backend and a timer, and must own its limiter.
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A 429's pause of every caller, and the outcome to return once it is recorded.
+type Paused<T> = (Boxed<()>, Box<T>);
+
+/// What an attempt ended with.
+type Outcome<B, E> = Result<Response<B>, E>;
 
 pin_project! {
     /// Calls the inner service (at once, or after waiting for a permit) and reports a 429 to
@@ -48,6 +56,12 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // Called after waiting for the permit: the wait is reported with the outcome. Boxed,
+        // so that the state of a request admitted at once stays the inner future.
+        CalledAfterWait {
+            future: Pin<Box<S::Future>>,
+            waited: Duration,
+        },
         Reporting {
             pause: Boxed<()>,
             outcome: Option<Box<Result<S::Response, S::Error>>>,
@@ -63,6 +77,10 @@ struct Waiting<S, Req> {
     request: Option<Req>,
     priority: Priority,
     context_of: fn(&Req) -> ErrorContext,
+    /// When the wait began (tokio's clock).
+    queued_at: Instant,
+    /// How long it lasted, once the permit came.
+    waited: Duration,
 }
 
 impl<S, Req> ResponseFuture<S, Req>
@@ -98,6 +116,8 @@ where
                     request: Some(request),
                     priority,
                     context_of,
+                    queued_at: Instant::now(),
+                    waited: Duration::ZERO,
                 }),
             },
             limiter,
@@ -169,14 +189,17 @@ where
                             }
                         }
                         waiting.permit = None;
+                        waiting.waited =
+                            Instant::now().saturating_duration_since(waiting.queued_at);
                     }
                     ready!(waiting.service.poll_ready(cx))?;
                     let request = waiting
                         .request
                         .take()
                         .expect("request taken only when calling");
-                    let future = waiting.service.call(request);
-                    this.state.set(State::Calling { future });
+                    let future = Box::pin(waiting.service.call(request));
+                    let waited = waiting.waited;
+                    this.state.set(State::CalledAfterWait { future, waited });
                 }
                 StateProj::Calling { future } => {
                     // The outcome is inspected in place and returned as polled, which spares
@@ -186,24 +209,38 @@ where
                         Poll::Ready(outcome) => throttled_until(outcome, this.limiter.clock()),
                         Poll::Pending => return Poll::Pending,
                     };
-                    let Some(until) = until else {
+                    if until.is_none() {
                         this.state.set(State::Done);
                         return polled;
-                    };
+                    }
                     // Ready: `Pending` returned above.
                     let Poll::Ready(outcome) = polled else {
                         return Poll::Pending;
                     };
-                    let limiter = this.limiter.clone();
-                    // A pause the backend could not record is logged by the limiter; the
-                    // caller still gets the server's answer.
-                    let pause: Boxed<()> = Box::pin(async move {
-                        let _ = limiter.pause_until(until).await;
-                    });
-                    this.state.set(State::Reporting {
-                        pause,
-                        outcome: Some(Box::new(outcome)),
-                    });
+                    match after_wait_or_429(outcome, None, until, this.limiter) {
+                        Ok(outcome) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(outcome);
+                        }
+                        Err((pause, outcome)) => this.state.set(State::Reporting {
+                            pause,
+                            outcome: Some(outcome),
+                        }),
+                    }
+                }
+                StateProj::CalledAfterWait { future, waited } => {
+                    let outcome = ready!(future.as_mut().poll(cx));
+                    let until = throttled_until(&outcome, this.limiter.clock());
+                    match after_wait_or_429(outcome, Some(*waited), until, this.limiter) {
+                        Ok(outcome) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(outcome);
+                        }
+                        Err((pause, outcome)) => this.state.set(State::Reporting {
+                            pause,
+                            outcome: Some(outcome),
+                        }),
+                    }
                 }
                 StateProj::Reporting { pause, outcome } => {
                     ready!(pause.as_mut().poll(cx));
@@ -217,6 +254,55 @@ where
     }
 }
 
+/// The outcome of an attempt that waited for its permit (`waited`) or met a 429 (`until`):
+/// the wait recorded in it, and, for a 429, the pause every caller must now wait for before
+/// it is returned. Out of line: most attempts neither waited nor were throttled.
+#[cold]
+#[inline(never)]
+fn after_wait_or_429<B, E: 'static>(
+    mut outcome: Outcome<B, E>,
+    waited: Option<Duration>,
+    until: Option<SystemTime>,
+    limiter: &RateLimiter,
+) -> Result<Outcome<B, E>, Paused<Outcome<B, E>>> {
+    if let Some(waited) = waited {
+        record_wait(&mut outcome, waited);
+    }
+    let Some(until) = until else {
+        return Ok(outcome);
+    };
+    let limiter = limiter.clone();
+    // A pause the backend could not record is logged by the limiter; the caller still gets
+    // the server's answer.
+    let pause: Boxed<()> = Box::pin(async move {
+        let _ = limiter.pause_until(until).await;
+    });
+    Err((pause, Box::new(outcome)))
+}
+
+/// Tells the layers above how long the attempt waited for its permit ([`PermitWait`]): in
+/// the response's extensions, or in a [`DrChronoError`]'s context (boxed or not). An error
+/// of any other type cannot carry it.
+fn record_wait<B, E: 'static>(outcome: &mut Result<Response<B>, E>, waited: Duration) {
+    match outcome {
+        Ok(response) => {
+            response.extensions_mut().insert(PermitWait(waited));
+        }
+        Err(error) => {
+            let any: &mut dyn Any = error;
+            let error = if any.is::<DrChronoError>() {
+                any.downcast_mut::<DrChronoError>()
+            } else {
+                any.downcast_mut::<BoxError>()
+                    .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
+            };
+            if let Some(error) = error {
+                error.context_mut().permit_wait = Some(waited);
+            }
+        }
+    }
+}
+
 impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
 where
     S: Service<Req>,
@@ -225,6 +311,7 @@ where
         let state = match self.state {
             State::Waiting { .. } => "waiting for a permit",
             State::Calling { .. } => "calling",
+            State::CalledAfterWait { .. } => "calling after waiting for a permit",
             State::Reporting { .. } => "reporting a 429",
             State::Done => "done",
         };

@@ -209,3 +209,57 @@ async fn status_reports_budgets_resets_and_the_next_instant() {
     assert_eq!(status.rules[0].resets_at, None);
     assert_eq!(status.next_available, start() + secs(2.0));
 }
+
+/// An attempt that waited for its permit says how long, to the retry layer above: in the
+/// response's extensions, or in the error's context. One admitted at once says nothing.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_waited_reports_its_wait() {
+    use drchrono_classify::{ErrorContext, PermitWait};
+
+    let limiter = limiter_with(
+        RateLimitConfig::builder()
+            .max_per_second(1)
+            .safety_margin(Duration::ZERO),
+    );
+    let ok =
+        DrChronoRateLimitLayer::new(limiter.clone()).layer(service_fn(|_request: Request<()>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(())))
+        }));
+    let first = ok.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(PermitWait::of_response(&first), None);
+    let second = ok.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(PermitWait::of_response(&second), Some(secs(1.0)));
+
+    // A typed error, and a boxed one, carry it in their context.
+    let failing = |boxed: bool| {
+        DrChronoRateLimitLayer::new(limiter.clone()).layer(service_fn(
+            move |_request: Request<()>| {
+                let error = DrChronoError::Server {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    context: Box::new(ErrorContext::new()),
+                };
+                let error: BoxError = if boxed {
+                    Box::new(error)
+                } else {
+                    Box::new(std::io::Error::other("unused"))
+                };
+                std::future::ready(Err::<Response<()>, BoxError>(error))
+            },
+        ))
+    };
+    let error = failing(true).oneshot(Request::new(())).await.unwrap_err();
+    let error = error.downcast_ref::<DrChronoError>().unwrap();
+    assert_eq!(error.context().permit_wait, Some(secs(1.0)));
+    let typed =
+        DrChronoRateLimitLayer::new(limiter.clone()).layer(service_fn(|_request: Request<()>| {
+            std::future::ready(Err::<Response<()>, _>(DrChronoError::Server {
+                status: StatusCode::BAD_GATEWAY,
+                context: Box::new(ErrorContext::new()),
+            }))
+        }));
+    let error = typed.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(error.context().permit_wait, Some(secs(1.0)));
+    // Any other error type goes through untouched.
+    let other = failing(false).oneshot(Request::new(())).await.unwrap_err();
+    assert!(other.downcast_ref::<std::io::Error>().is_some());
+}

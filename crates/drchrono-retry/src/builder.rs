@@ -161,6 +161,10 @@ impl RetryPolicyBuilder {
     /// end later is not started, and the last error is returned. `None`: no deadline.
     /// Default: **30 min** (the default 5xx schedule takes at most 3.5 min; a 429 wait at
     /// most 15 min).
+    ///
+    /// Time an attempt spent waiting for the rate limiter's permit does not count (the
+    /// limiter reports it as [`PermitWait`](drchrono_classify::PermitWait)): a request queued
+    /// for an hour behind DrChrono's hourly budget still gets its retries.
     pub fn deadline(mut self, deadline: Option<Duration>) -> Self {
         self.deadline = deadline;
         self

@@ -104,7 +104,7 @@
 //! | 401 after a refresh "while using the prior access token" | one immediate replay with the current token | [`RetryPolicyBuilder::replay_unauthorized`] |
 //! | "report this instance" (persistent 5xx) | a `warn` event when the policy gives up; [`RetryStats::gave_up`] | — |
 //! | (retry storms) | 20 % of first attempts + 10 retries per 10 min | [`RetryPolicyBuilder::budget`], [`RetryBudget`] |
-//! | (a request stuck in retries) | 30 min from the first attempt | [`RetryPolicyBuilder::deadline`] |
+//! | (a request stuck in retries) | 30 min from the first attempt, not counting waits for the rate limiter's permit | [`RetryPolicyBuilder::deadline`] |
 //! | POST/PATCH "example of the request payload" | not retried after a 5xx unless opted in | [`RetryPolicyBuilder::retry_non_idempotent`] |
 //!
 //! # Why a budget, and not only max retries?

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drchrono_classify::PermitWait;
 use http::{Method, Request, Response};
 use rand::rngs::StdRng;
 use tokio::time::Instant;
@@ -12,7 +13,7 @@ use tower::retry::{Policy, RetryLayer};
 
 use crate::builder::Config;
 use crate::stats::Counters;
-use crate::trigger::{Trigger, as_drchrono_mut};
+use crate::trigger::{Trigger, as_drchrono, as_drchrono_mut};
 use crate::{
     Backoff, Idempotent, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryPolicyBuilder,
     RetryStats,
@@ -67,6 +68,8 @@ impl PolicyBudget {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct RequestState {
     started: Option<Instant>,
+    /// The attempts' waits for the rate limiter's permit so far: left out of the deadline.
+    permit_waits: Duration,
     retries: u32,
     throttled: u32,
     replayed: bool,
@@ -229,7 +232,11 @@ impl RetryPolicy {
                 now.checked_add(delay).ok_or(GiveUp::Deadline)?
             }
         };
-        if let Some(limit) = settings.deadline.and_then(|d| started.checked_add(d))
+        // Time spent queued for the rate limiter's permit is the budget's, not a sign that the
+        // request is stuck: the deadline is moved by it.
+        if let Some(limit) = settings
+            .deadline
+            .and_then(|d| started.checked_add(d.saturating_add(self.state.permit_waits)))
             && until > limit
         {
             return Err(GiveUp::Deadline);
@@ -290,6 +297,9 @@ where
             return None;
         }
         let settings = Settings::resolve(config, req.extensions());
+        if let Some(wait) = permit_wait(result) {
+            self.state.permit_waits = self.state.permit_waits.saturating_add(wait);
+        }
         let now = Instant::now();
         let (method, path) = (req.method(), req.uri().path());
         match self.decide(trigger, method, &settings, now) {
@@ -350,6 +360,15 @@ where
         // below may leave the request's context to it (inside `call::run` only).
         drchrono_classify::call::keep_request();
         Some(clone)
+    }
+}
+
+/// How long the attempt behind `result` waited for the rate limiter's permit, as the layer
+/// below recorded it ([`PermitWait`]).
+fn permit_wait<Res, E: 'static>(result: &Result<Response<Res>, E>) -> Option<Duration> {
+    match result {
+        Ok(response) => PermitWait::of_response(response),
+        Err(error) => as_drchrono(error).and_then(|error| error.context().permit_wait),
     }
 }
 

@@ -113,7 +113,7 @@ pub(crate) fn is_retried_status(status: StatusCode) -> bool {
 
 /// The [`DrChronoError`] inside `error`: the error itself, or the error boxed as a
 /// [`BoxError`] (tower's and hyper's usual error type).
-fn as_drchrono<E: 'static>(error: &E) -> Option<&DrChronoError> {
+pub(crate) fn as_drchrono<E: 'static>(error: &E) -> Option<&DrChronoError> {
     let any = error as &dyn Any;
     if let Some(error) = any.downcast_ref::<DrChronoError>() {
         return Some(error);

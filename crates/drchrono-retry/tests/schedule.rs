@@ -312,3 +312,55 @@ async fn state_is_per_request_on_a_reused_service() {
     let stats = p.stats();
     assert_eq!((stats.requests, stats.retries), (2, 6));
 }
+
+/// A first attempt that took 40 minutes (longer than the 30-minute deadline) and then met a
+/// 503: retried when those 40 minutes were spent waiting for the rate limiter's permit (the
+/// limiter reports them as `permit_wait`), not when they were spent anywhere else.
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_limiters_permit_does_not_count_against_the_deadline() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use drchrono_classify::ErrorContext;
+
+    let forty_minutes = Duration::from_secs(40 * 60);
+    let attempts = |permit_wait: Option<Duration>| {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let service = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if !first {
+                    return Ok(http::Response::new(Full::new(Bytes::new())));
+                }
+                tokio::time::sleep(forty_minutes).await;
+                let mut context = ErrorContext::new();
+                context.permit_wait = permit_wait;
+                Err(DrChronoError::Server {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    context: Box::new(context),
+                })
+            }
+        });
+        async move {
+            let outcome = ServiceBuilder::new()
+                .layer(policy().layer())
+                .service(service)
+                .oneshot(request(Method::GET))
+                .await;
+            (outcome, calls.load(Ordering::SeqCst))
+        }
+    };
+
+    let (queued, calls) = attempts(Some(forty_minutes)).await;
+    assert!(queued.is_ok(), "{queued:?}");
+    assert_eq!(calls, 2);
+
+    let (stuck, calls) = attempts(None).await;
+    assert!(
+        matches!(stuck, Err(DrChronoError::Server { .. })),
+        "{stuck:?}"
+    );
+    assert_eq!(calls, 1);
+}
