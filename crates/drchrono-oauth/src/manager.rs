@@ -166,6 +166,7 @@ impl TokenManager {
     }
 
     /// The bearer header on the fast path: installed, persisted, not due for refresh.
+    #[inline]
     pub(crate) fn fast_bearer(&self) -> Option<(HeaderValue, u64)> {
         let snapshot = self.shared.read();
         if !matches!(snapshot.health, Health::Ready) {

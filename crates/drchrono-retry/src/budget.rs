@@ -175,6 +175,7 @@ impl RetryBudget {
     }
 
     /// [`Budget::deposit`] at `now` (tokio's clock), an instant the caller already read.
+    #[inline]
     pub(crate) fn deposit_at(&self, now: Instant) {
         let mut ledger = self.ledger();
         if let Some(slot) = self.current(&mut ledger, now) {

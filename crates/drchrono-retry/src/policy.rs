@@ -49,6 +49,7 @@ pub(crate) enum PolicyBudget {
 }
 
 impl PolicyBudget {
+    #[inline]
     fn deposit(&self, now: Instant) {
         match self {
             Self::Own(budget) => budget.deposit_at(now),
