@@ -56,6 +56,8 @@
 //! - [`redact`] and [`RequestPayload`]: payloads and bodies with every patient value replaced
 //!   by `REDACT`.
 //! - [`call`]: what the layers of one `call` share (one clock reading, who keeps the request).
+//! - [`PermitWait`]: how long an attempt waited for the rate limiter, which the retry
+//!   policy's deadline leaves out.
 //! - [`SupportReport`]: the report DrChrono asks for about 5xx errors and erratic 401s.
 //!
 //! # Logging
@@ -74,6 +76,7 @@ mod future;
 mod layer;
 pub mod parse;
 mod payload;
+mod permit;
 pub mod redact;
 mod report;
 mod scopes;
@@ -92,7 +95,8 @@ pub use error::{
 };
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_BODY_LIMIT, ErrorClassifyLayer};
-pub use payload::{PermitWait, RequestPayload};
+pub use payload::RequestPayload;
+pub use permit::PermitWait;
 pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};
 pub use scopes::required_scopes;
 pub use service::ErrorClassify;
