@@ -163,7 +163,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            // An attempt that waited for its permit or met a 429 ends below the match.
+            let (outcome, waited, until) = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting } => {
                     let waiting = &mut **waiting;
                     if let Some(permit) = &mut waiting.permit {
@@ -200,6 +201,7 @@ where
                     let future = Box::pin(waiting.service.call(request));
                     let waited = waiting.waited;
                     this.state.set(State::CalledAfterWait { future, waited });
+                    continue;
                 }
                 StateProj::Calling { future } => {
                     // The outcome is inspected in place and returned as polled, which spares
@@ -217,30 +219,12 @@ where
                     let Poll::Ready(outcome) = polled else {
                         return Poll::Pending;
                     };
-                    match after_wait_or_429(outcome, None, until, this.limiter) {
-                        Ok(outcome) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(outcome);
-                        }
-                        Err((pause, outcome)) => this.state.set(State::Reporting {
-                            pause,
-                            outcome: Some(outcome),
-                        }),
-                    }
+                    (outcome, None, until)
                 }
                 StateProj::CalledAfterWait { future, waited } => {
                     let outcome = ready!(future.as_mut().poll(cx));
                     let until = throttled_until(&outcome, this.limiter.clock());
-                    match after_wait_or_429(outcome, Some(*waited), until, this.limiter) {
-                        Ok(outcome) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(outcome);
-                        }
-                        Err((pause, outcome)) => this.state.set(State::Reporting {
-                            pause,
-                            outcome: Some(outcome),
-                        }),
-                    }
+                    (outcome, Some(*waited), until)
                 }
                 StateProj::Reporting { pause, outcome } => {
                     ready!(pause.as_mut().poll(cx));
@@ -249,6 +233,16 @@ where
                     return Poll::Ready(*outcome);
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
+            };
+            match after_wait_or_429(outcome, waited, until, this.limiter) {
+                Ok(outcome) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(outcome);
+                }
+                Err((pause, outcome)) => this.state.set(State::Reporting {
+                    pause,
+                    outcome: Some(outcome),
+                }),
             }
         }
     }
