@@ -153,7 +153,7 @@ pub async fn run() -> Result<Report, Error> {
         .filter(|o| matches!(o, Ok((StatusCode::OK, _))))
         .count();
     let stats = sim.stats();
-    let throttled = stats.throttled.second + stats.throttled.window + stats.throttled.hour;
+    let throttled = stats.throttled.total();
     report.record(
         "limiter_paces_burst",
         ok == 12 && throttled == 0 && stats.peak_second <= 9,
@@ -252,7 +252,7 @@ pub async fn run() -> Result<Report, Error> {
     let stats = sim.stats();
     report.record(
         "budget_accounted",
-        stats.throttled.second + stats.throttled.window + stats.throttled.hour == 0,
+        stats.throttled.total() == 0,
         format!(
             "server accepted {}, limiter remaining per rule {remaining:?}, retries {:?}",
             stats.accepted,

@@ -149,7 +149,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
             "30 requests in {:.1} s, server peak {} in a second, {} throttled",
             paced.as_secs_f64(),
             stats.peak_second,
-            stats.throttled.second + stats.throttled.window + stats.throttled.hour
+            stats.throttled.total()
         ),
         ok: all_ok && stats.peak_second <= 9 && stats.throttled.second == 0,
     });
@@ -364,7 +364,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         "server: {} requests, {} accepted, {} throttled, {} faults, {} token calls, peaks {}/s {}/window {}/hour",
         stats.requests,
         stats.accepted,
-        stats.throttled.second + stats.throttled.window + stats.throttled.hour,
+        stats.throttled.total(),
         stats.faults,
         stats.token_refreshes,
         stats.peak_second,

@@ -172,7 +172,7 @@ async fn burst(
         .filter(|a| matches!(a, Ok(a) if a.status == StatusCode::OK))
         .count();
     let stats = sim.stats();
-    let throttled = stats.throttled.second + stats.throttled.window + stats.throttled.hour;
+    let throttled = stats.throttled.total();
     report.record(
         "burst_shares_one_budget",
         ok == 20 && throttled == 0 && stats.peak_second <= 9,

@@ -79,16 +79,22 @@ impl ErrorContext {
     /// The context of a request: its method, URI, the current wall-clock time and, when the
     /// request carries a [`crate::RequestPayload`] extension, that payload redacted.
     pub fn from_request<B>(request: &http::Request<B>) -> Self {
-        Self {
-            method: Some(request.method().clone()),
-            uri: Some(request.uri().clone()),
+        let mut context = Self {
             occurred_at: Some(SystemTime::now()),
-            request_payload: request
-                .extensions()
-                .get::<crate::RequestPayload>()
-                .map(|payload| crate::redact::redact_payload(payload.as_bytes())),
             ..Self::default()
-        }
+        };
+        context.fill_request(request);
+        context
+    }
+
+    /// Sets the method, URI and redacted payload of `request`.
+    fn fill_request<B>(&mut self, request: &http::Request<B>) {
+        self.method = Some(request.method().clone());
+        self.uri = Some(request.uri().clone());
+        self.request_payload = request
+            .extensions()
+            .get::<crate::RequestPayload>()
+            .map(|payload| crate::redact::redact_payload(payload.as_bytes()));
     }
 
     /// A context whose method, URI and payload a layer keeping the request will add
@@ -370,6 +376,43 @@ impl DrChronoError {
         }
     }
 
+    /// The [`DrChronoError`] inside a layer's error type `E`: the error itself, or the
+    /// error boxed as a [`BoxError`](crate::BoxError) (tower's and hyper's usual error type).
+    /// `None` for any other error.
+    ///
+    /// ```
+    /// use drchrono_classify::{BoxError, DrChronoError, ErrorContext};
+    /// use http::StatusCode;
+    ///
+    /// let error = DrChronoError::Server {
+    ///     status: StatusCode::BAD_GATEWAY,
+    ///     context: Box::new(ErrorContext::new()),
+    /// };
+    /// let boxed: BoxError = Box::new(error);
+    /// assert!(DrChronoError::find(&boxed).is_some());
+    /// let other: BoxError = "not ours".into();
+    /// assert!(DrChronoError::find(&other).is_none());
+    /// ```
+    pub fn find<E: 'static>(error: &E) -> Option<&DrChronoError> {
+        let any: &dyn std::any::Any = error;
+        match any.downcast_ref::<DrChronoError>() {
+            Some(error) => Some(error),
+            None => any
+                .downcast_ref::<crate::BoxError>()
+                .and_then(|boxed| boxed.downcast_ref::<DrChronoError>()),
+        }
+    }
+
+    /// [`DrChronoError::find`], mutably.
+    pub fn find_mut<E: 'static>(error: &mut E) -> Option<&mut DrChronoError> {
+        let any: &mut dyn std::any::Any = error;
+        if any.is::<DrChronoError>() {
+            return any.downcast_mut::<DrChronoError>();
+        }
+        any.downcast_mut::<crate::BoxError>()
+            .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
+    }
+
     /// Adds `request`'s method, URI and redacted [`crate::RequestPayload`] to an error whose
     /// classifier left them to the caller (and, to a 403, the endpoint's
     /// [`required_scopes`](crate::required_scopes)), then emits the error's one `tracing` event (which
@@ -417,12 +460,7 @@ impl DrChronoError {
             return;
         }
         context.awaiting_request = false;
-        context.method = Some(request.method().clone());
-        context.uri = Some(request.uri().clone());
-        context.request_payload = request
-            .extensions()
-            .get::<crate::RequestPayload>()
-            .map(|payload| crate::redact::redact_payload(payload.as_bytes()));
+        context.fill_request(request);
         // The one part of the classification that depends on the request.
         if let Self::Forbidden {
             required_scopes, ..

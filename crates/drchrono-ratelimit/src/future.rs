@@ -1,13 +1,12 @@
 //! [`ResponseFuture`] of [`DrChronoRateLimit`](crate::DrChronoRateLimit).
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{BoxError, DrChronoError, ErrorContext, PermitWait};
+use drchrono_classify::{DrChronoError, ErrorContext, PermitWait};
 use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -283,14 +282,7 @@ fn record_wait<B, E: 'static>(outcome: &mut Result<Response<B>, E>, waited: Dura
             response.extensions_mut().insert(PermitWait(waited));
         }
         Err(error) => {
-            let any: &mut dyn Any = error;
-            let error = if any.is::<DrChronoError>() {
-                any.downcast_mut::<DrChronoError>()
-            } else {
-                any.downcast_mut::<BoxError>()
-                    .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
-            };
-            if let Some(error) = error {
+            if let Some(error) = DrChronoError::find_mut(error) {
                 error.context_mut().permit_wait = Some(waited);
             }
         }

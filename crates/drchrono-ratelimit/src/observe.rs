@@ -1,9 +1,8 @@
 //! Reading a server 429 out of an attempt's outcome.
 
-use std::any::Any;
 use std::time::SystemTime;
 
-use drchrono_classify::{BoxError, DrChronoError, parse};
+use drchrono_classify::{DrChronoError, parse};
 use http::{Response, StatusCode};
 
 use crate::Clock;
@@ -23,11 +22,7 @@ pub(crate) fn throttled_until<B, E: 'static>(
         }
         Ok(_) => None,
         Err(error) => {
-            let any: &dyn Any = error;
-            let error = any.downcast_ref::<DrChronoError>().or_else(|| {
-                any.downcast_ref::<BoxError>()
-                    .and_then(|boxed| boxed.downcast_ref::<DrChronoError>())
-            })?;
+            let error = DrChronoError::find(error)?;
             match error {
                 DrChronoError::Throttled {
                     available_at: Some(at),
@@ -49,6 +44,7 @@ mod tests {
 
     use super::*;
     use crate::TokioClock;
+    use drchrono_classify::BoxError;
 
     fn throttled(
         retry_after: Option<Duration>,

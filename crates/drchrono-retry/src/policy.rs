@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drchrono_classify::PermitWait;
+use drchrono_classify::{DrChronoError, PermitWait};
 use http::{Method, Request, Response};
 use rand::rngs::StdRng;
 use tokio::time::Instant;
@@ -13,7 +13,7 @@ use tower::retry::{Policy, RetryLayer};
 
 use crate::builder::Config;
 use crate::stats::Counters;
-use crate::trigger::{Trigger, as_drchrono, as_drchrono_mut};
+use crate::trigger::Trigger;
 use crate::{
     Backoff, Idempotent, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryPolicyBuilder,
     RetryStats,
@@ -287,7 +287,7 @@ where
         // `clone_request` promised the classifier to add the request's context to its
         // errors (`call::keep_request`): every outcome comes here first.
         if let Err(error) = result
-            && let Some(error) = as_drchrono_mut(error)
+            && let Some(error) = DrChronoError::find_mut(error)
         {
             error.complete_request_context(req);
         }
@@ -369,7 +369,7 @@ where
 fn permit_wait<Res, E: 'static>(result: &Result<Response<Res>, E>) -> Option<Duration> {
     match result {
         Ok(response) => PermitWait::of_response(response),
-        Err(error) => as_drchrono(error).and_then(|error| error.context().permit_wait),
+        Err(error) => DrChronoError::find(error).and_then(|error| error.context().permit_wait),
     }
 }
 

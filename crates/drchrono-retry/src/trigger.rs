@@ -1,11 +1,10 @@
 //! What an attempt's outcome asks of the policy: read from a [`DrChronoError`] or, without
 //! the classifier, from a raw response's status and `Retry-After`.
 
-use std::any::Any;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{BoxError, DrChronoError};
+use drchrono_classify::DrChronoError;
 use http::StatusCode;
 use tokio::time::Instant;
 
@@ -39,7 +38,7 @@ impl Trigger {
     ) -> Option<Self> {
         match result {
             Ok(response) => Self::of_response(response, wall_now),
-            Err(error) => match as_drchrono(error) {
+            Err(error) => match DrChronoError::find(error) {
                 Some(error) => Self::of_error(error),
                 None => Some(Self::Unclassified),
             },
@@ -111,31 +110,10 @@ pub(crate) fn is_retried_status(status: StatusCode) -> bool {
     )
 }
 
-/// The [`DrChronoError`] inside `error`: the error itself, or the error boxed as a
-/// [`BoxError`] (tower's and hyper's usual error type).
-pub(crate) fn as_drchrono<E: 'static>(error: &E) -> Option<&DrChronoError> {
-    let any = error as &dyn Any;
-    if let Some(error) = any.downcast_ref::<DrChronoError>() {
-        return Some(error);
-    }
-    any.downcast_ref::<BoxError>()
-        .and_then(|boxed| boxed.downcast_ref::<DrChronoError>())
-}
-
-/// [`as_drchrono`], mutably.
-pub(crate) fn as_drchrono_mut<E: 'static>(error: &mut E) -> Option<&mut DrChronoError> {
-    let any = error as &mut dyn Any;
-    if any.is::<DrChronoError>() {
-        return any.downcast_mut::<DrChronoError>();
-    }
-    any.downcast_mut::<BoxError>()
-        .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drchrono_classify::ErrorContext;
+    use drchrono_classify::{BoxError, ErrorContext};
 
     fn response(status: u16) -> Result<http::Response<()>, DrChronoError> {
         let mut r = http::Response::new(());

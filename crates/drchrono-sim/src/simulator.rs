@@ -50,6 +50,19 @@ pub struct Throttled {
     pub hour: u64,
 }
 
+impl Throttled {
+    /// The refusals of all three rules added up (a request refused by two rules counts
+    /// twice): zero exactly when nothing was throttled.
+    ///
+    /// ```
+    /// let throttled = drchrono_sim::Throttled { second: 2, window: 1, hour: 0 };
+    /// assert_eq!(throttled.total(), 3);
+    /// ```
+    pub fn total(&self) -> u64 {
+        self.second + self.window + self.hour
+    }
+}
+
 /// What the simulator has seen, as `GET /sim/stats` reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
