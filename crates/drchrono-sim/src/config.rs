@@ -1,4 +1,4 @@
-//! [`SimConfig`]: the simulated server's limits, token lifetime, faults and data.
+//! [`SimConfig`]: the simulated server's limits, token lifetime, timing, faults and data.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +13,11 @@ use std::time::{Duration, SystemTime};
 ///     .window(Duration::from_secs(60))
 ///     .token_lifetime(Duration::from_secs(5))
 ///     .fault_rate(0.1)
-///     .seed(7);
+///     .seed(7)
+///     .token_delay(Duration::from_millis(300))
+///     .latency(Duration::from_millis(40));
 /// assert_eq!(config.get_max_per_second(), 9);
+/// assert_eq!(config.get_token_delay(), Duration::from_millis(300));
 /// ```
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -30,6 +33,8 @@ pub struct SimConfig {
     pub(crate) start_at: Option<SystemTime>,
     pub(crate) patients: u64,
     pub(crate) max_body_bytes: usize,
+    pub(crate) token_delay: Duration,
+    pub(crate) latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -47,6 +52,8 @@ impl Default for SimConfig {
             start_at: None,
             patients: 100_000,
             max_body_bytes: 1024 * 1024,
+            token_delay: Duration::ZERO,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -116,6 +123,29 @@ impl SimConfig {
     option!(
         /// Largest request body read, in bytes; larger bodies get 413 (default 1 MiB).
         max_body_bytes, get_max_body_bytes: usize
+    );
+    option!(
+        /// How long `POST /o/token/` and `POST /sim/reauthorize` take to answer, counted
+        /// from the whole request's arrival (default zero: no wait). django-oauth-toolkit
+        /// hashes client secrets, so real grants take a noticeable time. The grant (or
+        /// refusal) happens when the answer is sent, not when the request arrives: until
+        /// then the old access token still works and the old refresh token is still the
+        /// current one, so of two refreshes with one refresh token that overlap, the first
+        /// to finish rotates and the other gets `invalid_grant`. Every answer of those
+        /// endpoints waits, errors and injected faults included. [`Simulator::reauthorize`]
+        /// and [`Simulator::authorize_user`] stay immediate. The wait follows tokio's clock.
+        ///
+        /// [`Simulator::reauthorize`]: crate::Simulator::reauthorize
+        /// [`Simulator::authorize_user`]: crate::Simulator::authorize_user
+        token_delay, get_token_delay: Duration
+    );
+    option!(
+        /// How long after counting an `/api/*` request its response is sent (default zero:
+        /// no wait). Authentication, permissions, throttling and the view run when the
+        /// request arrives; only the answer is held back, so a burst is throttled by its
+        /// arrival times however late its answers come. Every `/api/*` answer waits (401,
+        /// 403, 404, 429 and faults included). The wait follows tokio's clock.
+        latency, get_latency: Duration
     );
 
     /// Anchor the simulator's wall clock: when the simulator is created, its wall clock

@@ -22,6 +22,12 @@
 //!   fastest, since the simulator is the test oracle of the client's limiter.
 //! - **Faults**: a seeded share of `/api/*` requests answers 500/502/503/504 (502 and 504
 //!   with the gateway's HTML page).
+//! - **Timing**: [`SimConfig::token_delay`] (`--token-delay-ms`) makes `POST /o/token/` and
+//!   `POST /sim/reauthorize` answer late, the grant taking effect when they answer (until
+//!   then the old tokens stand; of two overlapping refreshes with one refresh token, the
+//!   first to finish rotates and the other gets `invalid_grant`); [`SimConfig::latency`]
+//!   (`--latency-ms`) sends each `/api/*` answer late, the request having been counted on
+//!   arrival. Both default to zero.
 //! - **Time** follows tokio's clock: under `tokio::time::pause()` a test can start at
 //!   10:59:58 UTC ([`SimConfig::start_at`]), cross the top of the hour, or run 24 hours in
 //!   a second, using [`Simulator::router`] as the transport with no socket.

@@ -46,6 +46,13 @@ struct Args {
     /// Allow appointments to overlap in one exam room ("Allow Exam Room Overlaps").
     #[arg(long)]
     allow_overlaps: bool,
+    /// Milliseconds the token endpoint (and /sim/reauthorize) takes to answer; the grant
+    /// takes effect when it answers.
+    #[arg(long, default_value_t = 0)]
+    token_delay_ms: u64,
+    /// Milliseconds each /api/* response is sent after the request was counted.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
 }
 
 fn fault_rate(value: &str) -> Result<f64, String> {
@@ -69,7 +76,9 @@ async fn main() -> ExitCode {
         .token_lifetime(Duration::from_secs(args.token_lifetime_secs))
         .fault_rate(args.fault_rate)
         .seed(args.seed)
-        .allow_overlaps(args.allow_overlaps);
+        .allow_overlaps(args.allow_overlaps)
+        .token_delay(Duration::from_millis(args.token_delay_ms))
+        .latency(Duration::from_millis(args.latency_ms));
     let running = match Simulator::new(config).serve(args.addr).await {
         Ok(running) => running,
         Err(e) => {

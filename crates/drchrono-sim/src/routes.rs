@@ -4,6 +4,16 @@
 //! resolved (404 when nothing matches), then authentication (401), permissions (403) and
 //! throttling (429); only then does the view run (405 for a wrong method, 404 for a missing
 //! object, 400/409 from validation).
+//!
+//! Timing ([`SimConfig::token_delay`], [`SimConfig::latency`]): the token endpoints wait
+//! *before* taking the state lock, so a grant takes effect when it is answered; `/api/*`
+//! does all its work under the lock when the request arrives and waits *after*, so a
+//! request is counted at its arrival.
+//!
+//! [`SimConfig::token_delay`]: crate::SimConfig::token_delay
+//! [`SimConfig::latency`]: crate::SimConfig::latency
+
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -80,6 +90,13 @@ fn fault(status: StatusCode) -> Response {
             "\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n",
         ),
         _ => detail(status, "A server error occurred."),
+    }
+}
+
+/// Waits `delay` on tokio's clock; a zero delay returns at once, with no timer.
+async fn wait(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -176,7 +193,10 @@ async fn read_object(
 
 async fn token(State(sim): State<Simulator>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match read_body(&sim, body).await {
+    let body = read_body(&sim, body).await;
+    // The grant is decided after the delay, under the lock: until then the old tokens stand.
+    wait(sim.inner.config.token_delay).await;
+    let body = match body {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -223,7 +243,10 @@ async fn token(State(sim): State<Simulator>, request: Request) -> Response {
 
 async fn reauthorize(State(sim): State<Simulator>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match read_body(&sim, body).await {
+    let body = read_body(&sim, body).await;
+    // As the token endpoint: the grant, which revokes the earlier tokens, ends the delay.
+    wait(sim.inner.config.token_delay).await;
+    let body = match body {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -405,16 +428,27 @@ fn field_errors(errors: FieldErrors) -> Response {
     json_response(StatusCode::BAD_REQUEST, &json!(errors))
 }
 
+/// Every path the named routes do not match: `/api/*` answers come [`SimConfig::latency`]
+/// after the request was counted; other paths are 404 at once.
+///
+/// [`SimConfig::latency`]: crate::SimConfig::latency
 async fn api(State(sim): State<Simulator>, request: Request) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return not_found();
+    }
+    let response = answer_api(&sim, request).await;
+    wait(sim.inner.config.latency).await;
+    response
+}
+
+/// An `/api/*` request, from counting to its answer.
+async fn answer_api(sim: &Simulator, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    sim.inner.state().stats.requests += 1;
     let Some(route) = Route::parse(parts.uri.path()) else {
-        if parts.uri.path().starts_with("/api/") {
-            sim.inner.state().stats.requests += 1;
-        }
         return not_found();
     };
-    sim.inner.state().stats.requests += 1;
-    let user = match admit(&sim, route, &parts.method, &parts.headers) {
+    let user = match admit(sim, route, &parts.method, &parts.headers) {
         Ok(user) => user,
         Err(response) => return response,
     };
@@ -423,9 +457,9 @@ async fn api(State(sim): State<Simulator>, request: Request) -> Response {
         (Route::CurrentUser, Method::GET) => {
             json_response(StatusCode::OK, &Practice::current_user(&user))
         }
-        (Route::Patients, Method::GET) => list_patients(&sim, &parts),
+        (Route::Patients, Method::GET) => list_patients(sim, &parts),
         (Route::Patients, Method::POST) => {
-            let object = match read_object(&sim, &parts.headers, body).await {
+            let object = match read_object(sim, &parts.headers, body).await {
                 Ok(object) => object,
                 Err(response) => return response,
             };
@@ -439,7 +473,7 @@ async fn api(State(sim): State<Simulator>, request: Request) -> Response {
             None => not_found(),
         },
         (Route::Appointments, Method::POST) => {
-            let object = match read_object(&sim, &parts.headers, body).await {
+            let object = match read_object(sim, &parts.headers, body).await {
                 Ok(object) => object,
                 Err(response) => return response,
             };

@@ -60,6 +60,8 @@ fn help_documents_every_flag() {
         "--fault-rate",
         "--seed",
         "--allow-overlaps",
+        "--token-delay-ms",
+        "--latency-ms",
     ] {
         let line = help
             .lines()
@@ -79,6 +81,8 @@ fn bad_flags_are_refused() {
         &["--fault-rate", "1.5"][..],
         &["--window-secs", "0"],
         &["--addr", "nowhere"],
+        &["--token-delay-ms", "-1"],
+        &["--latency-ms", "soon"],
         &["--bogus"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_drchrono-sim"))
@@ -112,6 +116,10 @@ async fn startup_line_and_flags_match_the_contract() {
         "--seed",
         "3",
         "--allow-overlaps",
+        "--token-delay-ms",
+        "0",
+        "--latency-ms",
+        "0",
     ]);
     let keys: Vec<&str> = line
         .as_object()
@@ -190,4 +198,40 @@ fn startup_line_keys_come_in_the_documented_order() {
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
     assert!(line.starts_with("{\"event\":\"listening\","), "{line}");
+}
+
+#[tokio::test]
+async fn timing_flags_delay_the_token_endpoint_and_the_api() {
+    let (_child, line) = start(&["--token-delay-ms", "200", "--latency-ms", "100"]);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "refresh_token"),
+        ("refresh_token", line["refresh_token"].as_str().unwrap()),
+        ("client_id", line["client_id"].as_str().unwrap()),
+        ("client_secret", line["client_secret"].as_str().unwrap()),
+    ])
+    .unwrap();
+    let request = http::Request::post(line["token_url"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.into())
+        .unwrap();
+    // Lower bounds only: the real clock may run late, never early.
+    let sent = std::time::Instant::now();
+    let response = client.request(request).await.unwrap();
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(response.status(), StatusCode::OK);
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let tokens: Value = serde_json::from_slice(&body).unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let base = line["base_url"].as_str().unwrap();
+    let request = http::Request::get(format!("{base}/api/users/current"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Default::default())
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let response = client.request(request).await.unwrap();
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(100));
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -135,3 +135,69 @@ impl Http {
             .to_owned()
     }
 }
+
+/// The simulator's router driven as a tower `Service`, with no socket: for paused-time
+/// tests, where only tokio's clock moves.
+#[derive(Clone)]
+pub struct Direct {
+    router: axum::Router,
+    pub credentials: drchrono_sim::Credentials,
+}
+
+impl Direct {
+    pub fn new(sim: &drchrono_sim::Simulator) -> Self {
+        Self {
+            router: sim.router(),
+            credentials: sim.credentials(),
+        }
+    }
+
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        use tower::ServiceExt;
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|e| match e {});
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::default())
+            .expect("valid request");
+        self.send(request).await
+    }
+
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body = serde_urlencoded::to_string(fields).expect("encodable form");
+        let request = Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request");
+        self.send(request).await
+    }
+
+    /// The refresh grant with the given refresh token and the simulator's client.
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        let c = &self.credentials;
+        self.post_form(
+            "/o/token/",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", &c.client_id),
+                ("client_secret", &c.client_secret),
+            ],
+        )
+        .await
+    }
+}
