@@ -17,9 +17,12 @@ const SLOTS: u32 = 10;
 /// A retry budget sized for DrChrono's traffic: over a sliding window, retries may be at
 /// most `min_retries + ratio × first attempts`.
 ///
-/// [`RetryPolicy`](crate::RetryPolicy) deposits once for every request it sees and withdraws
-/// once for every retry it schedules (the 401 replay excepted); when the budget is
-/// exhausted, the request fails with its last error instead of being retried.
+/// [`RetryPolicy`](crate::RetryPolicy) deposits once for every request it sees (at its first
+/// attempt) and withdraws once for every retry it schedules after a 5xx or a transport
+/// error; when the budget is exhausted, the request fails with its last error instead of
+/// being retried. Retries after a 429 and the 401 replay neither deposit nor withdraw: the
+/// server refused those attempts before doing any work, and a 429 names the instant it
+/// serves again (the crate docs say why they are outside the budget).
 ///
 /// Why not tower's `TpsBudget`? Its window is at most 60 s and its reserve is at least one
 /// retry per second: DrChrono allows 500 requests an hour (≈ 0.14 per second), so that

@@ -135,6 +135,8 @@ impl RetryPolicyBuilder {
     }
 
     /// Retries after 429s, per request, counted apart from 5xx retries. Default: **5**.
+    /// With the deadline, this is what bounds 429 retries: they do not draw from the
+    /// [`budget`](Self::budget).
     pub fn max_throttled_retries(mut self, retries: u32) -> Self {
         self.max_throttled_retries = retries;
         self
@@ -180,6 +182,12 @@ impl RetryPolicyBuilder {
     /// The retry budget, shared by every clone of the policy. Default:
     /// [`RetryBudget::default`] (20 % of first attempts plus 10 retries per 10 minutes).
     /// Any [`Budget`] works, tower's `TpsBudget` included.
+    ///
+    /// Each request deposits once, at its first attempt; each retry after a 5xx or a
+    /// transport error withdraws once. Retries after a 429 do not draw from it (they are
+    /// bounded by [`max_throttled_retries`](Self::max_throttled_retries),
+    /// [`max_throttle_wait`](Self::max_throttle_wait) and the
+    /// [`deadline`](Self::deadline)), nor does the 401 replay.
     pub fn budget<B: Budget + Send + Sync + 'static>(mut self, budget: B) -> Self {
         let mut slot = Some(budget);
         let own = (&mut slot as &mut dyn Any)

@@ -190,7 +190,10 @@ impl RetryPolicy {
         now: Instant,
     ) -> Result<Instant, GiveUp> {
         let started = *self.state.started.get_or_insert(now);
-        let until = match trigger {
+        // `from_budget`: whether the retry draws from the budget. 5xx and transport retries
+        // do; a 429 wait and the 401 replay do not (crate docs: "Why are 429s outside the
+        // budget?").
+        let (until, from_budget) = match trigger {
             Trigger::Unauthorized => {
                 if self.state.replayed || !settings.replay_unauthorized {
                     return Err(GiveUp::ReplayUsed);
@@ -210,8 +213,11 @@ impl RetryPolicy {
                     (None, Some(wait)) => now.checked_add(wait),
                     (None, None) => now.checked_add(self.shared.config.default_throttle_wait),
                 };
+                // The server named the instant it serves again, and the limiter holds every
+                // caller until then: bounded by the 429 count, the longest wait and the
+                // deadline, not by the budget.
                 match until {
-                    Some(until) if until - now <= settings.max_throttle_wait => until,
+                    Some(until) if until - now <= settings.max_throttle_wait => (until, false),
                     _ => return Err(GiveUp::WaitTooLong),
                 }
             }
@@ -230,7 +236,7 @@ impl RetryPolicy {
                         .backoff
                         .delay(self.state.retries.saturating_add(1), &mut *rng)
                 };
-                now.checked_add(delay).ok_or(GiveUp::Deadline)?
+                (now.checked_add(delay).ok_or(GiveUp::Deadline)?, true)
             }
         };
         // Time spent queued for the rate limiter's permit is the budget's, not a sign that the
@@ -242,7 +248,7 @@ impl RetryPolicy {
         {
             return Err(GiveUp::Deadline);
         }
-        if !self.shared.budget.withdraw() {
+        if from_budget && !self.shared.budget.withdraw() {
             Counters::bump(&self.shared.counters.budget_exhausted);
             return Err(GiveUp::Budget);
         }

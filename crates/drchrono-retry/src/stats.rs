@@ -15,11 +15,12 @@ pub struct RetryStats {
     pub server_error_retries: u64,
     /// Retries after a transport error.
     pub transport_retries: u64,
-    /// Retries after a 429.
+    /// Retries after a 429 (never drawn from the retry budget).
     pub throttled_retries: u64,
     /// Immediate replays of a 401 that the token layer marked as cured by the current token.
     pub unauthorized_replays: u64,
-    /// Retries refused because the retry budget was exhausted.
+    /// Retries after a 5xx or a transport error refused because the retry budget was
+    /// exhausted (429 retries and the 401 replay do not draw from it).
     pub budget_exhausted: u64,
     /// Requests that ended in a retryable failure the policy did not (or no longer) retry:
     /// out of retries, over the deadline, over the maximum 429 wait, over budget, or a

@@ -1,15 +1,23 @@
-//! The retry budget stops a retry storm.
+//! The retry budget stops a retry storm of 5xx retries, and leaves 429 waits alone.
 
 mod support;
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Ready;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use drchrono_classify::ErrorClassifyLayer;
 use drchrono_retry::{RetryBudget, RetryPolicy};
-use http::Method;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
 use support::*;
 use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
 use tower::retry::budget::TpsBudget;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// A server that answers every attempt with a 503.
 fn outage() -> Script {
@@ -110,4 +118,96 @@ async fn any_tower_budget_can_be_plugged_in() {
     }
     while tasks.join_next().await.is_some() {}
     assert_eq!(script.attempts(), 60);
+}
+
+/// What the stand-in below answers at once.
+type Reply = Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+/// A DrChrono stand-in that answers each request (told apart by its path) with a 429 with
+/// `Retry-After: 2`, a 429 whose only hint is DRF's body, a 503, then 200: raw responses,
+/// read by the classifier as in the real stack.
+fn two_cool_downs_then_a_503() -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = Reply,
+> + Clone {
+    let attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let attempt = {
+            let mut attempts = attempts.lock().unwrap();
+            let n = attempts.entry(req.uri().path().to_owned()).or_default();
+            *n += 1;
+            *n
+        };
+        let throttled = |seconds: &str| {
+            Full::new(Bytes::from(format!(
+                r#"{{"detail":"Request was throttled. Expected available in {seconds}."}}"#
+            )))
+        };
+        let response = match attempt {
+            1 => Response::builder()
+                .status(429)
+                .header("retry-after", "2")
+                .body(throttled("2 seconds")),
+            2 => Response::builder().status(429).body(throttled("1 second")),
+            3 => Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::new())),
+            _ => Response::builder().body(Full::new(Bytes::new())),
+        };
+        std::future::ready(Ok(response.unwrap()))
+    })
+}
+
+/// Issue 12's acceptance line: 6 requests each meet two 429 cool-downs and one 503 with a
+/// budget of 2 tokens; all 6 succeed. The budget allows 2 retries a minute and nothing
+/// more; the requests come in three pairs, a minute apart, and the two of a pair share
+/// each cool-down. Only the 503 retries draw from the budget, so each pair's two fit. When
+/// 429 retries drew from it too, each pair spent both tokens on its first cool-down and
+/// both requests failed at the second with their 429.
+#[tokio::test(start_paused = true)]
+async fn requests_that_wait_out_429s_keep_the_budget_for_5xx() {
+    let minute = Duration::from_secs(60);
+    let budget = Arc::new(RetryBudget::new(minute, 0.0, 2).unwrap());
+    let policy = RetryPolicy::builder()
+        .shared_budget(budget.clone())
+        .seed(12)
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(policy.clone().layer())
+        .layer(ErrorClassifyLayer::new())
+        .service(two_cool_downs_then_a_503());
+
+    let start = Instant::now();
+    let mut succeeded = 0;
+    for pair in 0..3u32 {
+        sleep_until(start + minute * pair).await;
+        assert_eq!(budget.available(), 2, "pair {pair} starts with 2 tokens");
+        let mut tasks = JoinSet::new();
+        for id in [2 * pair + 1, 2 * pair + 2] {
+            let svc = svc.clone();
+            let req = Request::get(format!("https://app.drchrono.com/api/patients/{id}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            tasks.spawn(async move { svc.oneshot(req).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let response = joined.unwrap().expect("every request succeeds");
+            assert_eq!(response.status(), StatusCode::OK);
+            succeeded += 1;
+        }
+        // The pair's two 503 retries took both tokens; its four 429 retries took none.
+        assert_eq!(budget.available(), 0, "pair {pair}");
+        // Each request waited 2 s, 1 s, then 25-30 s of backoff: done within the minute.
+        assert!(start.elapsed() < minute * (pair + 1));
+    }
+    assert_eq!(succeeded, 6);
+    let stats = policy.stats();
+    assert_eq!(stats.requests, 6);
+    assert_eq!(stats.throttled_retries, 12);
+    assert_eq!(stats.server_error_retries, 6);
+    assert_eq!(stats.retries, 18);
+    assert_eq!((stats.budget_exhausted, stats.gave_up), (0, 0));
 }

@@ -1,4 +1,4 @@
-//! 429s: waits until the server's instant, maximum wait, missing hints.
+//! 429s: waits until the server's instant, maximum wait, missing hints, outside the budget.
 
 mod support;
 
@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use drchrono_classify::{DrChronoError, ErrorContext};
-use drchrono_retry::{RetryOverride, RetryPolicy};
+use drchrono_retry::{RetryBudget, RetryOverride, RetryPolicy};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::*;
@@ -204,4 +204,40 @@ async fn throttles_and_5xx_are_counted_apart_and_share_the_deadline() {
     send(p, &script, request(Method::GET)).await.unwrap_err();
     assert_eq!(script.attempts(), 2);
     assert_eq!(start.elapsed(), secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_kind_of_429_wait_draws_from_the_budget() {
+    // A budget with no token at all: every 5xx retry is refused.
+    let p = RetryPolicy::builder()
+        .budget(RetryBudget::new(secs(600), 0.0, 0).unwrap())
+        .build()
+        .unwrap();
+    // A raw `Retry-After`, the classifier's instant, and no hint at all (the default wait).
+    let script = Script::new(vec![
+        raw_with(429, "retry-after", "4".into()),
+        throttled(Some(secs(3))),
+        throttled(None),
+    ]);
+    let response = send(p.clone(), &script, request(Method::GET))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(script.gaps(), vec![secs(4), secs(3), secs(60)]);
+    let stats = p.stats();
+    assert_eq!((stats.throttled_retries, stats.budget_exhausted), (3, 0));
+
+    // The same policy's 5xx retries still withdraw, and find the budget empty.
+    let script = Script::new(vec![throttled(Some(secs(1))), server_error(503)]);
+    let error = send(p.clone(), &script, request(Method::GET))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(script.attempts(), 2);
+    let stats = p.stats();
+    assert_eq!(
+        (stats.throttled_retries, stats.server_error_retries),
+        (4, 0)
+    );
+    assert_eq!((stats.budget_exhausted, stats.gave_up), (1, 1));
 }
