@@ -29,6 +29,8 @@ pub(crate) struct Active {
     /// `Authorization: Bearer …`, marked sensitive; `None` without a usable access token.
     pub(crate) header: Option<HeaderValue>,
     pub(crate) refresh_at: Instant,
+    /// The last instant the token is sent: its expiry less the configured skew
+    /// ([`RefreshTiming::expiry_skew`]).
     pub(crate) expires_at: Instant,
 }
 
@@ -50,11 +52,12 @@ impl Active {
         };
         let margin = timing.margin_for(lifetime.or_else(|| tokens.lifetime()));
         let header = bearer_header(&tokens);
+        let sendable = remaining.saturating_sub(timing.skew());
         Self {
             tokens,
             header,
-            refresh_at: now + remaining.saturating_sub(margin),
-            expires_at: now + remaining,
+            refresh_at: now + remaining.saturating_sub(margin).min(sendable),
+            expires_at: now + sendable,
         }
     }
 
@@ -118,7 +121,7 @@ mod tests {
         let tokens = TokenSet::new("AT", "RT", SystemTime::now()).with_generation(3);
         let active = Active::new(
             tokens,
-            &RefreshTiming::new(),
+            &RefreshTiming::new().expiry_skew(Duration::ZERO),
             Some(Duration::from_secs(600)),
         );
         let start = Instant::now();
@@ -132,6 +135,28 @@ mod tests {
         assert!(!active.usable(Need::Newer(2), start + Duration::from_secs(600)));
         let later = active.postponed(start + Duration::from_secs(9_999));
         assert_eq!(later.refresh_at, later.expires_at);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_within_the_skew_of_its_expiry_is_never_sent() {
+        let tokens = TokenSet::new("AT", "RT", SystemTime::now()).with_generation(3);
+        let timing = RefreshTiming::new().expiry_skew(Duration::from_secs(2));
+        // 6 s tokens: 10 % margin (0.6 s) is less than the skew, so the skew decides both.
+        let active = Active::new(tokens, &timing, Some(Duration::from_secs(6)));
+        let start = Instant::now();
+        assert_eq!(active.expires_at - start, Duration::from_secs(4));
+        assert_eq!(active.refresh_at - start, Duration::from_secs(4));
+        assert!(active.usable(Need::Newer(2), start + Duration::from_millis(3_999)));
+        assert!(!active.usable(Need::Newer(2), start + Duration::from_secs(4)));
+        assert!(!active.usable(Need::Fresh, start + Duration::from_secs(4)));
+        // The default skew is 1 s.
+        let tokens = TokenSet::new("AT", "RT", SystemTime::now()).with_generation(3);
+        let active = Active::new(
+            tokens,
+            &RefreshTiming::new(),
+            Some(Duration::from_secs(600)),
+        );
+        assert_eq!(active.expires_at - start, Duration::from_secs(599));
     }
 
     #[tokio::test(start_paused = true)]

@@ -140,6 +140,16 @@ pub(crate) fn reauthorization_required(
     }
 }
 
+/// A token task that panicked or was cancelled (the runtime shut down): the request was not
+/// sent.
+pub(crate) fn join_failure(join: tokio::task::JoinError) -> DrChronoError {
+    DrChronoError::Transport {
+        not_sent: true,
+        source: Box::new(join),
+        context: Box::new(crate::refresh::context()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::StatusCode;

@@ -165,6 +165,18 @@ impl TokenManager {
         &self.shared.client
     }
 
+    /// Whether a token is installed, persisted and not due for refresh: a request can be
+    /// sent with no token work first.
+    #[inline]
+    pub(crate) fn is_fresh(&self) -> bool {
+        let snapshot = self.shared.read();
+        matches!(snapshot.health, Health::Ready)
+            && snapshot
+                .active
+                .as_ref()
+                .is_some_and(|active| active.usable(Need::Fresh, drchrono_classify::call::now()))
+    }
+
     /// The bearer header on the fast path: installed, persisted, not due for refresh.
     #[inline]
     pub(crate) fn fast_bearer(&self) -> Option<(HeaderValue, u64)> {
@@ -174,6 +186,22 @@ impl TokenManager {
         }
         let active = snapshot.active.as_ref()?;
         if !active.usable(Need::Fresh, drchrono_classify::call::now()) {
+            return None;
+        }
+        Some((active.header.clone()?, active.generation()))
+    }
+
+    /// The bearer header a request may carry now: installed, persisted, and not within the
+    /// expiry skew of its expiry, even if a proactive refresh is due (the next
+    /// `poll_ready` starts it). `None`: the request must wait for a token.
+    #[inline]
+    pub(crate) fn sendable_bearer(&self) -> Option<(HeaderValue, u64)> {
+        let snapshot = self.shared.read();
+        if !matches!(snapshot.health, Health::Ready) {
+            return None;
+        }
+        let active = snapshot.active.as_ref()?;
+        if drchrono_classify::call::now() >= active.expires_at {
             return None;
         }
         Some((active.header.clone()?, active.generation()))

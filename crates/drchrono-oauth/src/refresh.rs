@@ -29,13 +29,7 @@ impl Shared {
         let work = async move { shared.acquire_locked(&mut slow, need, seen).await };
         tokio::spawn(work.instrument(tracing::Span::current()))
             .await
-            .unwrap_or_else(|join| {
-                Err(DrChronoError::Transport {
-                    not_sent: true,
-                    source: Box::new(join),
-                    context: Box::new(context()),
-                })
-            })
+            .unwrap_or_else(|join| Err(crate::error::join_failure(join)))
     }
 
     async fn acquire_locked(

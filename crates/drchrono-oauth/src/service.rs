@@ -1,18 +1,39 @@
 //! [`OAuthRefresh`]: the service.
 
+use std::fmt;
+use std::future::Future;
 use std::mem;
-use std::task::{Context, Poll};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use drchrono_classify::DrChronoError;
 use http::Request;
 use http::header::AUTHORIZATION;
+use tokio::task::JoinHandle;
 use tower::Service;
 
+use crate::error::join_failure;
 use crate::future::ResponseFuture;
-use crate::{OAuthRefreshLayer, TokenManager};
+use crate::{Bearer, OAuthRefreshLayer, TokenManager};
 
 /// Attaches `Authorization: Bearer …` (marked sensitive) to each request, refreshing the
 /// token before it expires, and triages 401s.
+///
+/// # Readiness first, token at the moment of sending
+/// `poll_ready` does the token work: it loads the pair, or waits for the single-flight
+/// refresh when the token is due (proactively, see
+/// [`RefreshTiming`](crate::RefreshTiming)), and only then polls the inner service. `call`
+/// attaches the token current at that instant, synchronously. So a layer above that
+/// charges something when it calls (a rate limiter: DrChrono counts a request when it
+/// arrives) can drive this service ready first and then charge and call with nothing
+/// waiting in between: a slow token endpoint delays requests *before* they are counted,
+/// never after. A request whose token went stale between `poll_ready` and `call` (a
+/// caller that waited in between) waits for the token in its response future instead.
+///
+/// The token work started by `poll_ready` runs on its own tokio task (the refresh already
+/// does, so that no cancelled caller abandons a rotation half-way): `poll_ready` must be
+/// called inside a tokio runtime. Its failure (`invalid_grant`, an unreachable token
+/// endpoint, …) is returned by `poll_ready` as a [`DrChronoError`].
 ///
 /// # Errors and 401 triage
 /// The error type is [`DrChronoError`]; the inner service's error is converted with
@@ -28,16 +49,42 @@ use crate::{OAuthRefreshLayer, TokenManager};
 ///
 /// Responses (including a 401 the inner service returns as `Ok`) pass through untouched:
 /// 401 triage needs the classification layer below this one.
-#[derive(Clone, Debug)]
 pub struct OAuthRefresh<S> {
     inner: S,
     manager: TokenManager,
+    /// The token work `poll_ready` waits for, if any.
+    token: Option<JoinHandle<Result<Bearer, DrChronoError>>>,
+}
+
+impl<S: Clone> Clone for OAuthRefresh<S> {
+    /// A clone with the same inner service and token family, not (yet) ready.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            manager: self.manager.clone(),
+            token: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for OAuthRefresh<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthRefresh")
+            .field("inner", &self.inner)
+            .field("manager", &self.manager)
+            .field("waiting_for_token", &self.token.is_some())
+            .finish()
+    }
 }
 
 impl<S> OAuthRefresh<S> {
     /// Wraps `inner` with `manager`'s token family.
     pub fn new(inner: S, manager: TokenManager) -> Self {
-        Self { inner, manager }
+        Self {
+            inner,
+            manager,
+            token: None,
+        }
     }
 
     /// A layer for `manager`'s token family.
@@ -64,6 +111,26 @@ impl<S> OAuthRefresh<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// Waits for a token that needs no work before sending (loading or refreshing it
+    /// first, once).
+    fn poll_token(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DrChronoError>> {
+        if self.token.is_none() {
+            if self.manager.is_fresh() {
+                return Poll::Ready(Ok(()));
+            }
+            let manager = self.manager.clone();
+            self.token = Some(tokio::spawn(async move { manager.bearer().await }));
+        }
+        let Some(token) = &mut self.token else {
+            return Poll::Ready(Ok(()));
+        };
+        let outcome = ready!(Pin::new(token).poll(cx));
+        self.token = None;
+        // A refresh that failed transiently while the token is still valid returns that
+        // token: it is sent, and the next refresh is tried later.
+        Poll::Ready(outcome.map_err(join_failure)?.map(drop))
+    }
 }
 
 impl<S, ReqB> Service<Request<ReqB>> for OAuthRefresh<S>
@@ -75,14 +142,17 @@ where
     type Error = DrChronoError;
     type Future = ResponseFuture<S, ReqB>;
 
+    /// Ready when a token can be attached with no waiting (see the type's docs) and the
+    /// inner service is ready.
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.poll_token(cx))?;
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     #[inline]
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        match self.manager.fast_bearer() {
+        match self.manager.sendable_bearer() {
             Some((header, generation)) => {
                 request.headers_mut().insert(AUTHORIZATION, header);
                 let future = self.inner.call(request);

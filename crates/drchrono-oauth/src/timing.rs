@@ -11,6 +11,7 @@ pub struct RefreshTiming {
     percent_of_lifetime: u32,
     assumed_lifetime: Duration,
     retry_interval: Duration,
+    expiry_skew: Duration,
 }
 
 impl Default for RefreshTiming {
@@ -20,13 +21,14 @@ impl Default for RefreshTiming {
             percent_of_lifetime: 10,
             assumed_lifetime: Duration::from_secs(48 * 60 * 60),
             retry_interval: Duration::from_secs(30),
+            expiry_skew: Duration::from_secs(1),
         }
     }
 }
 
 impl RefreshTiming {
     /// The defaults: 5 min, 10 % of the lifetime, 48 h assumed lifetime, 30 s retry
-    /// interval.
+    /// interval, 1 s expiry skew.
     pub fn new() -> Self {
         Self::default()
     }
@@ -62,6 +64,24 @@ impl RefreshTiming {
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
         self
+    }
+
+    /// How long before its expiry an access token stops being sent. Default: 1 s.
+    ///
+    /// The layer dates a token's expiry from when the grant reached it, a little after
+    /// DrChrono issued it, and a request reaches DrChrono a little after it leaves: a token
+    /// this close to its expiry is treated as expired (never attached; the request waits
+    /// for the refresh instead), and a proactive refresh is due no later than this before
+    /// expiry, whatever [`max_margin`](Self::max_margin) says.
+    #[must_use]
+    pub fn expiry_skew(mut self, skew: Duration) -> Self {
+        self.expiry_skew = skew;
+        self
+    }
+
+    /// The configured expiry skew.
+    pub fn skew(&self) -> Duration {
+        self.expiry_skew
     }
 
     /// The margin for a token of the given lifetime (the assumed lifetime when `None`).

@@ -14,7 +14,8 @@ use tower::Service;
 
 use crate::failure::{BACKEND_RETRY_INTERVAL, can_carry, carry};
 use crate::observe::throttled_until;
-use crate::{BackendError, Priority, RateLimiter};
+use crate::rate_limiter::Refused;
+use crate::{Priority, RateLimiter};
 
 /// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
 /// turn, the backend and a timer, and must own its limiter.
@@ -22,6 +23,11 @@ type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A 429's pause of every caller, and the outcome to return once it is recorded.
 type Paused<T> = (Boxed<()>, Box<T>);
+
+/// The inner service called the instant its permit was charged, and how long the request
+/// waited for it; or why it was not sent.
+type Sending<S, Req> =
+    Boxed<Result<(<S as Service<Req>>::Future, Duration), <S as Service<Req>>::Error>>;
 
 /// What an attempt ended with.
 type Outcome<B, E> = Result<Response<B>, E>;
@@ -48,8 +54,10 @@ pin_project! {
     where
         S: Service<Req>,
     {
+        // Waiting for the permit, the inner service's readiness polled before each decision;
+        // ends with the inner service called the instant the permit was charged.
         Waiting {
-            waiting: Box<Waiting<S, Req>>,
+            sending: Sending<S, Req>,
         },
         Calling {
             #[pin]
@@ -69,19 +77,6 @@ pin_project! {
     }
 }
 
-/// A request that waits for its permit, with the service that was polled ready for it.
-struct Waiting<S, Req> {
-    permit: Option<Boxed<Result<SystemTime, BackendError>>>,
-    service: S,
-    request: Option<Req>,
-    priority: Priority,
-    context_of: fn(&Req) -> ErrorContext,
-    /// When the wait began (tokio's clock).
-    queued_at: Instant,
-    /// How long it lasted, once the permit came.
-    waited: Duration,
-}
-
 impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
@@ -95,7 +90,8 @@ where
         }
     }
 
-    /// A request that must wait for a permit before `service` (polled ready) is called.
+    /// A request that must wait for a permit before `service` is called: the service is
+    /// driven ready at the head of the queue, then charged and called in the same poll.
     pub(crate) fn waiting(
         service: S,
         request: Req,
@@ -104,47 +100,63 @@ where
         context_of: fn(&Req) -> ErrorContext,
     ) -> Self
     where
-        S::Error: 'static,
+        S: Send + 'static,
+        Req: Send + 'static,
+        S::Error: Send + 'static,
     {
-        let fail_fast = can_carry::<S::Error>();
+        let sending = send_when_admitted(service, request, limiter.clone(), priority, context_of);
         Self {
-            state: State::Waiting {
-                waiting: Box::new(Waiting {
-                    permit: Some(permit(limiter.clone(), priority, fail_fast)),
-                    service,
-                    request: Some(request),
-                    priority,
-                    context_of,
-                    queued_at: Instant::now(),
-                    waited: Duration::ZERO,
-                }),
-            },
+            state: State::Waiting { sending },
             limiter,
         }
     }
 }
 
-/// Waits for a permit. A backend failure ends the wait when `fail_fast` (the error type can
-/// carry it); otherwise the backend is asked again every [`BACKEND_RETRY_INTERVAL`].
-fn permit(
+/// Waits for the permit, then calls `service`. At the head of the queue the service is
+/// polled ready before each decision (a token refresh, a connection: whatever it must wait
+/// for happens before the request is charged), and the call follows the charge with
+/// nothing in between: DrChrono counts the request when it arrives.
+///
+/// A backend failure ends the wait when the error type can carry it (see
+/// [`carry`](crate::failure)); otherwise the backend is asked again every
+/// [`BACKEND_RETRY_INTERVAL`].
+fn send_when_admitted<S, Req>(
+    mut service: S,
+    request: Req,
     limiter: RateLimiter,
     priority: Priority,
-    fail_fast: bool,
-) -> Boxed<Result<SystemTime, BackendError>> {
+    context_of: fn(&Req) -> ErrorContext,
+) -> Sending<S, Req>
+where
+    S: Service<Req> + Send + 'static,
+    Req: Send + 'static,
+    S::Error: Send + 'static,
+{
     Box::pin(async move {
+        let queued_at = Instant::now();
+        let fail_fast = can_carry::<S::Error>();
         loop {
-            match limiter.acquire(priority).await {
-                Ok(released) => return Ok(released),
-                Err(error) if fail_fast => return Err(error),
-                Err(error) => {
-                    tracing::warn!(
-                        application = limiter.config().application(),
-                        backend = error.backend(),
-                        "rate-limit backend unavailable: holding the request until it answers"
-                    );
-                    tokio::time::sleep(BACKEND_RETRY_INTERVAL).await;
+            let admitted = limiter
+                .acquire_when_ready(priority, |cx| service.poll_ready(cx))
+                .await;
+            let error = match admitted {
+                Ok(_) => {
+                    let waited = Instant::now().saturating_duration_since(queued_at);
+                    return Ok((service.call(request), waited));
                 }
+                Err(Refused::NotReady(error)) => return Err(error),
+                Err(Refused::Backend(error)) => error,
+            };
+            let backend = error.backend();
+            if fail_fast && let Some(error) = carry::<S::Error>(error, context_of(&request)) {
+                return Err(error);
             }
+            tracing::warn!(
+                application = limiter.config().application(),
+                backend,
+                "rate-limit backend unavailable: holding the request until it answers"
+            );
+            tokio::time::sleep(BACKEND_RETRY_INTERVAL).await;
         }
     })
 }
@@ -164,42 +176,17 @@ where
         loop {
             // An attempt that waited for its permit or met a 429 ends below the match.
             let (outcome, waited, until) = match this.state.as_mut().project() {
-                StateProj::Waiting { waiting } => {
-                    let waiting = &mut **waiting;
-                    if let Some(permit) = &mut waiting.permit {
-                        if let Err(error) = ready!(permit.as_mut().poll(cx)) {
-                            let context = waiting
-                                .request
-                                .as_ref()
-                                .map_or_else(ErrorContext::new, waiting.context_of);
-                            match carry::<S::Error>(error, context) {
-                                Some(error) => {
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Err(error));
-                                }
-                                // Unreachable (`fail_fast` checked the type): keep waiting.
-                                None => {
-                                    waiting.permit = Some(self::permit(
-                                        this.limiter.clone(),
-                                        waiting.priority,
-                                        false,
-                                    ));
-                                    continue;
-                                }
-                            }
+                StateProj::Waiting { sending } => {
+                    match ready!(sending.as_mut().poll(cx)) {
+                        Ok((future, waited)) => this.state.set(State::CalledAfterWait {
+                            future: Box::pin(future),
+                            waited,
+                        }),
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
                         }
-                        waiting.permit = None;
-                        waiting.waited =
-                            Instant::now().saturating_duration_since(waiting.queued_at);
                     }
-                    ready!(waiting.service.poll_ready(cx))?;
-                    let request = waiting
-                        .request
-                        .take()
-                        .expect("request taken only when calling");
-                    let future = Box::pin(waiting.service.call(request));
-                    let waited = waiting.waited;
-                    this.state.set(State::CalledAfterWait { future, waited });
                     continue;
                 }
                 StateProj::Calling { future } => {

@@ -3,9 +3,11 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use crate::time::ceil_ms_time;
@@ -146,46 +148,53 @@ impl RateLimiter {
     /// unreachable and has no local fallback): no permit was granted. A [`LocalLimiter`]
     /// never fails.
     pub async fn acquire(&self, priority: Priority) -> Result<SystemTime, BackendError> {
-        if priority == Priority::Background {
-            return self.acquire_background().await;
-        }
-        // Dropped after the turn: the count covers holding it.
-        let _queued = Queued::join(&self.inner.queued);
-        let _turn = self.inner.turn.lock().await;
-        loop {
-            let now = self.inner.clock.now();
-            match self
-                .inner
-                .backend
-                .try_acquire(now, Priority::Interactive)
-                .await?
-            {
-                Ok(()) => return Ok(now),
-                Err(not_until) => self.sleep(now, not_until).await,
-            }
+        let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
+        match self.acquire_when_ready(priority, always_ready).await {
+            Ok(released) => Ok(released),
+            Err(Refused::Backend(error)) => Err(error),
+            Err(Refused::NotReady(never)) => match never {},
         }
     }
 
-    async fn acquire_background(&self) -> Result<SystemTime, BackendError> {
-        let _background_queued = Queued::join(&self.inner.background_queued);
-        let _background_turn = self.inner.background_turn.lock().await;
+    /// Like [`acquire`](Self::acquire), for a request that is charged only once it can be
+    /// sent: at the head of the queue, `ready` is polled to completion (the inner service's
+    /// `poll_ready`: a token refresh, a connection) before each decision, so that the
+    /// instant a permit is charged is the instant the request can leave. The turn is held
+    /// meanwhile: nobody is charged ahead of the head waiter while it gets ready.
+    pub(crate) async fn acquire_when_ready<E>(
+        &self,
+        priority: Priority,
+        mut ready: impl FnMut(&mut Context<'_>) -> Poll<Result<(), E>>,
+    ) -> Result<SystemTime, Refused<E>> {
+        let inner = &*self.inner;
+        let _background_turn = if priority == Priority::Background {
+            // Background waiters queue on their own turn and take the shared one only to
+            // decide, never to sleep, so that interactive work overtakes them.
+            let queued = Queued::join(&inner.background_queued);
+            Some((inner.background_turn.lock().await, queued))
+        } else {
+            None
+        };
         loop {
-            let (now, decision) = {
-                let _queued = Queued::join(&self.inner.queued);
-                let _turn = self.inner.turn.lock().await;
-                let now = self.inner.clock.now();
-                (
-                    now,
-                    self.inner
-                        .backend
-                        .try_acquire(now, Priority::Background)
-                        .await?,
-                )
+            let (now, not_until) = {
+                // Dropped after the turn: the count covers holding it.
+                let _queued = Queued::join(&inner.queued);
+                let _turn = inner.turn.lock().await;
+                loop {
+                    std::future::poll_fn(&mut ready)
+                        .await
+                        .map_err(Refused::NotReady)?;
+                    let now = inner.clock.now();
+                    match inner.backend.try_acquire(now, priority).await? {
+                        Ok(()) => return Ok(now),
+                        Err(not_until) if priority == Priority::Background => {
+                            break (now, not_until);
+                        }
+                        Err(not_until) => self.sleep(now, not_until).await,
+                    }
+                }
             };
-            match decision {
-                Ok(()) => return Ok(now),
-                Err(not_until) => self.sleep(now, not_until).await,
-            }
+            self.sleep(now, not_until).await;
         }
     }
 
@@ -256,6 +265,21 @@ impl RateLimiter {
     /// [`BackendError`] when the backend could not be read. A [`LocalLimiter`] never fails.
     pub async fn status(&self) -> Result<Status, BackendError> {
         self.inner.backend.status(self.inner.clock.now()).await
+    }
+}
+
+/// Why [`RateLimiter::acquire_when_ready`] gave no permit.
+#[derive(Debug)]
+pub(crate) enum Refused<E> {
+    /// The backend could not be consulted.
+    Backend(BackendError),
+    /// The request could not get ready to be sent.
+    NotReady(E),
+}
+
+impl<E> From<BackendError> for Refused<E> {
+    fn from(error: BackendError) -> Self {
+        Self::Backend(error)
     }
 }
 

@@ -13,13 +13,22 @@ use crate::{BackendError, DrChronoRateLimitLayer, Priority, RateLimiter, Status}
 /// Waits for a permit of the shared [`RateLimiter`] before each request, and pauses every
 /// caller when the server answers 429.
 ///
-/// `poll_ready` only forwards to the inner service: the wait happens in the response
-/// future, so clones made per connection or per task (axum, `tower::util::Oneshot`) queue
-/// on the one budget instead of each holding a readiness slot. When nobody waits ahead and
-/// the budget admits the request now (decided synchronously by an in-memory backend),
-/// `call` charges it and calls the inner service at once. Otherwise `call` keeps a clone
-/// and moves the service that was polled ready into the future, which waits for the
-/// permit, polls the service ready again (a long wait can outlive readiness) and calls it.
+/// # A permit is spent only when the request leaves
+/// DrChrono counts a request when it arrives, so nothing may wait between the instant a
+/// request is charged and the instant it is sent. `poll_ready` forwards to the inner
+/// service, which does whatever it must wait for first (the token layer below refreshes
+/// there; a transport connects there). When nobody waits ahead and the budget admits the
+/// request now (decided synchronously by an in-memory backend), `call` charges it and calls
+/// the inner service at once. Otherwise `call` keeps a clone and moves the service that was
+/// polled ready into the future, which queues first-come first-served; at the head of the
+/// queue it polls the service ready again before each decision, and calls it in the same
+/// poll as the charge. A token refresh that takes seconds therefore delays the queue
+/// *before* anything is charged, and the requests then leave at the limiter's pace, not
+/// all at once.
+///
+/// An error from the inner `poll_ready` (a token refresh that failed, say) is returned as
+/// it is, by `poll_ready` or, for a request that was queued, by its response future, with
+/// nothing charged.
 ///
 /// Every attempt is charged when it is released and never refunded, as DrChrono counts a
 /// throttled request in the rules that allowed it. The outcome is inspected: a 429 (typed
@@ -82,8 +91,9 @@ impl<S> DrChronoRateLimit<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DrChronoRateLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    S::Error: 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -117,8 +127,9 @@ impl<S> DrChronoRateLimit<S> {
         priority: Priority,
     ) -> ResponseFuture<S, Request<ReqBody>>
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-        S::Error: 'static,
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Error: Send + 'static,
+        ReqBody: Send + 'static,
     {
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
