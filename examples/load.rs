@@ -1,7 +1,9 @@
 //! The `loadgen` example's engine: see `examples/loadgen.rs` for the command line.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -66,6 +68,9 @@ pub struct Args {
     /// Retry: the first 5xx delay is drawn from [base, 1.2 × base] ms (DrChrono: 25–30 s).
     #[arg(long, default_value_t = 25_000)]
     pub retry_base_ms: u64,
+    /// Retry: retries after a 5xx or a transport error (DrChrono advises 2–3).
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
     /// Keep the limiter's state, the tokens and the refresh lease in this Redis.
     #[arg(long)]
     pub redis: Option<String>,
@@ -98,6 +103,10 @@ pub struct Summary {
     pub refreshes: u64,
     /// Wall time from the first request to the last answer, in seconds.
     pub elapsed_secs: f64,
+    /// The failed requests by kind of their final error
+    /// ([`DrChronoError::kind_name`](drchrono_tower::DrChronoError::kind_name): `"server"`,
+    /// `"throttled"`, `"transport"`, …); empty when every request succeeded.
+    pub failures: BTreeMap<String, u64>,
 }
 
 /// Runs the load: N requests from C tasks sharing one client. `progress` draws a bar on
@@ -116,6 +125,7 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
         .build()?;
     let base = Duration::from_millis(args.retry_base_ms);
     let retry = RetryPolicy::builder()
+        .max_retries(args.max_retries)
         .first_delay(base, base + base / 5)
         .max_delay((base * 8).max(Duration::from_millis(1)))
         .build()?;
@@ -167,12 +177,14 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
     )?);
     let next = Arc::new(AtomicU64::new(1));
     let succeeded = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.min(args.requests.max(1)))
         .map(|_| {
             let client = client.clone();
             let next = Arc::clone(&next);
             let succeeded = Arc::clone(&succeeded);
+            let failures = Arc::clone(&failures);
             let bar = bar.clone();
             let total = args.requests;
             tokio::spawn(async move {
@@ -185,7 +197,14 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
                         Ok(_) => {
                             succeeded.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => bar.println(format!("request {i} failed: {e}")),
+                        Err(e) => {
+                            bar.println(format!("request {i} failed: {e}"));
+                            *failures
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .entry(e.kind_name().to_owned())
+                                .or_default() += 1;
+                        }
                     }
                     bar.inc(1);
                 }
@@ -198,6 +217,23 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let succeeded = succeeded.load(Ordering::Relaxed);
+    let failures = mem::take(&mut *failures.lock().unwrap_or_else(PoisonError::into_inner));
+    if !failures.is_empty() {
+        let kinds: Vec<String> = failures
+            .iter()
+            .map(|(kind, count)| format!("{count} {kind}"))
+            .collect();
+        let stats = client.layer().retry_policy().stats();
+        eprintln!(
+            "loadgen: {} requests failed, by kind of their final error: {}; the retry policy \
+             found its budget exhausted {} times and gave up {} times (retries, 429 count or \
+             deadline spent)",
+            args.requests - succeeded,
+            kinds.join(", "),
+            stats.budget_exhausted,
+            stats.gave_up,
+        );
+    }
     Ok(Summary {
         requests: args.requests,
         succeeded,
@@ -206,6 +242,7 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
         retries: client.layer().retry_policy().stats().retries,
         refreshes: wire.refreshes.load(Ordering::Relaxed),
         elapsed_secs: (elapsed * 1000.0).round() / 1000.0,
+        failures,
     })
 }
 

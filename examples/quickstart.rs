@@ -6,7 +6,8 @@
 //! ```
 //!
 //! It starts `drchrono-sim` on 127.0.0.1 (DrChrono's three throttling rules, 8-second access
-//! tokens so that a refresh happens during the run), builds one `DrChronoClient` from only a
+//! tokens so that a refresh happens during the run, and a token endpoint that takes 0.8 s to
+//! answer, as django-oauth-toolkit's does), builds one `DrChronoClient` from only a
 //! refresh token, and then:
 //!
 //! 1. pages through the practice's patients (`next` links);
@@ -39,6 +40,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 const TOKEN_LIFETIME: Duration = Duration::from_secs(8);
+/// How long the simulator's token endpoint takes to grant (django-oauth-toolkit hashes
+/// client secrets): requests wait for the grant *before* the limiter charges them.
+const TOKEN_DELAY: Duration = Duration::from_millis(800);
 const STEPS: u64 = 7;
 
 /// One line of the final table.
@@ -80,14 +84,17 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let sim = drchrono_sim::spawn(
         SimConfig::default()
             .token_lifetime(TOKEN_LIFETIME)
+            .token_delay(TOKEN_DELAY)
             .patients(120),
     )
     .await?;
     let credentials = sim.credentials();
     println!(
-        "drchrono-sim listening on {} (9/s, 290/600 s, 500 per clock hour; {} s tokens)\n",
+        "drchrono-sim listening on {} (9/s, 290/600 s, 500 per clock hour; {} s tokens, \
+         granted in {} ms)\n",
         sim.base_url(),
-        TOKEN_LIFETIME.as_secs()
+        TOKEN_LIFETIME.as_secs(),
+        TOKEN_DELAY.as_millis()
     );
 
     // DrChrono's retry schedule (3 retries, 25–30 s, doubling, jitter), scaled down 100×.
