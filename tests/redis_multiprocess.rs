@@ -315,6 +315,65 @@ async fn three_processes_share_one_budget_and_refresh_once_per_token_lifetime() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_wait_for_a_slow_lease_holder_before_they_are_counted() {
+    let redis = TestRedis::shared();
+    // The token endpoint takes 3 s to grant (django-oauth-toolkit hashes secrets): the
+    // lease holder's refresh takes that long, and the other processes wait on the lease.
+    // Requests wait for the token before the limiter charges them, so none of them reaches
+    // the server in a burst when the token comes.
+    let limits = SimConfig::default()
+        .max_per_second(5)
+        .max_per_window(20)
+        .window(Duration::from_secs(3))
+        .max_per_hour(200)
+        .hour(Duration::from_secs(60))
+        .token_lifetime(Duration::from_secs(8))
+        .token_delay(Duration::from_secs(3))
+        .seed(5);
+    let sim = drchrono_sim::spawn(limits.clone()).await.unwrap();
+    let prefix = unique_prefix("slow-lease-holder");
+    let common = with(
+        &settings(&redis, &sim, &prefix, &limits),
+        json!({"concurrency": 8}),
+    );
+    const PER_WORKER: u64 = 16;
+
+    let workers: Vec<Child> = (0..3)
+        .map(|i| {
+            spawn_worker(&with(
+                &common,
+                json!({"first_id": 1 + i * PER_WORKER, "count": PER_WORKER}),
+            ))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for child in workers {
+        outcomes.push(outcome(child).await);
+    }
+    for outcome in &outcomes {
+        assert_all_succeeded(outcome, PER_WORKER);
+    }
+    let stats = sim.stats();
+    assert_eq!(
+        stats.throttled.total(),
+        0,
+        "{stats:?}; workers: {outcomes:?}"
+    );
+    assert!(stats.peak_second <= 5, "{stats:?}");
+    assert_eq!(stats.invalid_grant, 0, "{stats:?}");
+    assert_eq!(
+        stats.unauthorized, 0,
+        "no expired token was sent: {stats:?}"
+    );
+    assert_eq!(stats.accepted, 3 * PER_WORKER, "{stats:?}");
+    assert!(stats.token_refreshes >= 2, "{stats:?}");
+    assert_eq!(
+        stored_generation(&redis, &prefix).await,
+        1 + stats.token_refreshes
+    );
+}
+
 /// A token endpoint that accepts a connection, reports the request line and never answers.
 fn black_hole() -> (String, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
