@@ -1,8 +1,9 @@
 //! [`RedisRateLimitBackend`]: one application's budget in Redis, shared by every process and
 //! host, with an optional local fallback while Redis is unreachable.
 
+mod fallback;
+
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -12,11 +13,10 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendFuture};
 use crate::redis_script::{LimiterScript, Op, RedisClock, micros_since_epoch};
-use crate::redis_status::decode_status;
-use crate::{
-    BackendError, LocalLimiter, NotUntil, Priority, RateLimitConfig, RedisBackendBuilder, Rule,
-    Status,
-};
+use crate::redis_status::{decode_decision, decode_status};
+use crate::{BackendError, NotUntil, Priority, RateLimitConfig, RedisBackendBuilder, Rule, Status};
+
+pub(crate) use fallback::Fallback;
 
 /// A [`Backend`] in Redis: one application's budget shared by every process and host that
 /// uses the same server and [application key](RateLimitConfig::application).
@@ -42,10 +42,26 @@ use crate::{
 /// timeout.
 ///
 /// With a [fallback](RedisBackendBuilder::fallback_percent) the process decides locally
-/// instead, on a budget holding that share of each rule (give each of `N` processes at most
-/// `100 / N` %, so that together they stay within the limits). Requests released by the
-/// fallback are charged to Redis, as of the moment it answers again, before its next
-/// decision: conservative, never a refund.
+/// instead, on a budget holding that share of each rule, rounded down. **The percents of
+/// all processes must sum to at most 100** (each of `N` processes at most `100 / N` %):
+/// then, during an outage, the processes together never exceed any rule, whatever was
+/// spent before it. For that, each process remembers what every rule held at its latest
+/// Redis decision; when Redis fails, it allows itself only its share of what provably
+/// remained of the window and the period in progress (what they held, less what the other
+/// processes may have charged since that decision, less its own uncharged releases) until
+/// that window (plus margin) has passed and that period has ended; then its plain share
+/// applies. The older a process's latest decision, the more the others may have spent
+/// since, and the less it releases; one that never heard from Redis releases nothing until
+/// the window and the period in progress are over. A rule
+/// whose share rounds down to 0 (DrChrono's 9 per second below 12 %) refuses every request
+/// in the fallback: requests wait until Redis answers. Requests released by the fallback
+/// are charged to Redis, as of the moment it answers again, before its next decision:
+/// conservative, never a refund.
+///
+/// The guarantee covers an outage of Redis itself. A process cut off from a Redis that
+/// others still reach decides alone while they go on charging Redis, and releases made in
+/// a fallback count in Redis only once their process reaches it again: around such events
+/// the processes together may exceed a rule by what the fallbacks released.
 ///
 /// # When Redis restarts
 /// The windows live in Redis: a restart without persistence forgets them, and the limiter
@@ -76,14 +92,6 @@ pub struct RedisRateLimitBackend {
     pub(crate) down_until: Mutex<Option<Instant>>,
 }
 
-/// The local budget used while Redis is unreachable.
-pub(crate) struct Fallback {
-    pub(crate) percent: u8,
-    pub(crate) limiter: LocalLimiter,
-    /// Requests the fallback released that Redis has not been charged for yet.
-    pub(crate) unsynced: AtomicU64,
-}
-
 impl RedisRateLimitBackend {
     /// Connects to the Redis server at `url` (`redis://[:password@]host:port[/db]`,
     /// `rediss://…`, `unix://…`) for `config`'s rules and application key, with every
@@ -103,9 +111,7 @@ impl RedisRateLimitBackend {
 
     /// Requests released by the local fallback that Redis has not been charged for yet.
     pub fn unsynced(&self) -> u64 {
-        self.fallback
-            .as_ref()
-            .map_or(0, |fallback| fallback.unsynced.load(Ordering::Acquire))
+        self.fallback.as_ref().map_or(0, Fallback::unsynced)
     }
 
     /// Whether Redis is currently skipped after a failure.
@@ -117,18 +123,40 @@ impl RedisRateLimitBackend {
         down_until.is_some_and(|until| Instant::now() < until)
     }
 
-    fn mark(&self, result: &Result<impl Sized, RedisError>) {
+    /// The caller's instant at which Redis may be asked again, at least 1 ms after `now`.
+    fn retry_at(&self, now: SystemTime) -> SystemTime {
+        let down_until = *self
+            .down_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let wait = down_until.map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(Instant::now())
+        });
+        now + wait.max(Duration::from_millis(1))
+    }
+
+    /// Records the outcome of a call that began at `now` (the caller's clock) and `started`
+    /// (tokio's). An acquire's backlog is given back before this, so that an outage begins
+    /// knowing every release Redis was not charged for.
+    fn mark(&self, result: &Result<impl Sized, RedisError>, now: SystemTime, started: Instant) {
         let mut down_until = self
             .down_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(_) => {
+                if let Some(fallback) = &self.fallback {
+                    fallback.answered();
+                }
                 if down_until.take().is_some() {
                     tracing::info!(application = %self.application, "rate-limit Redis is back");
                 }
             }
             Err(error) => {
+                if let Some(fallback) = &self.fallback {
+                    // Whatever Redis charged, it charged before the failure was seen.
+                    fallback.failed(now + started.elapsed());
+                }
                 if down_until.is_none() {
                     tracing::warn!(
                         application = %self.application,
@@ -143,10 +171,13 @@ impl RedisRateLimitBackend {
         }
     }
 
+    /// Runs `op`; `restore` runs on a failure before it is recorded.
     async fn run<T: redis::FromRedisValue>(
         &self,
         op: &Op,
         now: SystemTime,
+        started: Instant,
+        restore: impl FnOnce(),
     ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
         let result = self
@@ -154,7 +185,10 @@ impl RedisRateLimitBackend {
             .invocation(op, now)
             .invoke_async(&mut connection)
             .await;
-        self.mark(&result);
+        if result.is_err() {
+            restore();
+        }
+        self.mark(&result, now, started);
         result
     }
 
@@ -190,35 +224,39 @@ impl Backend for RedisRateLimitBackend {
         Box::pin(async move {
             let mut failure = None;
             if !self.skipped() {
-                let backlog = self
-                    .fallback
-                    .as_ref()
-                    .map_or(0, |fallback| fallback.unsynced.swap(0, Ordering::AcqRel));
+                let backlog = self.fallback.as_ref().map_or(0, Fallback::take_backlog);
                 let started = Instant::now();
+                let restore = || {
+                    if let Some(fallback) = &self.fallback {
+                        fallback.restore_backlog(backlog);
+                    }
+                };
                 match self
-                    .run::<(u8, i64)>(&Op::Acquire { priority, backlog }, now)
+                    .run::<Vec<i64>>(&Op::Acquire { priority, backlog }, now, started, restore)
                     .await
                 {
-                    Ok((1, _)) => return Ok(Ok(())),
-                    Ok((_, wait)) => {
-                        return Ok(Err(NotUntil::new(self.local_instant(now, started, wait))));
-                    }
-                    Err(error) => {
+                    Ok(reply) => {
+                        // The script ran: the backlog is charged, whatever the reply says.
+                        let decision = decode_decision(&reply, self.rules.len())
+                            .ok_or_else(|| BackendError::new("redis", "malformed acquire reply"))?;
                         if let Some(fallback) = &self.fallback {
-                            fallback.unsynced.fetch_add(backlog, Ordering::AcqRel);
+                            fallback.learned(now, decision.used);
                         }
-                        failure = Some(error);
+                        return Ok(if decision.admitted {
+                            Ok(())
+                        } else {
+                            Err(NotUntil::new(self.local_instant(
+                                now,
+                                started,
+                                decision.wait,
+                            )))
+                        });
                     }
+                    Err(error) => failure = Some(error),
                 }
             }
             match &self.fallback {
-                Some(fallback) => {
-                    let decision = fallback.limiter.try_acquire_with(now, priority);
-                    if decision.is_ok() {
-                        fallback.unsynced.fetch_add(1, Ordering::AcqRel);
-                    }
-                    Ok(decision)
-                }
+                Some(fallback) => Ok(fallback.try_acquire(now, priority, self.retry_at(now))),
                 None => Err(self.unavailable(failure)),
             }
         })
@@ -232,13 +270,13 @@ impl Backend for RedisRateLimitBackend {
         Box::pin(async move {
             // The fallback honours the pause too, in case Redis goes away before it ends.
             if let Some(fallback) = &self.fallback {
-                fallback.limiter.pause_until(now, until);
+                fallback.pause_until(now, until);
             }
             if self.skipped() {
                 return Err(self.unavailable(None));
             }
             let wait = until.duration_since(now).unwrap_or(Duration::ZERO);
-            self.run::<(u8, i64)>(&Op::Pause { wait }, now)
+            self.run::<(u8, i64)>(&Op::Pause { wait }, now, Instant::now(), || ())
                 .await
                 .map(drop)
                 .map_err(|error| self.unavailable(Some(error)))
@@ -252,7 +290,7 @@ impl Backend for RedisRateLimitBackend {
             }
             let started = Instant::now();
             let reply: Vec<i64> = self
-                .run(&Op::Status, now)
+                .run(&Op::Status, now, started, || ())
                 .await
                 .map_err(|error| self.unavailable(Some(error)))?;
             decode_status(&reply, &self.rules, |offset| {
@@ -271,7 +309,7 @@ impl fmt::Debug for RedisRateLimitBackend {
             .field("clock", &self.script.clock())
             .field(
                 "fallback_percent",
-                &self.fallback.as_ref().map(|fallback| fallback.percent),
+                &self.fallback.as_ref().map(Fallback::percent),
             )
             .field("retry_interval", &self.retry_interval)
             .finish_non_exhaustive()

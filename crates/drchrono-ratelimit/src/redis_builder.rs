@@ -1,7 +1,6 @@
 //! [`RedisBackendBuilder`]: the options of a [`RedisRateLimitBackend`].
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use redis::Client;
@@ -9,9 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::redis_backend::{Fallback, redis_error};
 use crate::redis_script::LimiterScript;
-use crate::{
-    BackendError, LocalLimiter, RateLimitConfig, RedisClock, RedisRateLimitBackend, Rule, RuleKind,
-};
+use crate::{BackendError, RateLimitConfig, RedisClock, RedisRateLimitBackend};
 
 /// Default prefix of the limiter's Redis keys: `"drchrono:ratelimit"`.
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "drchrono:ratelimit";
@@ -31,7 +28,8 @@ pub const DEFAULT_REDIS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let config = RateLimitConfig::builder().application("my-drchrono-app").build()?;
-/// // Three workers: while Redis is down each may use a third of the budget.
+/// // Three workers: while Redis is down each may use a third of the budget (the percents
+/// // of all workers must sum to at most 100).
 /// let backend = RedisRateLimitBackend::builder(&config)
 ///     .fallback_percent(33)
 ///     .timeout(Duration::from_millis(500))
@@ -76,8 +74,23 @@ impl RedisBackendBuilder {
     }
 
     /// While Redis is unreachable, decide locally on a budget holding `percent` % of each
-    /// rule's maximum (rounded down, at least one request; values above 100 count as 100).
-    /// Default 0: no fallback, fail closed with a [`BackendError`].
+    /// rule's maximum, rounded down (values above 100 count as 100). Default 0: no fallback,
+    /// fail closed with a [`BackendError`].
+    ///
+    /// **The percents of all processes sharing the application must sum to at most 100**
+    /// (each of `N` processes at most `100 / N` %): then, during an outage, together they
+    /// never exceed any rule, whatever was spent before it. For the window and the period
+    /// in progress when Redis failed, a process allows itself only `percent` % of what
+    /// provably remained of them (what its latest Redis decision saw, less what the other
+    /// processes may have charged since, less its own releases Redis was not charged for);
+    /// its plain share applies once that window (plus margin) has passed and that period
+    /// has ended. A process that never heard from Redis releases nothing before then. See
+    /// [`RedisRateLimitBackend`]'s "When Redis is unreachable".
+    ///
+    /// A rule whose share rounds down to 0 refuses every request in the fallback, which
+    /// then only holds requests until Redis answers again (a warning is logged when the
+    /// backend is built): with DrChrono's 9 per second, use at least 12 % (`9 × 12 % =
+    /// 1.08`), so at most 8 processes can have a fallback that admits anything.
     pub fn fallback_percent(mut self, percent: u8) -> Self {
         self.fallback_percent = percent.min(100);
         self
@@ -135,11 +148,7 @@ impl RedisBackendBuilder {
     ) -> Result<RedisRateLimitBackend, BackendError> {
         let fallback = match self.fallback_percent {
             0 => None,
-            percent => Some(Fallback {
-                percent,
-                limiter: LocalLimiter::new(&share(&self.config, percent)?),
-                unsynced: AtomicU64::new(0),
-            }),
+            percent => Some(Fallback::new(&self.config, percent).map_err(invalid)?),
         };
         Ok(RedisRateLimitBackend {
             connection,
@@ -154,27 +163,6 @@ impl RedisBackendBuilder {
     }
 }
 
-/// `config` with every rule's maximum cut to `percent` % (at least 1).
-fn share(config: &RateLimitConfig, percent: u8) -> Result<RateLimitConfig, BackendError> {
-    let rules = config.rules().iter().map(|rule| {
-        let max = u32::try_from(u64::from(rule.max()) * u64::from(percent) / 100)
-            .unwrap_or(u32::MAX)
-            .max(1);
-        match rule.kind() {
-            RuleKind::Aligned => Rule::aligned(max, rule.period()),
-            _ => Rule::sliding(max, rule.period()),
-        }
-    });
-    RateLimitConfig::builder()
-        .rules(rules.collect::<Result<Vec<_>, _>>().map_err(invalid)?)
-        .safety_margin(config.safety_margin())
-        .background_reserve_percent(config.background_reserve_percent())
-        .smooth_pacing(config.smooth_pacing())
-        .application(config.application())
-        .build()
-        .map_err(invalid)
-}
-
 fn invalid(error: crate::ConfigError) -> BackendError {
     BackendError::new("redis", error)
 }
@@ -184,18 +172,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fallback_holds_a_share_of_every_rule() {
-        let config = RateLimitConfig::builder()
-            .safety_margin(Duration::from_millis(7))
-            .build()
-            .unwrap();
-        let third = share(&config, 33).unwrap();
-        let maxima: Vec<_> = third.rules().iter().map(|rule| rule.max()).collect();
-        assert_eq!(maxima, [2, 95, 165]);
-        assert_eq!(third.rules()[2].kind(), RuleKind::Aligned);
-        assert_eq!(third.safety_margin(), Duration::from_millis(7));
-        let tiny = share(&config, 1).unwrap();
-        assert_eq!(tiny.rules()[0].max(), 1);
+    fn the_fallback_percent_is_at_most_100() {
+        let config = RateLimitConfig::default();
         let builder = RedisBackendBuilder::new(&config).fallback_percent(250);
         assert_eq!(builder.fallback_percent, 100);
     }

@@ -34,7 +34,9 @@ use crate::{Priority, RateLimitConfig, RuleKind};
 /// `pause`: wait µs).
 ///
 /// Replies (µs are offsets from the clock reading the script used):
-/// - `acquire`: `{1, 0}` admitted and charged, `{0, wait}` refused;
+/// - `acquire`: `{1, 0, used_1, …}` admitted and charged, `{0, wait, used_1, …}` refused;
+///   `used_i` is what rule `i` holds after the decision (the live entries of a rolling
+///   window, the count of the aligned period: the `used` of `status`), for the fallback;
 /// - `pause`: `{1, 0}`;
 /// - `status`: `{now, used_1, resets_1 (-1: none), …, next, next_background, paused (-1)}`.
 const SOURCE: &str = r"
@@ -62,6 +64,21 @@ local meta = redis.call('HMGET', KEYS[1], 'last_now', 'paused_until', 'last_char
 local last_now = tonumber(meta[1]) or 0
 local paused_until = tonumber(meta[2]) or 0
 local last_charge = tonumber(meta[3])
+local now = math.max(server_now, last_now)
+
+-- Drops the entries of a rolling log that left its window for good (time never runs
+-- backwards), as the local core does: the log then holds exactly the live entries. The log
+-- is sorted: a binary search finds the first live entry, one LTRIM drops the rest.
+local function prune(r)
+  if r.len == 0 or tonumber(redis.call('LINDEX', r.key, 0)) + r.span > now then return end
+  local lo, hi = 1, r.len
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if tonumber(redis.call('LINDEX', r.key, mid)) + r.span > now then hi = mid else lo = mid + 1 end
+  end
+  redis.call('LTRIM', r.key, lo, -1)
+  r.len = r.len - lo
+end
 
 local rules = {}
 local longest = 1
@@ -71,6 +88,7 @@ for i = 1, n do
               span = tonumber(ARGV[b + 4]), key = KEYS[i + 1] }
   if r.kind == 's' then
     r.len = redis.call('LLEN', r.key)
+    if op == 'acquire' then prune(r) end
     if r.len >= r.max then
       r.oldest = tonumber(redis.call('LINDEX', r.key, r.len - r.max))
     end
@@ -190,8 +208,19 @@ local function save_meta(now)
   redis.call('PEXPIRE', KEYS[1], ms(math.max(longest, paused_until - now)))
 end
 
-local now = math.max(server_now, last_now)
 local rest = 6 + 4 * n
+
+-- What each rule holds at `now`.
+local function used_at(r)
+  if r.kind == 's' then return r.len end
+  local k, k2 = periods_of(r, now)
+  return math.max(aligned_count(r, k), aligned_count(r, k2))
+end
+local function decision(admitted, wait)
+  local out = {admitted, wait}
+  for i = 1, n do out[#out + 1] = used_at(rules[i]) end
+  return out
+end
 
 if op == 'acquire' then
   last_now = now
@@ -201,11 +230,11 @@ if op == 'acquire' then
   local e = earliest(now, bg)
   if e > now then
     save_meta(now)
-    return {0, e - server_now}
+    return decision(0, e - server_now)
   end
   charge(now, 1)
   save_meta(now)
-  return {1, 0}
+  return decision(1, 0)
 elseif op == 'pause' then
   local untilt = server_now + tonumber(ARGV[rest])
   if untilt > paused_until then paused_until = untilt end

@@ -1,8 +1,35 @@
-//! Reading the script's `status` reply into a [`Status`].
+//! Reading the script's replies: `acquire` into a [`Decision`], `status` into a [`Status`].
 
 use std::time::SystemTime;
 
 use crate::{Rule, RuleStatus, Status};
+
+/// The script's answer to `acquire`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    /// Admitted and charged.
+    pub(crate) admitted: bool,
+    /// Refused: µs from the script's clock reading until the earliest admissible instant.
+    pub(crate) wait: i64,
+    /// What each rule holds after the decision (the `used` of `status`).
+    pub(crate) used: Vec<u32>,
+}
+
+/// `reply` = `{admitted (1/0), wait, used_1, …, used_n}` for `rules` rules.
+pub(crate) fn decode_decision(reply: &[i64], rules: usize) -> Option<Decision> {
+    let (&[admitted, wait], used) = reply.split_first_chunk::<2>()?;
+    if used.len() != rules || !matches!(admitted, 0 | 1) {
+        return None;
+    }
+    Some(Decision {
+        admitted: admitted == 1,
+        wait,
+        used: used
+            .iter()
+            .map(|&used| u32::try_from(used.max(0)).unwrap_or(u32::MAX))
+            .collect(),
+    })
+}
 
 /// `reply` = `{now, used_1, resets_1, …, next, next_background, paused}` (offsets in µs from
 /// the script's clock reading; -1: none); `at` maps an offset to the caller's clock.
@@ -63,5 +90,18 @@ mod tests {
         assert_eq!(empty.rules[0].resets_at, None);
         assert_eq!(empty.paused_until, Some(at(9)));
         assert!(decode_status(&[0, 1], &rules, at).is_none());
+    }
+
+    #[test]
+    fn decisions_carry_what_each_rule_holds() {
+        let admitted = decode_decision(&[1, 0, 4, 280, 300], 3).unwrap();
+        assert!(admitted.admitted);
+        assert_eq!(admitted.used, [4, 280, 300]);
+        let refused = decode_decision(&[0, 1_500, 9, 9, -1], 3).unwrap();
+        assert_eq!((refused.admitted, refused.wait), (false, 1_500));
+        assert_eq!(refused.used, [9, 9, 0]);
+        assert!(decode_decision(&[1, 0, 4], 3).is_none());
+        assert!(decode_decision(&[2, 0], 0).is_none());
+        assert!(decode_decision(&[1], 0).is_none());
     }
 }

@@ -404,7 +404,15 @@ async fn redis_down_fails_closed_with_a_typed_error_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_spends_its_share_locally_and_charges_redis_when_it_returns() {
     let mut redis = TestRedis::private();
-    let config = one_window(4, Duration::from_secs(60), "fallback");
+    let config = RateLimitConfig::builder()
+        .rules([
+            Rule::sliding(10, Duration::from_secs(1)).unwrap(),
+            Rule::sliding(40, Duration::from_secs(60)).unwrap(),
+        ])
+        .safety_margin(Duration::ZERO)
+        .application("fallback")
+        .build()
+        .unwrap();
     let backend = RedisRateLimitBackend::builder(&config)
         .fallback_percent(50)
         .retry_interval(Duration::from_millis(200))
@@ -419,24 +427,30 @@ async fn a_fallback_spends_its_share_locally_and_charges_redis_when_it_returns()
         .unwrap();
 
     redis.stop();
-    // Half of 4: two go, the third waits (for the local window), none fails.
-    for _ in 0..2 {
-        let decision = backend
-            .try_acquire(SystemTime::now(), Priority::Interactive)
-            .await
-            .unwrap();
-        assert!(decision.is_ok());
-    }
+    // Redis held 1 of 10 and 1 of 40; other processes may have sent up to 10 more (the
+    // per-second rule) before the outage was seen. So nothing for a second, then half of
+    // 10 per second (the share) until half of 40 - 1 - 10 (14) is spent in this minute.
     let now = SystemTime::now();
     let refused = backend
         .try_acquire(now, Priority::Interactive)
         .await
         .unwrap()
         .unwrap_err();
-    assert!(refused.wait_time_from(now) > Duration::from_secs(50));
-    assert_eq!(backend.unsynced(), 2);
+    assert!(refused.wait_time_from(now) <= Duration::from_millis(200));
+    let mut released = Vec::new();
+    for second in 2..6 {
+        let at = now + Duration::from_secs(second);
+        for _ in 0..10 {
+            if let Ok(Ok(())) = backend.try_acquire(at, Priority::Interactive).await {
+                released.push(second);
+            }
+        }
+    }
+    assert_eq!(released, [2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4]);
+    assert_eq!(backend.unsynced(), 14);
 
-    // Redis is back, empty: its next decision charges the two first, then this one.
+    // Redis is back, empty: its next decision charges the 14 first (10 of them fill the
+    // second), then refuses this one.
     redis.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -452,7 +466,7 @@ async fn a_fallback_spends_its_share_locally_and_charges_redis_when_it_returns()
     }
     assert_eq!(backend.unsynced(), 0);
     let status = backend.status(SystemTime::now()).await.unwrap();
-    assert_eq!(status.rules[0].remaining, 4 - 3);
+    assert_eq!(status.rules[1].remaining, 40 - 14);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,8 +474,9 @@ async fn a_long_outages_backlog_is_charged_in_one_decision() {
     let mut redis = TestRedis::private();
     let config = RateLimitConfig::builder()
         .rules([
-            Rule::sliding(10_000, Duration::from_secs(600)).unwrap(),
-            Rule::aligned(20_000, Duration::from_secs(3_600)).unwrap(),
+            Rule::sliding(10_000, Duration::from_secs(1)).unwrap(),
+            Rule::sliding(20_000, Duration::from_secs(600)).unwrap(),
+            Rule::aligned(40_000, Duration::from_secs(3_600)).unwrap(),
         ])
         .application("backlog")
         .build()
@@ -472,10 +487,24 @@ async fn a_long_outages_backlog_is_charged_in_one_decision() {
         .connect(redis.url())
         .await
         .unwrap();
+    backend
+        .try_acquire(SystemTime::now(), Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap();
     redis.stop();
+    // Others may have sent 10 000 before the outage was seen: nothing for a second and a
+    // margin, then up to 20 000 - 1 - 10 000 in the window in progress.
+    let now = SystemTime::now();
+    let refused = backend
+        .try_acquire(now, Priority::Interactive)
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    let later = now + Duration::from_secs(2);
     for _ in 0..9_000 {
         let decision = backend
-            .try_acquire(SystemTime::now(), Priority::Interactive)
+            .try_acquire(later, Priority::Interactive)
             .await
             .unwrap();
         assert!(decision.is_ok());
@@ -490,7 +519,7 @@ async fn a_long_outages_backlog_is_charged_in_one_decision() {
         assert!(std::time::Instant::now() < deadline, "never synced");
         tokio::time::sleep(Duration::from_millis(150)).await;
         let decision = backend
-            .try_acquire(SystemTime::now(), Priority::Interactive)
+            .try_acquire(later, Priority::Interactive)
             .await
             .unwrap();
         assert!(decision.is_ok());
@@ -499,8 +528,8 @@ async fn a_long_outages_backlog_is_charged_in_one_decision() {
     // The decisions made while Redis was still away went to the fallback (and were synced
     // with the backlog); the last one was Redis's own.
     let status = backend.status(SystemTime::now()).await.unwrap();
-    assert_eq!(status.rules[0].remaining, 10_000 - 9_000 - admitted_since);
     assert_eq!(status.rules[1].remaining, 20_000 - 9_000 - admitted_since);
+    assert_eq!(status.rules[2].remaining, 40_000 - 9_000 - admitted_since);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
