@@ -31,7 +31,9 @@ use tokio::time::{Instant, sleep};
 use tower::{Service, ServiceExt};
 
 /// The API base URL the client is given. The router ignores the host: any absolute URL works.
-pub(crate) const BASE_URL: &str = "http://drchrono.sim";
+/// `https`, as in production: the client refuses plain `http` to a host that is not loopback,
+/// and upgrades the simulator's `http://` `next` links on this host to `https`.
+pub(crate) const BASE_URL: &str = "https://drchrono.sim";
 
 /// 2026-01-05T10:37:00Z (a Monday), as the `plan` example starts.
 pub(crate) const MONDAY_10_37_UTC: u64 = 1_767_609_420;

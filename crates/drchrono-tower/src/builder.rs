@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use drchrono_classify::{BoxError, ErrorClassifyLayer};
@@ -17,9 +18,12 @@ use http_body_util::Full;
 use secrecy::SecretString;
 use tower::Service;
 
-use crate::client::DrChronoClient;
+use crate::attempt::Limits;
+use crate::client::{ClientConfig, DrChronoClient};
 use crate::layer::DrChronoLayer;
-use crate::transport::{https_client, not_sent};
+use crate::origin::is_loopback;
+use crate::redirect::DEFAULT_MAX_REDIRECTS;
+use crate::transport::{DEFAULT_CONNECT_TIMEOUT, https_client_with_connect_timeout, not_sent};
 
 /// DrChrono's API base URL.
 pub const DRCHRONO_API_URL: &str = "https://app.drchrono.com";
@@ -39,6 +43,15 @@ pub enum BuildError {
         /// The value given.
         value: String,
     },
+    /// A plain `http` URL to a host that is not loopback: tokens and client credentials
+    /// would cross the network in clear text. Use `https`, or opt in with
+    /// [`DrChronoClientBuilder::allow_insecure_http`].
+    InsecureUrl {
+        /// Which setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// The default HTTPS transport could not be created.
     Transport(BoxError),
 }
@@ -53,6 +66,11 @@ impl fmt::Display for BuildError {
             Self::InvalidUrl { setting, value } => {
                 write!(f, "{setting} `{value}` is not an absolute http(s) URL")
             }
+            Self::InsecureUrl { setting, value } => write!(
+                f,
+                "{setting} `{value}` is plain http to a host that is not loopback: use https, \
+                 or allow_insecure_http(true)"
+            ),
             Self::Transport(e) => write!(f, "the HTTPS transport could not be created: {e}"),
         }
     }
@@ -84,6 +102,10 @@ pub struct DrChronoClientBuilder {
     rate_limiter: Option<RateLimiter>,
     retry: Option<RetryPolicy>,
     classify: Option<ErrorClassifyLayer>,
+    allow_insecure_http: bool,
+    connect_timeout: Duration,
+    limits: Limits,
+    max_redirects: usize,
 }
 
 impl fmt::Debug for DrChronoClientBuilder {
@@ -94,6 +116,12 @@ impl fmt::Debug for DrChronoClientBuilder {
             .field("client_id", &self.credentials.as_ref().map(|(id, _)| id))
             .field("has_tokens", &self.tokens.is_some())
             .field("has_store", &self.store.is_some())
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_head_timeout", &self.limits.response_head)
+            .field("body_read_timeout", &self.limits.body_read)
+            .field("max_body_size", &self.limits.max_body)
+            .field("max_redirects", &self.max_redirects)
             .finish_non_exhaustive()
     }
 }
@@ -112,18 +140,33 @@ impl Default for DrChronoClientBuilder {
             rate_limiter: None,
             retry: None,
             classify: None,
+            allow_insecure_http: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            limits: Limits::default(),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
         }
     }
 }
 
-fn absolute(setting: &'static str, value: &str) -> Result<Uri, BuildError> {
+/// `value` as an absolute `http` or `https` URL; plain `http` only to a loopback host or
+/// when `allow_insecure_http`.
+fn absolute(
+    setting: &'static str,
+    value: &str,
+    allow_insecure_http: bool,
+) -> Result<Uri, BuildError> {
     let invalid = || BuildError::InvalidUrl {
         setting,
         value: value.to_owned(),
     };
     let uri: Uri = value.parse().map_err(|_| invalid())?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(_)) => Ok(uri),
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => Ok(uri),
+        (Some("http"), Some(host)) if allow_insecure_http || is_loopback(host) => Ok(uri),
+        (Some("http"), Some(_)) => Err(BuildError::InsecureUrl {
+            setting,
+            value: value.to_owned(),
+        }),
         _ => Err(invalid()),
     }
 }
@@ -189,14 +232,97 @@ impl DrChronoClientBuilder {
 
     /// The API base URL (default: [`DRCHRONO_API_URL`]); relative request paths are resolved
     /// against it.
+    ///
+    /// Its origin (scheme, host, port) is the only one the client sends the access token to:
+    /// an absolute URL or a `next` link elsewhere is refused before anything is sent (see
+    /// [`ForeignOrigin`](crate::ForeignOrigin)). Plain `http` is refused for a host that is
+    /// not loopback unless [`allow_insecure_http`](Self::allow_insecure_http).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
         self
     }
 
-    /// The token endpoint (default: `https://drchrono.com/o/token/`).
+    /// The token endpoint (default: `https://drchrono.com/o/token/`). Plain `http` is
+    /// refused for a host that is not loopback unless
+    /// [`allow_insecure_http`](Self::allow_insecure_http).
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
         self.token_url = Some(url.into());
+        self
+    }
+
+    /// Whether a plain `http` base or token URL may name a host that is not loopback
+    /// (default: **`false`**: only `https`, and `http` to `localhost`, 127.0.0.0/8 or `::1`,
+    /// as for a local `drchrono-sim`). With `http` the access token, the refresh token and
+    /// the client secret cross the network in clear text: allow it only for a test host on
+    /// a trusted network.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// How long setting up a new connection (TCP and TLS) may take (default: **10 s**).
+    /// Applies to the default transport built by [`build`](Self::build); a transport given
+    /// to [`build_with_transport`](Self::build_with_transport) sets up its connections its
+    /// own way (see [`https_client_with_connect_timeout`](crate::https_client_with_connect_timeout)).
+    ///
+    /// A connect timeout fails the attempt with [`TimedOut`](crate::TimedOut)
+    /// ([`TimeoutPhase::Connect`](crate::TimeoutPhase::Connect)): the request was not sent,
+    /// so the retry policy may retry any method.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long each attempt may wait for its response head (status and headers), counted
+    /// from the moment the transport is called, connection set-up included (default:
+    /// **60 s**). Every attempt gets its own: each retry, each redirect, each page.
+    ///
+    /// A timed-out attempt fails with [`TimedOut`](crate::TimedOut)
+    /// ([`TimeoutPhase::ResponseHead`](crate::TimeoutPhase::ResponseHead)) as a
+    /// [`DrChronoError::Transport`](crate::DrChronoError::Transport) with `not_sent: false`:
+    /// the request may have reached DrChrono, so the retry policy retries it only when it is
+    /// idempotent (GET, PUT, DELETE, …, or opted in). With the default retry policy a `GET`
+    /// to a server that never answers fails after 4 attempts and 3 backoffs: at most
+    /// 4 × 60 s + 30 s + 60 s + 120 s = 450 s; a `POST` after 60 s.
+    pub fn response_head_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.response_head = timeout;
+        self
+    }
+
+    /// How long reading a success body (status below 400) may take (default: **60 s**).
+    /// Error bodies are read by the classifier under its own limit (see
+    /// [`classify`](Self::classify)).
+    ///
+    /// A body that stalls, or breaks off before its end, fails the attempt as a
+    /// [`DrChronoError::Transport`](crate::DrChronoError::Transport) with `not_sent: false`
+    /// ([`TimedOut`](crate::TimedOut) of phase [`TimeoutPhase::Body`](crate::TimeoutPhase::Body)
+    /// for a stall): like a 5xx, the retry policy retries it when the request is
+    /// idempotent, with the policy's backoff, retry count and budget.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.body_read = timeout;
+        self
+    }
+
+    /// The largest success body read, in bytes (default: **32 MiB**). A larger one (by its
+    /// `Content-Length`, or once that many bytes arrived) is a
+    /// [`DrChronoError::Decode`](crate::DrChronoError::Decode) whose source is
+    /// [`BodyTooLarge`](crate::BodyTooLarge), not retried; the rest of the body is never
+    /// buffered.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.limits.max_body = bytes;
+        self
+    }
+
+    /// How many redirects one request follows (default: **5**; 0 follows none).
+    ///
+    /// Only redirects to the API origin are followed (see [`base_url`](Self::base_url)),
+    /// each one a new request through the whole stack (rate limited, with the current
+    /// token). 301, 302, 307 and 308 replay the method, headers and body (DrChrono documents
+    /// replaying a 302); a 303 becomes a `GET` without a body. A redirect to another origin,
+    /// or one past the limit, is returned to the caller as the 3xx response itself, never
+    /// followed with the token.
+    pub fn max_redirects(mut self, redirects: usize) -> Self {
+        self.max_redirects = redirects;
         self
     }
 
@@ -225,17 +351,25 @@ impl DrChronoClientBuilder {
         self
     }
 
-    /// Builds the client over the default HTTPS transport ([`https_client`]).
+    /// Builds the client over the default HTTPS transport
+    /// ([`https_client_with_connect_timeout`](crate::https_client_with_connect_timeout) with
+    /// the [`connect_timeout`](Self::connect_timeout)).
     ///
     /// # Errors
     /// See [`BuildError`].
     pub fn build(self) -> Result<DrChronoClient, BuildError> {
-        let transport = https_client().map_err(BuildError::Transport)?;
+        let transport = https_client_with_connect_timeout(self.connect_timeout)
+            .map_err(BuildError::Transport)?;
         self.build_with_transport(transport)
     }
 
     /// Builds the client over any transport: hyper-util's client, a `drchrono_sim` router,
     /// a test double. The token endpoint is called through the same transport.
+    ///
+    /// Every API attempt through it is bounded by the
+    /// [`response_head_timeout`](Self::response_head_timeout), and its success body by the
+    /// [`body_read_timeout`](Self::body_read_timeout) and the
+    /// [`max_body_size`](Self::max_body_size).
     ///
     /// # Errors
     /// See [`BuildError`].
@@ -247,12 +381,20 @@ impl DrChronoClientBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let config = ClientConfig {
+            limits: self.limits,
+            max_redirects: self.max_redirects,
+        };
         let (layer, base) = self.into_layer(transport.clone())?;
-        Ok(DrChronoClient::new(layer, transport, base))
+        Ok(DrChronoClient::new(layer, transport, base, config))
     }
 
     /// Builds only the layer (for composing with `tower::ServiceBuilder` yourself) with the
     /// token endpoint called through `token_transport`; returns it with the base URL.
+    ///
+    /// The layer attaches the token to whatever request it is given, adds no timeout and
+    /// follows no redirect: origin pinning, the response and body timeouts, the body limit
+    /// and redirects are [`DrChronoClient`]'s. Put your own timeout around the transport.
     ///
     /// # Errors
     /// See [`BuildError`].
@@ -265,7 +407,7 @@ impl DrChronoClientBuilder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let base = absolute("base_url", &self.base_url)?;
+        let base = absolute("base_url", &self.base_url, self.allow_insecure_http)?;
         let (client_id, client_secret) = self.credentials.ok_or(BuildError::MissingCredentials)?;
         if self.tokens.is_none() && self.store.is_none() {
             return Err(BuildError::MissingTokens);
@@ -275,7 +417,8 @@ impl DrChronoClientBuilder {
             ClientCredentials::new(client_id, client_secret),
         );
         if let Some(url) = &self.token_url {
-            token_client = token_client.token_url(absolute("token_url", url)?);
+            token_client =
+                token_client.token_url(absolute("token_url", url, self.allow_insecure_http)?);
         }
         let mut tokens = TokenManager::builder(token_client);
         if let Some(store) = self.store {

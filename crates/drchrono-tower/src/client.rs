@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use drchrono_classify::{BoxError, DrChronoError, ErrorContext, RequestPayload};
@@ -9,19 +10,33 @@ use futures::Stream;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::attempt::{Attempt, AttemptBody, Limits, ReadError, read_whole};
 use crate::builder::DrChronoClientBuilder;
 use crate::layer::DrChronoLayer;
+use crate::origin::ApiOrigin;
+use crate::redirect;
 
 type Inner = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, DrChronoError>;
 
 /// A DrChrono API client: the recommended stack ([`DrChronoLayer`]) on a transport, with
 /// relative paths, JSON through `serde`, and paging through DrChrono's `next` links.
+///
+/// It keeps the access token home and never hangs:
+/// - **Origin pinning.** Requests go only to the base URL's origin (scheme, host, port); an
+///   absolute URL or a `next` link elsewhere is refused before anything is sent
+///   ([`ForeignOrigin`](crate::ForeignOrigin)); one that differs only by `http` against
+///   `https` on the same host is sent to the configured scheme. Redirects are followed on
+///   the origin only ([`max_redirects`](DrChronoClientBuilder::max_redirects)).
+/// - **Timeouts.** Each attempt, each retry included, must see its response head within
+///   60 s and read its success body within 60 s; a new connection must be up within 10 s;
+///   a success body is at most 32 MiB. All configurable on the builder; see
+///   [`TimedOut`](crate::TimedOut) and [`BodyTooLarge`](crate::BodyTooLarge).
 ///
 /// Cheap to clone; clones share the rate limiter's budget, the token family and the retry
 /// budget, so one client serves a whole application (every handler of an axum service, every
@@ -53,6 +68,15 @@ pub struct DrChronoClient {
     service: Inner,
     layer: DrChronoLayer,
     base: Uri,
+    origin: ApiOrigin,
+    max_redirects: usize,
+}
+
+/// What the builder configures beyond the layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientConfig {
+    pub(crate) limits: Limits,
+    pub(crate) max_redirects: usize,
 }
 
 impl fmt::Debug for DrChronoClient {
@@ -60,6 +84,7 @@ impl fmt::Debug for DrChronoClient {
         f.debug_struct("DrChronoClient")
             .field("base", &self.base)
             .field("layer", &self.layer)
+            .field("max_redirects", &self.max_redirects)
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +95,12 @@ impl DrChronoClient {
         DrChronoClientBuilder::default()
     }
 
-    pub(crate) fn new<S, B>(layer: DrChronoLayer, transport: S, base: Uri) -> Self
+    pub(crate) fn new<S, B>(
+        layer: DrChronoLayer,
+        transport: S,
+        base: Uri,
+        config: ClientConfig,
+    ) -> Self
     where
         S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
         S::Error: Into<BoxError>,
@@ -78,22 +108,42 @@ impl DrChronoClient {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let stack = layer
-            .layer(transport)
-            .and_then(|response: Response<B>| async move {
+        // Below the classifier, so below the retry layer: every attempt gets its own
+        // response-head timeout and reads its success body itself, so that a body that
+        // stalls or breaks off is a transport failure the retry policy retries by
+        // idempotency, like a 5xx.
+        let limits = config.limits;
+        let stack = layer.layer(Attempt::new(transport, limits)).and_then(
+            move |response: Response<AttemptBody<B>>| async move {
                 let (parts, body) = response.into_parts();
-                match body.collect().await {
-                    Ok(collected) => Ok(Response::from_parts(parts, collected.to_bytes())),
-                    Err(e) => Err(DrChronoError::Decode {
-                        source: e.into(),
+                let read = match body {
+                    AttemptBody::Read(data) => Ok(data.unwrap_or_default()),
+                    AttemptBody::TooLarge(too_large) => Err(Box::new(too_large) as BoxError),
+                    // Error statuses never get here (the classifier turns them into
+                    // errors); read one anyway under the same bounds.
+                    streaming @ AttemptBody::Streaming(_) => {
+                        read_whole(streaming, limits).await.map_err(|e| match e {
+                            ReadError::TooLarge(e) => Box::new(e) as BoxError,
+                            ReadError::TimedOut(e) => Box::new(e) as BoxError,
+                            ReadError::Failed(e) => e,
+                        })
+                    }
+                };
+                match read {
+                    Ok(bytes) => Ok(Response::from_parts(parts, bytes)),
+                    Err(source) => Err(DrChronoError::Decode {
+                        source,
                         context: with_status(parts.status),
                     }),
                 }
-            });
+            },
+        );
         Self {
             service: BoxCloneSyncService::new(stack),
             layer,
+            origin: ApiOrigin::new(&base),
             base,
+            max_redirects: config.max_redirects,
         }
     }
 
@@ -114,8 +164,8 @@ impl DrChronoClient {
     }
 
     /// Resolves a path (`/api/patients?since=…`) against the base URL; absolute URLs (such as
-    /// DrChrono's `next` links) are kept.
-    fn resolve(&self, path_or_url: &str) -> Result<Uri, DrChronoError> {
+    /// DrChrono's `next` links) are pinned to the API origin.
+    fn resolve(&self, method: &Method, path_or_url: &str) -> Result<Uri, DrChronoError> {
         let invalid = |source: BoxError| DrChronoError::Transport {
             not_sent: true,
             source,
@@ -123,7 +173,7 @@ impl DrChronoClient {
         };
         let uri: Uri = path_or_url.parse().map_err(|e| invalid(Box::new(e)))?;
         if uri.scheme().is_some() {
-            return Ok(uri);
+            return self.pin(method, uri);
         }
         let mut parts = self.base.clone().into_parts();
         let base_path = self.base.path().trim_end_matches('/');
@@ -136,19 +186,57 @@ impl DrChronoClient {
         Uri::from_parts(parts).map_err(|e| invalid(Box::new(e)))
     }
 
+    /// `uri` on the API origin (see [`ApiOrigin::pin`]), or the typed refusal.
+    fn pin(&self, method: &Method, uri: Uri) -> Result<Uri, DrChronoError> {
+        self.origin.pin(uri).map_err(|refused| {
+            tracing::warn!(
+                method = %method,
+                origin = %refused.origin(),
+                "refused to send a request outside the API origin",
+            );
+            let mut context = ErrorContext::new();
+            context.method = Some(method.clone());
+            context.occurred_at = Some(SystemTime::now());
+            DrChronoError::Transport {
+                not_sent: true,
+                source: Box::new(refused),
+                context: Box::new(context),
+            }
+        })
+    }
+
     /// Sends a request through the whole stack; relative URIs are resolved against the base
-    /// URL. The response body is read whole.
+    /// URL, absolute ones must be on its origin. Redirects on the origin are followed (up to
+    /// [`max_redirects`](DrChronoClientBuilder::max_redirects)); any other is returned as
+    /// it came. The response body is read whole.
     ///
     /// # Errors
-    /// Every failure as a typed [`DrChronoError`], after the retries the policy allows.
+    /// Every failure as a typed [`DrChronoError`], after the retries the policy allows. A
+    /// URL outside the API origin is refused before anything is sent:
+    /// [`DrChronoError::Transport`] with `not_sent: true` and a
+    /// [`ForeignOrigin`](crate::ForeignOrigin) source.
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Bytes>, DrChronoError> {
-        if request.uri().scheme().is_none() {
-            *request.uri_mut() = self.resolve(&request.uri().to_string())?;
+        let uri = request.uri().clone();
+        *request.uri_mut() = if uri.scheme().is_none() {
+            self.resolve(request.method(), &uri.to_string())?
+        } else {
+            self.pin(request.method(), uri)?
+        };
+        let mut followed = 0;
+        loop {
+            let replay = (followed < self.max_redirects).then(|| redirect::copy(&request));
+            let response = self.service.clone().oneshot(request).await?;
+            match replay.and_then(|replay| redirect::follow(&self.origin, replay, &response)) {
+                Some(next) => {
+                    request = next;
+                    followed += 1;
+                }
+                None => return Ok(response),
+            }
         }
-        self.service.clone().oneshot(request).await
     }
 
     async fn call(
@@ -157,7 +245,7 @@ impl DrChronoClient {
         path: &str,
         json: Option<Bytes>,
     ) -> Result<Response<Bytes>, DrChronoError> {
-        let uri = self.resolve(path)?;
+        let uri = self.resolve(&method, path)?;
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -266,6 +354,12 @@ impl DrChronoClient {
 
     /// Every item of a paginated DrChrono list (`{"next", "previous", "results"}`), page by
     /// page, following the `next` links. Each page is one request through the stack.
+    ///
+    /// A `next` link outside the API origin ends the stream with a [`DrChronoError::Transport`]
+    /// (`not_sent: true`, a [`ForeignOrigin`](crate::ForeignOrigin) source), sending nothing
+    /// there; one that differs only by `http` against `https` on the API host is followed on
+    /// the configured scheme (Django REST Framework writes `http://` links behind a
+    /// TLS-terminating proxy).
     ///
     /// ```
     /// # async fn run(client: drchrono_tower::DrChronoClient) -> Result<(), drchrono_tower::DrChronoError> {

@@ -12,6 +12,12 @@
 //! | [`OAuthRefreshLayer`](oauth::OAuthRefreshLayer) | [`oauth`] | attaches the token, refreshes once before expiry, persists the rotated refresh token first |
 //! | [`ErrorClassifyLayer`](classify::ErrorClassifyLayer) | [`classify`] | error responses become typed [`DrChronoError`]s |
 //!
+//! [`DrChronoClient`] also keeps the access token on the API origin ([`ForeignOrigin`]; plain
+//! `http` only to loopback or when [allowed](DrChronoClientBuilder::allow_insecure_http)),
+//! follows same-origin redirects only, and bounds every attempt: 10 s to connect, 60 s to the
+//! response head, 60 s and 32 MiB for a success body ([`TimedOut`], [`BodyTooLarge`]), all
+//! configurable on [`DrChronoClientBuilder`].
+//!
 //! # Example
 //! ```
 //! use drchrono_tower::{DrChronoClient, DrChronoError};
@@ -40,20 +46,27 @@
 //! # }
 //! ```
 
+mod attempt;
 mod builder;
 mod client;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod origin;
+mod redirect;
 mod transport;
 
+pub use attempt::{BodyTooLarge, TimedOut, TimeoutPhase};
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
 pub use client::DrChronoClient;
 pub use drchrono_classify::{DrChronoError, SupportReport};
 pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
-pub use transport::{HttpsClient, https_client, not_sent};
+pub use origin::ForeignOrigin;
+pub use transport::{
+    ConnectTimeout, HttpsClient, https_client, https_client_with_connect_timeout, not_sent,
+};
 
 pub use drchrono_classify as classify;
 pub use drchrono_oauth as oauth;

@@ -10,8 +10,8 @@ fn client(sim: &Simulator) -> DrChronoClient {
     DrChronoClient::builder()
         .credentials(c.client_id, c.client_secret)
         .refresh_token(c.refresh_token)
-        .base_url("http://sim.test")
-        .token_url("http://sim.test/o/token/")
+        .base_url("https://sim.test")
+        .token_url("https://sim.test/o/token/")
         .build_with_transport(sim.router())
         .expect("valid configuration")
 }
@@ -69,7 +69,7 @@ async fn typed_json_and_typed_errors() {
 async fn absolute_urls_are_kept_and_paths_resolved() {
     let sim = Simulator::new(SimConfig::default());
     let client = client(&sim);
-    let via_url = client.get("http://sim.test/api/patients/3").await.unwrap();
+    let via_url = client.get("https://sim.test/api/patients/3").await.unwrap();
     let via_path = client.get("/api/patients/3").await.unwrap();
     assert_eq!(via_url.body(), via_path.body());
 }

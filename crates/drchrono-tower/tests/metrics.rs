@@ -81,8 +81,8 @@ async fn snapshot_reports_attempts_retries_budget_and_token() {
     let client = DrChronoClient::builder()
         .credentials(c.client_id, c.client_secret)
         .refresh_token(c.refresh_token)
-        .base_url("http://sim.test")
-        .token_url("http://sim.test/o/token/")
+        .base_url("https://sim.test")
+        .token_url("https://sim.test/o/token/")
         .retry(retry)
         .build_with_transport(sim.router())
         .unwrap();
