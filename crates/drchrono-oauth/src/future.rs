@@ -12,7 +12,6 @@ use http::header::AUTHORIZATION;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::active::Need;
 use crate::manager::Triage;
 use crate::{Bearer, TokenManager};
 
@@ -49,7 +48,8 @@ pin_project! {
             future: S::Future,
             generation: u64,
         },
-        // A 401 on the current token: waiting for the single-flight refresh.
+        // A 401 on the current token: waiting for the single-flight refresh (or for the
+        // store re-read that replaces it soon after a refresh caused by a 401).
         Triage {
             outcome: BoxFuture<'static, DrChronoError>,
         },
@@ -151,11 +151,14 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Err(error));
                         }
-                        Triage::Refresh => {
+                        Triage::SlowPath => {
                             let shared = this.manager.shared.clone();
                             let outcome = async move {
-                                match shared.acquire(Need::Newer(generation)).await {
-                                    Ok(_) => mark_for_replay(error),
+                                match shared.after_unauthorized(generation).await {
+                                    Ok(Some(_)) => mark_for_replay(error),
+                                    // The 401 persisted after a refresh a moment ago: it is
+                                    // returned as it came, not marked for replay.
+                                    Ok(None) => error,
                                     Err(refresh_error) => refresh_error,
                                 }
                             };

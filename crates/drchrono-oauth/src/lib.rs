@@ -13,12 +13,16 @@
 //! - [`TokenManager`] holds one token family: loads it from a [`TokenStore`]
 //!   ([`MemoryTokenStore`], [`FileTokenStore`]: atomic, fsynced, mode 0600), refreshes
 //!   proactively ([`RefreshTiming`]: `min(5 min, 10 %)` before expiry) with exactly one
-//!   refresh in flight, persists the rotated pair **before** using it, and stops for good
-//!   on `invalid_grant`, telling the application once (hook + [`AuthStatus`] watch).
+//!   refresh in flight, persists the rotated pair **before** using it, and stops refreshing
+//!   on `invalid_grant`, telling the application once per rejected refresh token (hook +
+//!   [`AuthStatus`] watch) after the store was re-read and held nothing newer; a newer
+//!   pair another process stores later is adopted (the store is re-read at most every 5 s).
 //! - [`OAuthRefreshLayer`] attaches `Authorization: Bearer …` (marked sensitive) and
 //!   triages 401s: a request that carried an older token is marked
 //!   `replay_with_current_token` without a refresh; one that carried the current token
-//!   causes one single-flight refresh first. The retry layer performs the replay.
+//!   causes one single-flight refresh first. The retry layer performs the replay. A 401
+//!   that a new token does not cure causes at most one refresh per generation and per
+//!   minute ([`RefreshTiming::unauthorized_refresh_interval`]): never a refresh loop.
 //!
 //! Several processes or hosts sharing one token family (two workers, a web tier and a sync
 //! job) use the `redis` feature: `RedisTokenStore::connect(url, key)` holds the pair (the
@@ -110,6 +114,7 @@ mod status;
 mod store;
 mod timing;
 mod token;
+mod unauthorized;
 
 pub use backoff::RefreshBackoff;
 pub use client::{
@@ -133,5 +138,7 @@ pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, Reauthor
 pub use store::{
     FILE_FORMAT_VERSION, FileTokenStore, MemoryTokenStore, STALE_TEMP_AGE, StoreError, TokenStore,
 };
-pub use timing::RefreshTiming;
+pub use timing::{
+    DEFAULT_STORE_RECHECK_INTERVAL, DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL, RefreshTiming,
+};
 pub use token::TokenSet;

@@ -1,5 +1,6 @@
 //! [`TokenManager`]: one token family's current pair, refreshed single-flight.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -7,10 +8,12 @@ use std::sync::{Arc, RwLock};
 use drchrono_classify::{DrChronoError, ErrorContext};
 use http::HeaderValue;
 use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
 
 use crate::active::{Active, Need};
 use crate::error::reauthorization_required;
 use crate::status::ReauthorizationReason;
+use crate::unauthorized::UnauthorizedRefresh;
 use crate::{
     AuthStatus, LocalLease, MemoryTokenStore, ReauthorizationEvent, ReauthorizationHook,
     RefreshLease, RefreshTiming, StoreError, TokenClient, TokenSet, TokenStore,
@@ -24,11 +27,15 @@ use crate::{
 /// - Refreshes proactively (see [`RefreshTiming`]) and after a 401 on the current token,
 ///   with exactly one refresh in flight: every concurrent caller waits for it and shares
 ///   its outcome. The refresh runs in its own task, so a cancelled caller never abandons
-///   a rotation half-way.
+///   a rotation half-way. A 401 causes at most one refresh per token generation, and none
+///   within [`RefreshTiming::unauthorized_refresh_interval`] (60 s) of the last one.
 /// - Persists the rotated pair before any request uses it.
-/// - On `invalid_grant` (or `invalid_client`) stops refreshing, tells the application once
-///   (hook and [`status`](TokenManager::status)) and fails every request with a typed
-///   error until [`set_tokens`](TokenManager::set_tokens) installs a new pair.
+/// - On `invalid_grant` (once the store was re-read and held nothing newer) or
+///   `invalid_client` stops refreshing, tells the application once per rejected refresh
+///   token (hook and [`status`](TokenManager::status)), and fails every request with a
+///   typed error until [`set_tokens`](TokenManager::set_tokens) installs a new pair or
+///   another process saves a newer one in the shared store (re-read at most once per
+///   [`RefreshTiming::store_recheck_interval`], 5 s).
 ///
 /// Cheap to clone; `Debug` prints no token.
 #[derive(Clone)]
@@ -48,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) slow: Arc<Mutex<SlowState>>,
     /// Refresh attempts completed, so that waiters can tell one finished while they waited.
     pub(crate) attempts: AtomicU64,
+    /// Keys the fingerprints of rejected refresh tokens (never stored themselves).
+    pub(crate) fingerprints: RandomState,
 }
 
 /// What requests read on the fast path.
@@ -70,9 +79,22 @@ pub(crate) struct Latch {
     pub(crate) reason: ReauthorizationReason,
     pub(crate) description: Option<String>,
     pub(crate) context: ErrorContext,
+    /// When a request may next re-read the store for a newer pair
+    /// ([`RefreshTiming::store_recheck_interval`]).
+    pub(crate) recheck_at: Instant,
 }
 
 impl Latch {
+    /// The same latch, next re-reading the store at `recheck_at`.
+    pub(crate) fn rechecked(&self, recheck_at: Instant) -> Self {
+        Self {
+            reason: self.reason,
+            description: self.description.clone(),
+            context: self.context.clone(),
+            recheck_at,
+        }
+    }
+
     pub(crate) fn error(&self) -> DrChronoError {
         match self.reason {
             ReauthorizationReason::InvalidClient => DrChronoError::InvalidClient {
@@ -92,14 +114,20 @@ pub(crate) struct SlowState {
     pub(crate) initial: Option<TokenSet>,
     /// The error of the last refresh attempt, if it failed.
     pub(crate) last_failure: Option<Arc<DrChronoError>>,
+    /// The last refresh a 401 caused, if any (reset by `set_tokens`).
+    pub(crate) after_unauthorized: Option<UnauthorizedRefresh>,
+    /// A fingerprint of the refresh token the re-authorisation hook last fired for: the
+    /// hook fires once per rejected refresh token.
+    pub(crate) hooked: Option<u64>,
 }
 
 /// What the 401 triage decided.
 pub(crate) enum Triage {
     /// The request carried an older generation: replay it with the current token.
     Replay,
-    /// The request carried the current generation: refresh first.
-    Refresh,
+    /// The request carried the current generation (or the family needs re-authorisation
+    /// and may re-read the store now): the slow path decides (`Shared::after_unauthorized`).
+    SlowPath,
     /// Refreshing is stopped: fail with this.
     Fail(DrChronoError),
 }
@@ -122,6 +150,9 @@ impl TokenManager {
     pub async fn bearer(&self) -> Result<Bearer, DrChronoError> {
         if let Some((header, generation)) = self.fast_bearer() {
             return Ok(Bearer { header, generation });
+        }
+        if let Some(error) = self.latched_error() {
+            return Err(error);
         }
         let active = self.shared.acquire(Need::Fresh).await?;
         bearer_of(&active)
@@ -207,14 +238,26 @@ impl TokenManager {
         Some((active.header.clone()?, active.generation()))
     }
 
+    /// The typed error of a family that needs re-authorisation and may not re-read the
+    /// store yet: the caller fails at once, with no store read and no lock.
+    pub(crate) fn latched_error(&self) -> Option<DrChronoError> {
+        match &self.shared.read().health {
+            Health::Latched(latch) if Instant::now() < latch.recheck_at => Some(latch.error()),
+            _ => None,
+        }
+    }
+
     /// Decides what a 401 on a request that carried `generation` calls for.
     pub(crate) fn triage(&self, generation: u64) -> Triage {
         let snapshot = self.shared.read();
         match &snapshot.health {
-            Health::Latched(latch) => Triage::Fail(latch.error()),
+            Health::Latched(latch) if Instant::now() < latch.recheck_at => {
+                Triage::Fail(latch.error())
+            }
+            Health::Latched(_) => Triage::SlowPath,
             _ => match &snapshot.active {
                 Some(active) if active.generation() > generation => Triage::Replay,
-                _ => Triage::Refresh,
+                _ => Triage::SlowPath,
             },
         }
     }
@@ -318,8 +361,11 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// Called once each time refreshing stops for good ([`ReauthorizationEvent`]).
-    /// Default: none. Runs on the refreshing task: keep it short and non-blocking.
+    /// Called when refreshing stops ([`ReauthorizationEvent`]): once per rejected
+    /// refresh token, and only after the store was re-read and held no newer pair (another
+    /// process's rotation or re-authorisation never prompts a needless one, which would
+    /// revoke everyone's tokens). Default: none. Runs on the refreshing task: keep it short
+    /// and non-blocking.
     pub fn on_reauthorization(
         mut self,
         hook: impl Fn(&ReauthorizationEvent) + Send + Sync + 'static,
@@ -347,8 +393,11 @@ impl TokenManagerBuilder {
                     persisted_generation: 0,
                     initial: self.initial,
                     last_failure: None,
+                    after_unauthorized: None,
+                    hooked: None,
                 })),
                 attempts: AtomicU64::new(0),
+                fingerprints: RandomState::new(),
             }),
         }
     }

@@ -1,15 +1,18 @@
 //! Persisting and installing pairs, latching, and `set_tokens`.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use drchrono_classify::{DrChronoError, ErrorContext};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::active::Active;
 use crate::error::store_failure;
 use crate::manager::{Health, Latch, Shared, SlowState, Snapshot};
-use crate::refresh::context;
+use crate::refresh::{context, later};
 use crate::status::ReauthorizationReason;
 use crate::{AuthStatus, ReauthorizationEvent, StoreError, TokenSet};
 
@@ -163,19 +166,23 @@ impl Shared {
         active
     }
 
-    /// Stops refreshing until `set_tokens`, tells the application once, and returns the
-    /// error for the caller.
+    /// Stops refreshing until `set_tokens` or a newer pair in the store, tells the
+    /// application (once per rejected refresh token: `rejected`, `None` when there was
+    /// none), and returns the error for the caller.
     pub(crate) fn latch(
         &self,
+        slow: &mut SlowState,
         reason: ReauthorizationReason,
         description: Option<String>,
         context: ErrorContext,
         generation: u64,
+        rejected: Option<&SecretString>,
     ) -> DrChronoError {
         let latch = Arc::new(Latch {
             reason,
             description: description.clone(),
             context,
+            recheck_at: later(Instant::now(), self.timing.recheck_interval()),
         });
         let error = latch.error();
         self.write().health = Health::Latched(latch);
@@ -189,7 +196,14 @@ impl Shared {
             reason = reason.as_str(),
             "token refresh stopped: re-authorisation required"
         );
-        if let Some(hook) = &self.hook {
+        let fire = match rejected {
+            Some(token) => {
+                let fingerprint = self.fingerprints.hash_one(token.expose_secret());
+                slow.hooked.replace(fingerprint) != Some(fingerprint)
+            }
+            None => true,
+        };
+        if fire && let Some(hook) = &self.hook {
             hook(&ReauthorizationEvent {
                 reason,
                 generation,
@@ -209,6 +223,7 @@ impl Shared {
             let mut tokens = tokens.with_generation(current.max(slow.persisted_generation) + 1);
             slow.initial = None;
             slow.last_failure = None;
+            slow.after_unauthorized = None;
             match shared.save(&mut slow, &mut tokens, false).await {
                 Ok(_) => {
                     let generation = tokens.generation;

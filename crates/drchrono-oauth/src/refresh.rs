@@ -11,9 +11,21 @@ use tracing::Instrument;
 use crate::TokenSet;
 use crate::active::{Active, Need};
 use crate::error::{store_failure, surface};
-use crate::manager::{Health, Shared, SlowState};
+use crate::manager::{Health, Latch, Shared, SlowState};
 use crate::response::TokenGrant;
 use crate::status::ReauthorizationReason;
+
+/// Refresh rounds after which an `invalid_grant` latches without another look at the store
+/// (each round adopted a newer stored pair whose refresh token was rejected too).
+const MAX_REFRESH_ROUNDS: usize = 4;
+
+/// What a request needs once the family is loaded and healthy.
+pub(crate) enum Prepared {
+    /// The installed pair serves it.
+    Usable(Arc<Active>),
+    /// A refresh is needed for this (resolved) need.
+    Refresh(Need),
+}
 
 impl Shared {
     /// A pair that satisfies `need`, refreshing (single-flight) if there is none.
@@ -38,6 +50,20 @@ impl Shared {
         need: Need,
         seen: u64,
     ) -> Result<Arc<Active>, DrChronoError> {
+        match self.prepare(slow, need, seen).await? {
+            Prepared::Usable(active) => Ok(active),
+            Prepared::Refresh(need) => self.refresh_leased(slow, need).await,
+        }
+    }
+
+    /// Loads the family, resolves `need`, recovers a latched family from the store when it
+    /// may re-read it, retries a pending save, and says whether a refresh is needed.
+    pub(crate) async fn prepare(
+        &self,
+        slow: &mut SlowState,
+        need: Need,
+        seen: u64,
+    ) -> Result<Prepared, DrChronoError> {
         self.ensure_loaded(slow).await?;
         let need = match need {
             Need::Rotate => Need::Newer(self.current().map_or(0, |active| active.generation())),
@@ -45,7 +71,11 @@ impl Shared {
         };
         let health = self.read().health.clone();
         match health {
-            Health::Latched(latch) => return Err(latch.error()),
+            Health::Latched(latch) => {
+                if !self.recheck_latched(slow, &latch).await {
+                    return Err(latch.error());
+                }
+            }
             Health::PersistPending => self.retry_pending(slow).await?,
             Health::Ready | Health::Unloaded => {}
         }
@@ -54,7 +84,7 @@ impl Shared {
         if let Some(active) = &current
             && active.usable(need, now)
         {
-            return Ok(Arc::clone(active));
+            return Ok(Prepared::Usable(Arc::clone(active)));
         }
         if self.attempts.load(Ordering::SeqCst) != seen
             && let Some(failure) = &slow.last_failure
@@ -62,10 +92,43 @@ impl Shared {
             // The refresh this caller waited for failed: share its outcome rather than
             // hammer the token endpoint once per waiter.
             return match current {
-                Some(active) if need == Need::Fresh && still_valid(&active, now) => Ok(active),
+                Some(active) if need == Need::Fresh && still_valid(&active, now) => {
+                    Ok(Prepared::Usable(active))
+                }
                 _ => Err(surface(failure)),
             };
         }
+        Ok(Prepared::Refresh(need))
+    }
+
+    /// A latched family re-reads the store, at most once per
+    /// [`RefreshTiming::store_recheck_interval`](crate::RefreshTiming), and adopts a newer
+    /// pair another process saved (a re-authorisation done elsewhere). Returns whether it
+    /// did, and so is healthy again.
+    async fn recheck_latched(&self, slow: &mut SlowState, latch: &Latch) -> bool {
+        let now = Instant::now();
+        if now < latch.recheck_at {
+            return false;
+        }
+        if let Some(active) = self.adopt_stored(slow).await {
+            tracing::info!(
+                generation = active.generation(),
+                reason = latch.reason.as_str(),
+                "a newer token pair in the store ends the re-authorisation requirement"
+            );
+            return true;
+        }
+        let recheck_at = later(now, self.timing.recheck_interval());
+        self.write().health = Health::Latched(Arc::new(latch.rechecked(recheck_at)));
+        false
+    }
+
+    /// A refresh with the lease held.
+    pub(crate) async fn refresh_leased(
+        &self,
+        slow: &mut SlowState,
+        need: Need,
+    ) -> Result<Arc<Active>, DrChronoError> {
         if let Err(error) = self.lease.acquire().await {
             tracing::warn!(error = %error, "could not acquire the refresh lease");
             return Err(store_failure(error, context()));
@@ -99,13 +162,16 @@ impl Shared {
                     let tokens = tokens.with_generation(slow.persisted_generation + 1);
                     self.persist_new(slow, tokens, None).await.map(drop)
                 }
-                None => Err(self.latch(ReauthorizationReason::NoTokens, None, context(), 0)),
+                None => {
+                    let reason = ReauthorizationReason::NoTokens;
+                    Err(self.latch(slow, reason, None, context(), 0, None))
+                }
             },
         }
     }
 
-    /// One refresh (two if `invalid_grant` turns out to be a rotation by another process),
-    /// with the lease held.
+    /// One refresh (more if `invalid_grant` turns out to be a rotation by another process,
+    /// whose pair is adopted), with the lease held.
     async fn refresh(
         &self,
         slow: &mut SlowState,
@@ -116,10 +182,12 @@ impl Shared {
         {
             return Ok(active);
         }
-        let mut adopted_after_invalid_grant = false;
+        let mut rounds = 0;
         loop {
+            rounds += 1;
             let Some(current) = self.current() else {
-                return Err(self.latch(ReauthorizationReason::NoTokens, None, context(), 0));
+                let reason = ReauthorizationReason::NoTokens;
+                return Err(self.latch(slow, reason, None, context(), 0, None));
             };
             let from = current.generation();
             tracing::info!(generation = from, "token refresh started");
@@ -143,11 +211,11 @@ impl Shared {
                     context,
                 }) => {
                     // Another process may have spent the refresh token a moment ago and
-                    // stored the new pair: adopt it instead of giving up.
-                    if !adopted_after_invalid_grant
+                    // stored the new pair: adopt it instead of giving up. Only a store that
+                    // holds nothing newer makes this a re-authorisation (and fires the hook).
+                    if rounds < MAX_REFRESH_ROUNDS
                         && let Some(active) = self.adopt_stored(slow).await
                     {
-                        adopted_after_invalid_grant = true;
                         if active.usable(need, Instant::now()) {
                             return Ok(active);
                         }
@@ -155,7 +223,8 @@ impl Shared {
                     }
                     tracing::warn!(generation = from, "token refresh failed: invalid_grant");
                     let reason = ReauthorizationReason::InvalidGrant;
-                    return Err(self.latch(reason, description, *context, from));
+                    let rejected = Some(&current.tokens.refresh_token);
+                    return Err(self.latch(slow, reason, description, *context, from, rejected));
                 }
                 Err(DrChronoError::InvalidClient {
                     description,
@@ -163,7 +232,8 @@ impl Shared {
                 }) => {
                     tracing::warn!(generation = from, "token refresh failed: invalid_client");
                     let reason = ReauthorizationReason::InvalidClient;
-                    return Err(self.latch(reason, description, *context, from));
+                    let rejected = Some(&current.tokens.refresh_token);
+                    return Err(self.latch(slow, reason, description, *context, from, rejected));
                 }
                 Err(error) => {
                     tracing::warn!(
@@ -189,7 +259,7 @@ impl Shared {
     }
 
     /// Installs the stored pair if another writer stored a newer generation.
-    async fn adopt_stored(&self, slow: &mut SlowState) -> Option<Arc<Active>> {
+    pub(crate) async fn adopt_stored(&self, slow: &mut SlowState) -> Option<Arc<Active>> {
         let current = self.current().map_or(0, |active| active.generation());
         match self.store.load().await {
             Ok(Some(stored)) if stored.generation > current.max(slow.persisted_generation) => {
@@ -208,6 +278,12 @@ impl Shared {
             }
         }
     }
+}
+
+/// `now + interval`, or a date decades away when that overflows.
+pub(crate) fn later(now: Instant, interval: Duration) -> Instant {
+    now.checked_add(interval)
+        .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)))
 }
 
 fn still_valid(active: &Active, now: Instant) -> bool {

@@ -43,9 +43,21 @@ use crate::{Bearer, OAuthRefreshLayer, TokenManager};
 /// - an older generation than the current one: `replay_with_current_token` is set and the
 ///   error returned at once, with no refresh; the retry policy replays it once;
 /// - the current generation: one single-flight refresh, then the mark is set;
+/// - the current generation, less than
+///   [`RefreshTiming::unauthorized_refresh_interval`](crate::RefreshTiming::unauthorized_refresh_interval)
+///   (60 s) after a refresh caused by a 401 (typically the replay of a request whose 401
+///   caused that refresh): no refresh, since a new token evidently does not cure it (a
+///   deactivated user, a proxy that strips `Authorization`). The store is re-read (another
+///   process may have rotated the pair: then the mark is set), otherwise the
+///   [`DrChronoError::Unauthorized`] is returned with `replay_with_current_token: false`.
+///   So a 401 causes at most one refresh per token generation and per interval: never a
+///   refresh loop;
 /// - the refresh fails with `invalid_grant`: every waiter gets
 ///   [`DrChronoError::ReauthorizationRequired`] and no further refresh is attempted until
-///   [`TokenManager::set_tokens`].
+///   [`TokenManager::set_tokens`], or until another process saves a newer pair in the
+///   shared store (re-read at most every
+///   [`RefreshTiming::store_recheck_interval`](crate::RefreshTiming::store_recheck_interval),
+///   5 s).
 ///
 /// Responses (including a 401 the inner service returns as `Ok`) pass through untouched:
 /// 401 triage needs the classification layer below this one.
@@ -118,6 +130,9 @@ impl<S> OAuthRefresh<S> {
         if self.token.is_none() {
             if self.manager.is_fresh() {
                 return Poll::Ready(Ok(()));
+            }
+            if let Some(error) = self.manager.latched_error() {
+                return Poll::Ready(Err(error));
             }
             let manager = self.manager.clone();
             self.token = Some(tokio::spawn(async move { manager.bearer().await }));

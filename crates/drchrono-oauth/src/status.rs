@@ -22,7 +22,9 @@ pub enum AuthStatus {
         generation: u64,
     },
     /// Refreshing is impossible until the application installs new tokens with
-    /// [`TokenManager::set_tokens`](crate::TokenManager::set_tokens).
+    /// [`TokenManager::set_tokens`](crate::TokenManager::set_tokens), or another process
+    /// saves a newer pair in the shared store (adopted at a later request, see
+    /// [`RefreshTiming::store_recheck_interval`](crate::RefreshTiming::store_recheck_interval)).
     ReauthorizationRequired {
         /// Why.
         reason: ReauthorizationReason,
@@ -56,7 +58,7 @@ impl ReauthorizationReason {
     }
 }
 
-/// Passed to the re-authorisation hook, once per failure.
+/// Passed to the re-authorisation hook, once per rejected refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReauthorizationEvent {
@@ -70,6 +72,6 @@ pub struct ReauthorizationEvent {
     pub at: SystemTime,
 }
 
-/// The re-authorisation hook: called once each time the family enters
-/// [`AuthStatus::ReauthorizationRequired`].
+/// The re-authorisation hook: called when the family enters
+/// [`AuthStatus::ReauthorizationRequired`], once per rejected refresh token.
 pub type ReauthorizationHook = Arc<dyn Fn(&ReauthorizationEvent) + Send + Sync + 'static>;

@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+/// The default of [`RefreshTiming::unauthorized_refresh_interval`]: 60 s.
+pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The default of [`RefreshTiming::store_recheck_interval`]: 5 s.
+pub const DEFAULT_STORE_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// When the layer refreshes proactively: `min(max_margin, percent_of_lifetime % of the
 /// token's lifetime)` before expiry, so that no request is sent with a token about to
 /// expire. DrChrono's tokens live 48 h, so the margin is 5 minutes by default.
@@ -12,6 +18,8 @@ pub struct RefreshTiming {
     assumed_lifetime: Duration,
     retry_interval: Duration,
     expiry_skew: Duration,
+    unauthorized_refresh_interval: Duration,
+    store_recheck_interval: Duration,
 }
 
 impl Default for RefreshTiming {
@@ -22,13 +30,16 @@ impl Default for RefreshTiming {
             assumed_lifetime: Duration::from_secs(48 * 60 * 60),
             retry_interval: Duration::from_secs(30),
             expiry_skew: Duration::from_secs(1),
+            unauthorized_refresh_interval: DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL,
+            store_recheck_interval: DEFAULT_STORE_RECHECK_INTERVAL,
         }
     }
 }
 
 impl RefreshTiming {
     /// The defaults: 5 min, 10 % of the lifetime, 48 h assumed lifetime, 30 s retry
-    /// interval, 1 s expiry skew.
+    /// interval, 1 s expiry skew, 60 s between refreshes caused by a 401, 5 s between
+    /// re-reads of the store while re-authorisation is required.
     pub fn new() -> Self {
         Self::default()
     }
@@ -82,6 +93,42 @@ impl RefreshTiming {
     /// The configured expiry skew.
     pub fn skew(&self) -> Duration {
         self.expiry_skew
+    }
+
+    /// The least time between two refreshes caused by a 401 on the current token.
+    /// Default: [`DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL`] (60 s).
+    ///
+    /// A 401 that a new token does not cure (a deactivated user, a proxy that strips
+    /// `Authorization`) must not rotate the token family on every request. So a 401 on the
+    /// current token causes at most one refresh per token generation, and none within this
+    /// interval of the last one: the 401 is then returned with `replay_with_current_token:
+    /// false` (after the store was re-read, in case another process rotated the pair).
+    /// Proactive refreshes, [`TokenManager::refresh_now`](crate::TokenManager::refresh_now)
+    /// and a 401 on an older token (replayed with the current one) are not limited.
+    #[must_use]
+    pub fn unauthorized_refresh_interval(mut self, interval: Duration) -> Self {
+        self.unauthorized_refresh_interval = interval;
+        self
+    }
+
+    /// While the family needs re-authorisation (`invalid_grant`, `invalid_client`, no
+    /// tokens), how often a request re-reads the store for a newer pair that another
+    /// process saved (a re-authorisation done elsewhere, a rotation that raced ours). A
+    /// newer pair is adopted and requests resume; in between, requests fail at once with
+    /// the typed error, with no store read. Default:
+    /// [`DEFAULT_STORE_RECHECK_INTERVAL`] (5 s).
+    #[must_use]
+    pub fn store_recheck_interval(mut self, interval: Duration) -> Self {
+        self.store_recheck_interval = interval;
+        self
+    }
+
+    pub(crate) fn min_unauthorized_refresh_interval(&self) -> Duration {
+        self.unauthorized_refresh_interval
+    }
+
+    pub(crate) fn recheck_interval(&self) -> Duration {
+        self.store_recheck_interval
     }
 
     /// The margin for a token of the given lifetime (the assumed lifetime when `None`).

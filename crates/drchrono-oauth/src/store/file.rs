@@ -1,11 +1,14 @@
 //! [`FileTokenStore`]: a JSON file, replaced atomically on every save.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use secrecy::zeroize::Zeroize;
@@ -28,11 +31,19 @@ pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(6
 ///
 /// Each save writes a new temporary file beside the target (created with mode `0600`),
 /// `fsync`s it, renames it over the target and `fsync`s the directory. A crash at any
-/// point leaves either the old or the new pair in the file, never a torn one. A crash may
-/// leave a `.<name>.<pid>.<n>.tmp` file beside it, holding a token pair: it is never read,
-/// and the next successful save removes every such file older than
-/// [`STALE_TEMP_AGE`] (a save takes milliseconds; a younger one may be another process's
-/// save in progress).
+/// point leaves either the old or the new pair in the file, never a torn one.
+///
+/// The temporary file is `.<name>.<32 hex digits>.tmp`: 128 random bits (keyed by the
+/// operating system's randomness, mixed with the time, the process id and a counter), so
+/// that writers on different hosts, or in containers sharing a volume where every
+/// process is PID 1, never pick the same name. A save creates it exclusively
+/// (`O_EXCL`) and, when the save fails, removes only the file it created itself.
+///
+/// A crash may leave such a file beside the target, holding a token pair: it is never
+/// read, and the next successful save removes those older than [`STALE_TEMP_AGE`] (a save
+/// takes milliseconds; a younger one may be another writer's save in progress). Only
+/// regular files whose name is exactly this store's pattern (or the
+/// `.<name>.<pid>.<n>.tmp` of earlier versions) are ever removed.
 ///
 /// Compare-and-swap is exact between users of one `FileTokenStore` (and its clones); two
 /// processes sharing a file must also share a [`RefreshLease`](crate::RefreshLease) so that
@@ -188,9 +199,14 @@ fn crash_point(crash: Option<CrashPoint>, here: CrashPoint) -> Result<(), StoreE
     }
 }
 
+/// Distinguishes the temporary names one process draws (the random keys already differ).
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Result<(), StoreError> {
+/// The number of hex digits of the random part of a temporary file's name.
+const TEMP_RANDOM_DIGITS: usize = 32;
+
+/// The directory and file name of the target.
+fn dir_and_name(path: &Path) -> (PathBuf, String) {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -199,25 +215,82 @@ fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Resu
         || "tokens".to_owned(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let temp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    (dir, name)
+}
 
+/// A fresh temporary name for `name`: `.<name>.<32 hex digits>.tmp`.
+///
+/// The 128 bits come from std's `RandomState`, whose SipHash keys are drawn from the
+/// operating system's randomness (once per thread, then stepped per instance), hashing
+/// the wall-clock time, the process id and a per-process counter: unique across hosts
+/// and containers (where the process id is no help: every container's first process is
+/// PID 1) without a further dependency.
+fn temp_name(name: &str) -> String {
+    let state = RandomState::new();
+    let seed = (
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos()),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::thread::current().id(),
+    );
+    let high = state.hash_one((&seed, 0_u8));
+    let low = state.hash_one((&seed, 1_u8));
+    format!(".{name}.{high:016x}{low:016x}.tmp")
+}
+
+/// Whether `file_name` is a temporary file of `name`'s saves: `.<name>.<32 hex>.tmp`, or
+/// `.<name>.<pid>.<n>.tmp` as earlier versions named them. Nothing else is ever removed.
+fn is_temp_of(file_name: &str, name: &str) -> bool {
+    let Some(middle) = file_name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let random = middle.len() == TEMP_RANDOM_DIGITS
+        && middle
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let legacy = middle
+        .split_once('.')
+        .is_some_and(|(pid, n)| digits(pid) && digits(n));
+    random || legacy
+}
+
+fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Result<(), StoreError> {
+    let (dir, name) = dir_and_name(path);
+    let temp = dir.join(temp_name(&name));
+    write_via(path, &temp, tokens, crash)
+}
+
+/// Writes `tokens` to `temp`, which must not exist yet, then renames it over `path`.
+fn write_via(
+    path: &Path,
+    temp: &Path,
+    tokens: &TokenSet,
+    crash: Option<CrashPoint>,
+) -> Result<(), StoreError> {
+    let (dir, name) = dir_and_name(path);
     let mut bytes = serde_json::to_vec(&FileRef {
         version: FILE_FORMAT_VERSION,
         tokens,
     })
     .map_err(|e| StoreError::json(&e))?;
-    let result = write_temp(&temp, &bytes, crash)
+    let mut created = false;
+    let result = write_temp(temp, &bytes, crash, &mut created)
         .and_then(|()| crash_point(crash, CrashPoint::AfterSync))
-        .and_then(|()| fs::rename(&temp, path).map_err(|e| StoreError::io("rename", &temp, e)));
+        .and_then(|()| fs::rename(temp, path).map_err(|e| StoreError::io("rename", temp, e)));
     bytes.zeroize();
     if let Err(error) = result {
-        if crash.is_none() {
-            // Best effort: the temporary file holds secrets and is of no use now.
-            let _ = fs::remove_file(&temp);
+        // Best effort: the temporary file holds secrets and is of no use now. Only ours:
+        // a name that already existed belongs to another writer.
+        if created && crash.is_none() {
+            let _ = fs::remove_file(temp);
         }
         return Err(error);
     }
@@ -228,25 +301,27 @@ fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Resu
 }
 
 /// Removes the temporary files of `name` that crashed saves left in `dir`, once they are
-/// older than [`STALE_TEMP_AGE`]. Best effort: the save has succeeded already, and a file
-/// that cannot be read or removed now is tried again at the next save.
+/// older than [`STALE_TEMP_AGE`]: regular files named exactly as [`is_temp_of`] says,
+/// nothing else. Best effort: the save has succeeded already, and a file that cannot be
+/// read or removed now is tried again at the next save.
 fn remove_stale_temps(dir: &Path, name: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let prefix = format!(".{name}.");
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+        if !is_temp_of(file_name, name) {
             continue;
         }
+        // `DirEntry::metadata` does not follow symbolic links: a link is left alone.
         let stale = entry
             .metadata()
-            .and_then(|metadata| metadata.modified())
             .ok()
+            .filter(fs::Metadata::is_file)
+            .and_then(|metadata| metadata.modified().ok())
             .and_then(|modified| modified.elapsed().ok())
             .is_some_and(|age| age >= STALE_TEMP_AGE);
         if stale && fs::remove_file(entry.path()).is_ok() {
@@ -258,9 +333,17 @@ fn remove_stale_temps(dir: &Path, name: &str) {
     }
 }
 
-fn write_temp(temp: &Path, bytes: &[u8], crash: Option<CrashPoint>) -> Result<(), StoreError> {
+/// Creates `temp` (exclusively: it must not exist) and writes `bytes` to it durably;
+/// `created` tells whether this call created the file.
+fn write_temp(
+    temp: &Path,
+    bytes: &[u8],
+    crash: Option<CrashPoint>,
+    created: &mut bool,
+) -> Result<(), StoreError> {
     let mut file =
         create_private(temp).map_err(|e| StoreError::io("create temporary file", temp, e))?;
+    *created = true;
     crash_point(crash, CrashPoint::AfterCreate)?;
     if crash == Some(CrashPoint::MidWrite) {
         let _ = file.write_all(&bytes[..bytes.len() / 2]);

@@ -209,3 +209,175 @@ async fn a_save_removes_stale_temporary_files_and_keeps_fresh_ones() {
     assert_eq!(left, vec![other_store.to_owned(), in_progress.to_owned()]);
     assert_eq!(store.load().await.unwrap().unwrap().generation, 2);
 }
+
+/// Sets a file's modification time `age` in the past.
+fn age(path: &Path, age: Duration) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn temporary_names_are_random_not_pid_based() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    // Two stores on one file, as two containers sharing a volume (both PID 1) would hold.
+    let one = FileTokenStore::new(&path);
+    let two = FileTokenStore::new(&path);
+    one.save(0, &pair(1)).await.unwrap();
+    one.crash_at(Some(CrashPoint::AfterSync));
+    two.crash_at(Some(CrashPoint::AfterSync));
+    for _ in 0..4 {
+        assert!(one.save(1, &pair(2)).await.is_err());
+        assert!(two.save(1, &pair(2)).await.is_err());
+    }
+    let mut names = temp_files(dir.path());
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 8, "{names:?}");
+    let pid = std::process::id().to_string();
+    for name in &names {
+        assert!(is_temp_of(name, "tokens.json"), "{name}");
+        let middle = &name[".tokens.json.".len()..name.len() - ".tmp".len()];
+        assert_eq!(middle.len(), 32, "128 random bits: {name}");
+        assert!(!middle.contains(&pid), "no process id: {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_never_touches_the_temporary_files_of_a_writer_with_the_same_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another container, also PID `pid`, is in the middle of its saves: its temporary
+    // files are named as this process's would be under a pid-and-counter scheme (this
+    // process's counter is far below 1024: every save in this test binary counts).
+    let pid = std::process::id();
+    let theirs: Vec<PathBuf> = ["one.json", "two.json"]
+        .iter()
+        .flat_map(|name| (0..1024).map(move |n| format!(".{name}.{pid}.{n}.tmp")))
+        .map(|name| dir.path().join(name))
+        .collect();
+    for file in &theirs {
+        fs::write(file, b"their pair, being written").unwrap();
+    }
+    // Two stores in one directory, saving concurrently: neither loses a save.
+    let one = FileTokenStore::new(dir.path().join("one.json"));
+    let two = FileTokenStore::new(dir.path().join("two.json"));
+    let saves = |store: FileTokenStore| async move {
+        for generation in 1..=16 {
+            store.save(generation - 1, &pair(generation)).await?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    let (saved_one, saved_two) = tokio::join!(saves(one.clone()), saves(two.clone()));
+    saved_one.unwrap();
+    saved_two.unwrap();
+    assert_eq!(one.load().await.unwrap().unwrap().generation, 16);
+    assert_eq!(two.load().await.unwrap().unwrap().generation, 16);
+    for file in &theirs {
+        assert_eq!(
+            fs::read(file).unwrap(),
+            b"their pair, being written",
+            "{}",
+            file.display()
+        );
+    }
+    assert_eq!(
+        temp_files(dir.path()).len(),
+        theirs.len(),
+        "none of ours is left"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_save_removes_nothing_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    // The temporary name is taken (by another writer): creating it fails, and that
+    // writer's file stays as it was.
+    let taken = dir
+        .path()
+        .join(".tokens.json.0123456789abcdef0123456789abcdef.tmp");
+    fs::write(&taken, b"another writer's pair").unwrap();
+    let err = write_via(&path, &taken, &pair(1), None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Io {
+                operation: "create temporary file",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(fs::read(&taken).unwrap(), b"another writer's pair");
+    assert!(!path.exists());
+
+    // The directory was removed (a volume unmounted): the save fails, typed, and the
+    // files of the same name elsewhere are untouched.
+    let gone = dir.path().join("gone");
+    fs::create_dir(&gone).unwrap();
+    let store = FileTokenStore::new(gone.join("tokens.json"));
+    store.save(0, &pair(1)).await.unwrap();
+    fs::remove_dir_all(&gone).unwrap();
+    assert!(matches!(
+        store.save(0, &pair(1)).await,
+        Err(StoreError::Io { .. })
+    ));
+    assert!(!gone.exists());
+    assert_eq!(fs::read(&taken).unwrap(), b"another writer's pair");
+}
+
+#[tokio::test]
+async fn stale_cleanup_removes_only_this_stores_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let store = FileTokenStore::new(&path);
+    let old = STALE_TEMP_AGE + Duration::from_secs(1);
+    // Left by crashed saves of this store, long ago: removed.
+    let crashed = [
+        ".tokens.json.00000000000000000000000000000abc.tmp",
+        ".tokens.json.4242.7.tmp",
+    ];
+    // Anything else, however old: kept. Another store whose name starts with ours, a file
+    // of the user's, a name almost of the pattern, a symbolic link, a directory.
+    let kept = [
+        ".tokens.json.bak.1.0.tmp",
+        ".tokens.json.bak.0123456789abcdef0123456789abcdef.tmp",
+        ".tokens.json.notes.tmp",
+        ".tokens.json.0123456789ABCDEF0123456789ABCDEF.tmp",
+        ".tokens.json.0123456789abcdef.tmp",
+        ".tokens.json..tmp",
+        "tokens.json.1.0.tmp",
+    ];
+    for name in crashed.iter().chain(&kept) {
+        fs::write(dir.path().join(name), b"{}").unwrap();
+        age(&dir.path().join(name), old);
+    }
+    #[cfg(unix)]
+    let link = {
+        let link = ".tokens.json.ffffffffffffffffffffffffffffffff.tmp";
+        std::os::unix::fs::symlink(dir.path().join(kept[0]), dir.path().join(link)).unwrap();
+        link
+    };
+    let subdir = ".tokens.json.eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.tmp";
+    fs::create_dir(dir.path().join(subdir)).unwrap();
+    // Another writer's save in progress: fresh, kept.
+    let in_progress = ".tokens.json.dddddddddddddddddddddddddddddddd.tmp";
+    fs::write(dir.path().join(in_progress), b"{}").unwrap();
+
+    store.save(0, &pair(1)).await.unwrap();
+    for name in crashed {
+        assert!(!dir.path().join(name).exists(), "{name} is removed");
+    }
+    for name in kept.iter().chain([&subdir, &in_progress]) {
+        assert!(dir.path().join(name).exists(), "{name} is kept");
+    }
+    #[cfg(unix)]
+    assert!(
+        fs::symlink_metadata(dir.path().join(link)).is_ok(),
+        "the link is kept"
+    );
+}

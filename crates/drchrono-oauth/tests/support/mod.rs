@@ -235,6 +235,34 @@ pub fn api(
     })
 }
 
+/// An API that answers every request 401, whatever token it carries (a deactivated user, a
+/// proxy that strips `Authorization`).
+pub fn always_401(
+    log: &Arc<ApiLog>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<()>,
+    Error = DrChronoError,
+    Future = BoxFuture<'static, Result<Response<()>, DrChronoError>>,
+> + Clone
++ Send
++ 'static {
+    let log = Arc::clone(log);
+    tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        let log = Arc::clone(&log);
+        Box::pin(async move {
+            log.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            log.unauthorized.fetch_add(1, Ordering::SeqCst);
+            Err(DrChronoError::Unauthorized {
+                kind: UnauthorizedKind::CredentialsNotProvided,
+                replay_with_current_token: false,
+                context: Box::new(ErrorContext::new()),
+            })
+        }) as BoxFuture<'static, _>
+    })
+}
+
 pub fn get(uri: &str) -> Request<Full<Bytes>> {
     Request::get(uri).body(Full::new(Bytes::new())).unwrap()
 }
@@ -281,10 +309,12 @@ pub struct FlakyStore {
     pub inner: MemoryTokenStore,
     pub fail_saves: AtomicBool,
     pub saves: AtomicUsize,
+    pub loads: AtomicUsize,
 }
 
 impl TokenStore for FlakyStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load()
     }
 
