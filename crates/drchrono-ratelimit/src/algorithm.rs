@@ -1,9 +1,16 @@
 //! The pure limiter core: rule state and the earliest admissible instant, on integer
-//! nanoseconds since the Unix epoch. No clock, no locking, no I/O.
+//! nanoseconds. No clock, no locking, no I/O.
+//!
+//! Each decision gets two readings ([`Reading`]). Everything the core remembers (the sliding
+//! rules' charged instants, pauses, the last charge) and every instant it computes is on the
+//! monotonic one, which no step of the system clock moves. The wall clock's reading places a
+//! request in the aligned periods, afresh at each decision; an aligned boundary becomes a
+//! monotonic instant at the decision's offset between the two. When both readings agree (no
+//! step since the state began), every decision is the one-clock decision it always was.
 
 use std::collections::VecDeque;
 
-use crate::time::{duration_nanos, from_nanos};
+use crate::time::{Reading, duration_nanos, from_nanos};
 use crate::{Priority, RateLimitConfig, Rule, RuleKind, RuleStatus, Status};
 
 /// A rule compiled for arithmetic: spans in nanoseconds, margin folded in.
@@ -38,14 +45,79 @@ pub(crate) struct Policy {
 /// What one rule remembers.
 #[derive(Debug, Clone)]
 enum RuleState {
-    /// The last `max` charged instants (oldest first), pruned as they leave the window.
+    /// The last `max` charged instants (monotonic, oldest first), pruned as they leave the
+    /// window.
     Sliding(VecDeque<u64>),
-    /// Counts of two neighbouring aligned periods: `period` and `period + 1`. A request
-    /// within the margin of a boundary is counted in both periods it may fall in.
-    Aligned { period: u64, count: u32, next: u32 },
+    /// Counts of aligned periods, by the wall clock.
+    Aligned(Periods),
 }
 
-/// The mutable state of one application's budget.
+/// Counts of two neighbouring aligned periods: `period` and `period + 1`. A request within
+/// the margin of a boundary is counted in both periods it may fall in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    period: u64,
+    count: u32,
+    next: u32,
+}
+
+impl Counts {
+    /// The count of period `k >= self.period`.
+    fn get(&self, k: u64) -> u32 {
+        if k == self.period {
+            self.count
+        } else if k == self.period.saturating_add(1) {
+            self.next
+        } else {
+            0
+        }
+    }
+}
+
+/// What an aligned rule remembers: the latest periods a request was charged in (the wall
+/// clock only moves them forward), and the counts they held before the latest move, for a
+/// wall clock that steps back.
+#[derive(Debug, Clone, Copy, Default)]
+struct Periods {
+    latest: Counts,
+    before: Counts,
+}
+
+impl Periods {
+    /// The most requests the server may hold in period `k`, as far as the limiter can tell.
+    ///
+    /// From the latest period on, its counts. Behind it (the wall clock stepped back), the
+    /// server may place in `k` every request charged since: the server's clock may be the
+    /// one that was behind, or it stepped back with ours. So `k` holds what it held when it
+    /// was current, if the limiter still knows (it keeps the counts from before the latest
+    /// move), plus everything charged in the latest period; a period it no longer knows
+    /// counts as full.
+    fn count_of(&self, k: u64) -> u32 {
+        if k >= self.latest.period {
+            self.latest.get(k)
+        } else if k >= self.before.period {
+            self.before.get(k).saturating_add(self.latest.count)
+        } else {
+            u32::MAX
+        }
+    }
+
+    /// Moves the latest periods forward to start at `k` (never backwards).
+    fn shift_to(&mut self, k: u64) {
+        let latest = &mut self.latest;
+        if k <= latest.period {
+            return;
+        }
+        self.before = *latest;
+        *latest = Counts {
+            period: k,
+            count: latest.get(k),
+            next: 0,
+        };
+    }
+}
+
+/// The mutable state of one application's budget. Instants are monotonic.
 #[derive(Debug, Clone)]
 pub(crate) struct State {
     /// Latest `now` seen: time never runs backwards inside the limiter.
@@ -94,11 +166,7 @@ impl Policy {
                 RuleKind::Sliding => {
                     RuleState::Sliding(VecDeque::with_capacity(c.max.min(4096) as usize))
                 }
-                RuleKind::Aligned => RuleState::Aligned {
-                    period: 0,
-                    count: 0,
-                    next: 0,
-                },
+                RuleKind::Aligned => RuleState::Aligned(Periods::default()),
             })
             .collect();
         State {
@@ -109,32 +177,46 @@ impl Policy {
         }
     }
 
-    /// The aligned periods a request at `t` may fall in, on a server whose clock is within
-    /// the margin of ours: the period of `t - margin` and that of `t + margin` (equal, or
-    /// neighbours, since every period is longer than twice the margin). `known` is the
-    /// period the rule's state starts at, usually the answer.
-    fn periods_of(&self, c: &Compiled, t: u64, known: u64) -> (u64, u64) {
+    /// The aligned periods a request at wall instant `w` may fall in, on a server whose
+    /// clock is within the margin of ours: the period of `w - margin` and that of
+    /// `w + margin` (equal, or neighbours, since every period is longer than twice the
+    /// margin). `known` is the period the rule's state starts at, usually the answer.
+    fn periods_of(&self, c: &Compiled, w: u64, known: u64) -> (u64, u64) {
         (
-            period_index(t.saturating_sub(self.margin), c.span, known),
-            period_index(t.saturating_add(self.margin), c.span, known),
+            period_index(w.saturating_sub(self.margin), c.span, known),
+            period_index(w.saturating_add(self.margin), c.span, known),
         )
     }
 
-    /// The first instant at which no request may fall in period `k` any more: the boundary
-    /// that ends it, plus the margin.
+    /// The first wall instant at which no request may fall in period `k` any more: the
+    /// boundary that ends it, plus the margin.
     fn period_end(&self, c: &Compiled, k: u64) -> u64 {
         k.saturating_add(1)
             .saturating_mul(c.span)
             .saturating_add(self.margin)
     }
 
-    /// The earliest instant `>= t` at which rule `c` alone admits a request, given `rs`.
+    /// For a request that period `k` is too full for: the first wall instant at which it may
+    /// fall in a later period that is not known to be full. The end of `k`; or, when `k` is
+    /// one of the periods the limiter no longer knows (all counted as full), the end of the
+    /// last of them.
+    fn full_until(&self, c: &Compiled, ps: &Periods, k: u64) -> u64 {
+        if k < ps.before.period {
+            self.period_end(c, ps.before.period - 1)
+        } else {
+            self.period_end(c, k)
+        }
+    }
+
+    /// The earliest monotonic instant `>= t` at which rule `c` alone admits a request, given
+    /// `rs`; `now` maps wall instants to monotonic ones.
     fn rule_earliest(
         &self,
         c: &Compiled,
         rs: &RuleState,
         last: Option<u64>,
         t: u64,
+        now: Reading,
         p: Priority,
     ) -> u64 {
         match rs {
@@ -147,26 +229,23 @@ impl Policy {
                     t
                 }
             }
-            &RuleState::Aligned {
-                period,
-                count,
-                next,
-            } => {
-                let (k, k2) = self.periods_of(c, t, period);
+            RuleState::Aligned(ps) => {
+                let (k, k2) = self.periods_of(c, now.wall_at(t), ps.latest.period);
                 let max = match p {
                     Priority::Interactive => c.max,
                     Priority::Background => c.max_background,
                 };
-                let used = aligned_count(period, count, next, k);
+                let used = ps.count_of(k);
                 if used >= max {
-                    return self.period_end(c, k);
+                    return t.max(now.mono_at(self.full_until(c, ps, k)));
                 }
-                if aligned_count(period, count, next, k2) >= max {
-                    return self.period_end(c, k2);
+                if ps.count_of(k2) >= max {
+                    return t.max(now.mono_at(self.period_end(c, k2)));
                 }
-                if let (true, Some(last), true) = (self.pacing && used > 0, last, k == period) {
+                let pacing = self.pacing && used > 0 && k == ps.latest.period;
+                if let (true, Some(last)) = (pacing, last) {
                     // Spread the remaining `max - used` evenly over the rest of the period.
-                    let end = self.period_end(c, k);
+                    let end = now.mono_at(self.period_end(c, k));
                     let gap = end.saturating_sub(last).div_ceil(u64::from(max - used) + 1);
                     t.max(last.saturating_add(gap))
                 } else {
@@ -176,14 +255,15 @@ impl Policy {
         }
     }
 
-    /// The earliest instant `>= now` that breaks no rule: the least fixed point of the
-    /// per-rule earliest functions, each monotone and idempotent.
-    pub(crate) fn earliest(&self, st: &State, now: u64, p: Priority) -> u64 {
-        let mut t = now.max(st.last_now).max(st.paused_until);
+    /// The earliest monotonic instant `>= now` that breaks no rule: the least fixed point of
+    /// the per-rule earliest functions, each monotone and idempotent.
+    pub(crate) fn earliest(&self, st: &State, now: Reading, p: Priority) -> u64 {
+        let now = now.not_before(st.last_now);
+        let mut t = now.mono.max(st.paused_until);
         loop {
             let before = t;
             for (c, rs) in self.rules.iter().zip(&st.rules) {
-                t = self.rule_earliest(c, rs, st.last_charge, t, p);
+                t = self.rule_earliest(c, rs, st.last_charge, t, now, p);
             }
             if t == before {
                 return t;
@@ -192,80 +272,80 @@ impl Policy {
     }
 
     /// Admits and charges a request at `now` if no rule forbids it; otherwise returns the
-    /// earliest instant that breaks no rule. Atomic over all rules.
-    pub(crate) fn try_acquire(&self, st: &mut State, now: u64, p: Priority) -> Result<(), u64> {
-        let now = now.max(st.last_now);
-        st.last_now = now;
+    /// earliest monotonic instant that breaks no rule. Atomic over all rules.
+    pub(crate) fn try_acquire(&self, st: &mut State, now: Reading, p: Priority) -> Result<(), u64> {
+        let now = now.not_before(st.last_now);
+        st.last_now = now.mono;
         let earliest = self.earliest(st, now, p);
-        if earliest > now {
+        if earliest > now.mono {
             return Err(earliest);
         }
         self.charge(st, now);
         Ok(())
     }
 
-    fn charge(&self, st: &mut State, now: u64) {
+    fn charge(&self, st: &mut State, now: Reading) {
         for (c, rs) in self.rules.iter().zip(&mut st.rules) {
             match rs {
                 RuleState::Sliding(log) => {
                     while log
                         .front()
-                        .is_some_and(|&e| e.saturating_add(c.span) <= now)
+                        .is_some_and(|&e| e.saturating_add(c.span) <= now.mono)
                     {
                         log.pop_front();
                     }
-                    log.push_back(now);
+                    log.push_back(now.mono);
                     if log.len() > c.max as usize {
                         log.pop_front();
                     }
                 }
-                RuleState::Aligned {
-                    period,
-                    count,
-                    next,
-                } => {
-                    let (k, k2) = self.periods_of(c, now, *period);
-                    shift_to(period, count, next, k);
-                    *count = count.saturating_add(1);
-                    if k2 > k {
-                        *next = next.saturating_add(1);
+                RuleState::Aligned(ps) => {
+                    let (k, k2) = self.periods_of(c, now.wall, ps.latest.period);
+                    // Behind the latest period (the wall clock stepped back), the request is
+                    // counted in the latest one, which every earlier period's count includes.
+                    ps.shift_to(k);
+                    let latest = &mut ps.latest;
+                    latest.count = latest.count.saturating_add(1);
+                    if k2 > k && k >= latest.period {
+                        latest.next = latest.next.saturating_add(1);
                     }
                 }
             }
         }
-        st.last_charge = Some(now);
+        st.last_charge = Some(now.mono);
     }
 
-    /// A server 429 asks every caller to wait until `until`. When that reaches the next top
-    /// of an aligned period, the server's period is spent: mark ours full, so it reopens at
-    /// the boundary plus the margin.
-    pub(crate) fn pause(&self, st: &mut State, now: u64, until: u64) {
-        let now = now.max(st.last_now);
-        st.paused_until = st.paused_until.max(until);
+    /// A server 429 asks every caller to wait until wall instant `until`. When that reaches
+    /// the next top of an aligned period, the server's period is spent: mark ours full, so it
+    /// reopens at the boundary plus the margin.
+    pub(crate) fn pause(&self, st: &mut State, now: Reading, until: u64) {
+        let now = now.not_before(st.last_now);
+        st.paused_until = st.paused_until.max(now.mono_at(until));
         for (c, rs) in self.rules.iter().zip(&mut st.rules) {
-            if let RuleState::Aligned {
-                period,
-                count,
-                next,
-            } = rs
-            {
-                let raw = now / c.span;
+            if let RuleState::Aligned(ps) = rs {
+                let raw = period_index(now.wall, c.span, ps.latest.period);
                 if until >= raw.saturating_add(1).saturating_mul(c.span) {
-                    if raw > period.saturating_add(1) {
-                        shift_to(period, count, next, raw);
+                    if raw > ps.latest.period.saturating_add(1) {
+                        ps.shift_to(raw);
                     }
-                    if raw == *period {
-                        *count = (*count).max(c.max);
-                    } else if raw == period.saturating_add(1) {
-                        *next = (*next).max(c.max);
+                    let counts = if raw >= ps.latest.period {
+                        &mut ps.latest
+                    } else {
+                        &mut ps.before
+                    };
+                    if raw == counts.period {
+                        counts.count = counts.count.max(c.max);
+                    } else if raw == counts.period.saturating_add(1) {
+                        counts.next = counts.next.max(c.max);
                     }
                 }
             }
         }
     }
 
-    pub(crate) fn status(&self, st: &State, now: u64) -> Status {
-        let now = now.max(st.last_now);
+    pub(crate) fn status(&self, st: &State, now: Reading) -> Status {
+        let now = now.not_before(st.last_now);
+        let wall = |mono: u64| from_nanos(now.wall_at(mono));
         let rules: Vec<RuleStatus> = self
             .rules
             .iter()
@@ -273,18 +353,13 @@ impl Policy {
             .map(|(c, rs)| {
                 let (used, resets_at) = match rs {
                     RuleState::Sliding(log) => {
-                        let gone = log.partition_point(|&e| e.saturating_add(c.span) <= now);
-                        let resets = log.get(gone).map(|&e| from_nanos(e.saturating_add(c.span)));
+                        let gone = log.partition_point(|&e| e.saturating_add(c.span) <= now.mono);
+                        let resets = log.get(gone).map(|&e| wall(e.saturating_add(c.span)));
                         (u32::try_from(log.len() - gone).unwrap_or(u32::MAX), resets)
                     }
-                    &RuleState::Aligned {
-                        period,
-                        count,
-                        next,
-                    } => {
-                        let (k, k2) = self.periods_of(c, now, period);
-                        let used = aligned_count(period, count, next, k)
-                            .max(aligned_count(period, count, next, k2));
+                    RuleState::Aligned(ps) => {
+                        let (k, k2) = self.periods_of(c, now.wall, ps.latest.period);
+                        let used = ps.count_of(k).max(ps.count_of(k2));
                         (used, Some(from_nanos(self.period_end(c, k))))
                     }
                 };
@@ -297,12 +372,12 @@ impl Policy {
             .collect();
         let next_reset = rules.iter().filter_map(|r| r.resets_at).min();
         Status {
-            at: from_nanos(now),
+            at: from_nanos(now.wall),
             rules,
             next_reset,
-            next_available: from_nanos(self.earliest(st, now, Priority::Interactive)),
-            next_available_background: from_nanos(self.earliest(st, now, Priority::Background)),
-            paused_until: (st.paused_until > now).then(|| from_nanos(st.paused_until)),
+            next_available: wall(self.earliest(st, now, Priority::Interactive)),
+            next_available_background: wall(self.earliest(st, now, Priority::Background)),
+            paused_until: (st.paused_until > now.mono).then(|| wall(st.paused_until)),
         }
     }
 }
@@ -320,36 +395,200 @@ fn period_index(t: u64, span: u64, known: u64) -> u64 {
     }
 }
 
-/// The count of aligned period `k` in a state holding `period` and `period + 1`. Periods
-/// before `period` are never asked about: time never runs backwards in the limiter.
-fn aligned_count(period: u64, count: u32, next: u32, k: u64) -> u32 {
-    if k == period {
-        count
-    } else if k == period.saturating_add(1) {
-        next
-    } else if k > period {
-        0
-    } else {
-        count
-    }
-}
-
-/// Moves the two-period window so that it starts at `k` (never backwards).
-fn shift_to(period: &mut u64, count: &mut u32, next: &mut u32, k: u64) {
-    if k == period.saturating_add(1) {
-        *count = *next;
-        *next = 0;
-        *period = k;
-    } else if k > *period {
-        *count = 0;
-        *next = 0;
-        *period = k;
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::period_index;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Rule;
+
+    const SEC: u64 = 1_000_000_000;
+    /// 2026-01-05T10:59:00Z.
+    const T0: u64 = 1_767_610_740 * SEC;
+    const HOUR_11: u64 = 1_767_610_800 * SEC;
+
+    fn policy(rules: impl IntoIterator<Item = Rule>) -> Policy {
+        let config = RateLimitConfig::builder()
+            .rules(rules)
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        Policy::new(&config)
+    }
+
+    /// Monotonic `mono`, the wall clock `step` ahead (negative: behind).
+    fn at(mono: u64, step: i64) -> Reading {
+        Reading {
+            mono,
+            wall: mono.saturating_add_signed(step),
+        }
+    }
+
+    #[test]
+    fn sliding_windows_ignore_steps_of_the_wall_clock() {
+        let policy = policy([Rule::sliding(2, Duration::from_secs(1)).unwrap()]);
+        for step in [60 * SEC as i64, -60 * SEC as i64, 3_600 * SEC as i64] {
+            let mut st = policy.new_state();
+            let p = Priority::Interactive;
+            policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+            policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+            // 1 ms later on the monotonic clock, the wall clock stepped: still the same
+            // rolling second, which ends 1 s after the first two on the monotonic clock.
+            let stepped = at(T0 + 1_000_000, step);
+            assert_eq!(policy.try_acquire(&mut st, stepped, p), Err(T0 + SEC));
+            assert!(policy.try_acquire(&mut st, at(T0 + SEC, step), p).is_ok());
+            let status = policy.status(&st, at(T0 + SEC, step));
+            assert_eq!(status.at, from_nanos(stepped.wall_at(T0 + SEC)));
+            assert_eq!(status.rules[0].remaining, 1);
+            assert_eq!(
+                status.rules[0].resets_at,
+                Some(from_nanos(stepped.wall_at(T0 + 2 * SEC)))
+            );
+        }
+    }
+
+    #[test]
+    fn aligned_rules_follow_the_wall_clock_at_each_decision() {
+        let policy = policy([Rule::aligned(1, Duration::from_secs(3600)).unwrap()]);
+        let mut st = policy.new_state();
+        let p = Priority::Interactive;
+        policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+        // Full until 11:00 on the wall clock: 60 s on the monotonic clock at this offset…
+        assert_eq!(
+            policy.try_acquire(&mut st, at(T0 + SEC, 0), p),
+            Err(T0 + 60 * SEC)
+        );
+        // …and 30 s once the wall clock stepped 30 s ahead.
+        let step = 30 * SEC as i64;
+        assert_eq!(
+            policy.try_acquire(&mut st, at(T0 + 2 * SEC, step), p),
+            Err(T0 + 30 * SEC)
+        );
+        // A step of 60 s into the next hour opens it at once.
+        let step = 60 * SEC as i64;
+        assert!(
+            policy
+                .try_acquire(&mut st, at(T0 + 3 * SEC, step), p)
+                .is_ok()
+        );
+        // Which is then full until 12:00 on the wall clock.
+        let refused = policy.try_acquire(&mut st, at(T0 + 4 * SEC, step), p);
+        assert_eq!(refused, Err(HOUR_11 + 3_600 * SEC - 60 * SEC));
+    }
+
+    #[test]
+    fn a_wall_clock_stepping_back_counts_everything_charged_since() {
+        let policy = policy([Rule::aligned(3, Duration::from_secs(3600)).unwrap()]);
+        let mut st = policy.new_state();
+        let p = Priority::Interactive;
+        // Two in the hour of 10:00, one at 11:00:10 (the monotonic and wall clocks agree).
+        policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+        policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+        let eleven = HOUR_11 + 10 * SEC;
+        policy.try_acquire(&mut st, at(eleven, 0), p).unwrap();
+        // NTP steps the wall clock 60 s back, into the hour of 10:00 again: a server whose
+        // clock stepped back too holds 2 there, one whose clock was behind holds 3 (ours of
+        // 11:00 included). Nothing goes until the wall clock is in the hour of 11:00 again.
+        let back = -60 * SEC as i64;
+        let refused = policy.try_acquire(&mut st, at(eleven + SEC, back), p);
+        assert_eq!(refused, Err(eleven + 50 * SEC));
+        let status = policy.status(&st, at(eleven + SEC, back));
+        assert_eq!(status.rules[0].remaining, 0);
+        assert_eq!(status.next_available, from_nanos(HOUR_11));
+        // Then the hour of 11:00 has 2 left.
+        policy
+            .try_acquire(&mut st, at(eleven + 50 * SEC, back), p)
+            .unwrap();
+        policy
+            .try_acquire(&mut st, at(eleven + 51 * SEC, back), p)
+            .unwrap();
+        assert!(
+            policy
+                .try_acquire(&mut st, at(eleven + 52 * SEC, back), p)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_request_behind_the_latest_period_is_counted_in_it() {
+        let policy = policy([Rule::aligned(3, Duration::from_secs(3600)).unwrap()]);
+        let mut st = policy.new_state();
+        let p = Priority::Interactive;
+        let eleven = HOUR_11 + 10 * SEC;
+        policy.try_acquire(&mut st, at(eleven, 0), p).unwrap();
+        // Back in the hour of 10:00, which had nothing: 2 more may go there…
+        let back = -60 * SEC as i64;
+        policy
+            .try_acquire(&mut st, at(eleven + SEC, back), p)
+            .unwrap();
+        policy
+            .try_acquire(&mut st, at(eleven + 2 * SEC, back), p)
+            .unwrap();
+        assert!(
+            policy
+                .try_acquire(&mut st, at(eleven + 3 * SEC, back), p)
+                .is_err()
+        );
+        // …and they count in the hour of 11:00 too (a server whose clock did not step).
+        assert!(
+            policy
+                .try_acquire(&mut st, at(eleven + 60 * SEC, back), p)
+                .is_err()
+        );
+        assert_eq!(
+            policy.status(&st, at(eleven + 60 * SEC, back)).rules[0].remaining,
+            0
+        );
+    }
+
+    #[test]
+    fn a_period_the_limiter_forgot_counts_as_full() {
+        let policy = policy([Rule::aligned(3, Duration::from_secs(3600)).unwrap()]);
+        let mut st = policy.new_state();
+        let p = Priority::Interactive;
+        policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+        policy.try_acquire(&mut st, at(HOUR_11, 0), p).unwrap();
+        policy
+            .try_acquire(&mut st, at(HOUR_11 + 3_600 * SEC, 0), p)
+            .unwrap();
+        // The limiter remembers the hours of 11:00 and 12:00, not that of 10:00: stepped
+        // two hours back, into it, nothing goes until the wall clock reaches 11:00.
+        let mono = HOUR_11 + 3_601 * SEC;
+        let back = -7_200 * SEC as i64;
+        let refused = policy.try_acquire(&mut st, at(mono, back), p);
+        assert_eq!(refused, Err(mono + 3_599 * SEC));
+        // A glitch forward and back: the hour before the glitch is remembered.
+        let mut st = policy.new_state();
+        policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+        policy
+            .try_acquire(&mut st, at(T0 + SEC, 7_200 * SEC as i64), p)
+            .unwrap();
+        // Back at 10:59:02: 1 + 1 charged; one more may go.
+        policy.try_acquire(&mut st, at(T0 + 2 * SEC, 0), p).unwrap();
+        assert_eq!(
+            policy.try_acquire(&mut st, at(T0 + 3 * SEC, 0), p),
+            Err(HOUR_11)
+        );
+    }
+
+    #[test]
+    fn a_pause_marks_the_servers_period_spent_on_the_wall_clock() {
+        let policy = policy([Rule::aligned(5, Duration::from_secs(3600)).unwrap()]);
+        let mut st = policy.new_state();
+        let p = Priority::Interactive;
+        let ahead = 30 * SEC as i64;
+        policy.try_acquire(&mut st, at(T0, ahead), p).unwrap();
+        // At 10:59:31 (wall), the server asks for 40 s: past 11:00, the hour is spent.
+        let now = at(T0 + SEC, ahead);
+        policy.pause(&mut st, now, now.wall + 40 * SEC);
+        // The pause runs 40 s on the monotonic clock; the hour of 11:00 reopens at once.
+        assert_eq!(policy.earliest(&st, now, p), T0 + 41 * SEC);
+        assert!(
+            policy
+                .try_acquire(&mut st, at(T0 + 41 * SEC, ahead), p)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn period_index_is_division_whatever_the_hint() {

@@ -1,17 +1,27 @@
-//! [`Clock`]: wall time for the limiter, and the bridge to tokio's timer.
+//! [`Clock`] and [`Now`]: the wall clock the aligned rules follow, the monotonic clock the
+//! sliding windows are measured on, and the bridge to tokio's timer.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::time::{duration_nanos, floor_ms_time, to_nanos};
+use crate::time::{Reading, duration_nanos, floor_ms_time, from_nanos, to_nanos};
 
-/// Supplies the wall-clock `now` the limiter decides on, and maps wall instants to tokio
-/// instants for sleeping.
+/// Supplies the wall-clock `now` the limiter's aligned rules follow, and maps wall instants
+/// to tokio instants for sleeping.
 ///
-/// Aligned rules need wall time (the UTC top of the hour); sleeping needs tokio's clock. The
-/// default conversions assume the two advance together from this very moment.
+/// Two clocks take part in every decision. The **wall clock**, [`Clock::now`], says which
+/// aligned period (the UTC hour) a request falls in, and dates every instant the limiter
+/// reports; it is read at every decision, so a step of the system clock (NTP, a resume
+/// after suspend) is seen at the next one. The **monotonic clock** is tokio's
+/// ([`tokio::time::Instant`]): sliding windows, pauses and waits are measured on it, so no
+/// step of the wall clock moves them, and the limiter sleeps on it (paused time,
+/// `tokio::time::pause`, drives both).
+///
+/// The default conversions assume the two clocks advance together from this very moment.
+/// A sleep until an aligned boundary may therefore end early or late when the wall clock
+/// steps meanwhile: the limiter then reads both clocks again and decides (and sleeps) anew.
 pub trait Clock: fmt::Debug + Send + Sync + 'static {
     /// The current wall-clock time.
     fn now(&self) -> SystemTime;
@@ -36,14 +46,100 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// The default clock: wall time follows tokio's clock from an anchor,
-/// `now = anchor_wall + (tokio::time::Instant::now() - anchor_instant)`.
+/// One reading of the two clocks a decision is made on: the wall clock and a monotonic one.
 ///
-/// So paused-time tests (`tokio::time::pause`, `start_paused = true`) move the wall clock
-/// too, and a 24-hour run takes milliseconds. The anchor's wall time is rounded down to a
-/// whole millisecond, so that whole-millisecond instants of the wall clock fall on tokio's
-/// 1 ms timer ticks when the anchor instant does (always under paused time): sleeps then
-/// end exactly on the instants the limiter computed.
+/// The wall reading places a request in the aligned periods and dates every instant the
+/// limiter returns. The monotonic reading is the time elapsed on a clock that no step of
+/// the system clock moves, since an origin of the caller's choosing (the same for every
+/// reading given to one limiter): sliding windows, pauses and waits are measured on it.
+/// [`RateLimiter`](crate::RateLimiter) reads the wall clock from its [`Clock`] and the
+/// monotonic one from tokio's clock. A [`SystemTime`] converts into a reading of two clocks
+/// that agree (the monotonic one counting from the Unix epoch), which is how
+/// [`LocalLimiter`](crate::LocalLimiter)'s methods take plain instants.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use drchrono_ratelimit::{LocalLimiter, Now, RateLimitConfig};
+///
+/// let config = RateLimitConfig::builder()
+///     .max_per_hour(1)
+///     .safety_margin(Duration::ZERO)
+///     .build()?;
+/// let limiter = LocalLimiter::new(&config);
+/// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_610_740); // 10:59:00 UTC
+/// assert!(limiter.try_acquire(start).is_ok());
+/// // The hour is spent until 11:00.
+/// let refused = limiter.try_acquire(start + Duration::from_secs(1)).unwrap_err();
+/// assert_eq!(refused.earliest(), start + Duration::from_secs(60));
+/// // One more second on the monotonic clock, but NTP stepped the wall clock 60 s ahead:
+/// // 11:00:02, a new hour.
+/// let since_epoch = Duration::from_secs(1_767_610_742);
+/// let stepped = Now::new(start + Duration::from_secs(62), since_epoch);
+/// assert!(limiter.try_acquire(stepped).is_ok());
+/// # Ok::<(), drchrono_ratelimit::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Now {
+    wall: SystemTime,
+    monotonic: Duration,
+}
+
+impl Now {
+    /// A reading: the wall clock reads `wall`, and `monotonic` has elapsed on the monotonic
+    /// clock since its origin.
+    pub fn new(wall: SystemTime, monotonic: Duration) -> Self {
+        Self { wall, monotonic }
+    }
+
+    /// The wall clock's reading.
+    pub fn wall(&self) -> SystemTime {
+        self.wall
+    }
+
+    /// The monotonic clock's reading: the time elapsed since its origin.
+    pub fn monotonic(&self) -> Duration {
+        self.monotonic
+    }
+
+    /// Both readings in nanoseconds (the wall clock's since the Unix epoch, 0 before it).
+    pub(crate) fn reading(&self) -> Reading {
+        Reading {
+            mono: duration_nanos(self.monotonic),
+            wall: to_nanos(self.wall),
+        }
+    }
+
+    pub(crate) fn from_reading(reading: Reading) -> Self {
+        Self {
+            wall: from_nanos(reading.wall),
+            monotonic: Duration::from_nanos(reading.mono),
+        }
+    }
+}
+
+/// Two clocks that agree: both read `t` (the monotonic one as the time since the Unix
+/// epoch, zero before it).
+impl From<SystemTime> for Now {
+    fn from(t: SystemTime) -> Self {
+        Self {
+            wall: t,
+            monotonic: t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO),
+        }
+    }
+}
+
+/// The default clock: the monotonic clock is tokio's, and the wall clock is the system
+/// clock as it is at each reading ([`TokioClock::new`]), or a fixed start that advances
+/// with tokio's clock ([`TokioClock::starting_at`], for planning and tests).
+///
+/// Both follow tokio's clock, so paused-time tests (`tokio::time::pause`,
+/// `start_paused = true`) move the wall clock too, and a 24-hour run takes milliseconds.
+/// The wall clock is anchored on a whole millisecond (and [`TokioClock::new`] follows the
+/// system clock's steps to the millisecond), so that whole-millisecond instants of the wall
+/// clock fall on tokio's 1 ms timer ticks when the anchor instant does (always under paused
+/// time): sleeps then end exactly on the instants the limiter computed.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -59,45 +155,196 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
+    /// The wall clock at creation, rounded down to the millisecond.
     anchor_wall: SystemTime,
     /// `anchor_wall` in nanoseconds since the Unix epoch (`None` before it).
     anchor_nanos: Option<u64>,
+    /// tokio's instant at creation.
     anchor_instant: Instant,
+    /// For [`TokioClock::new`]: where the system clock stood at creation, to follow it.
+    system: Option<SystemAnchor>,
+    /// The system clock at creation in nanoseconds since the Unix epoch (`None` before it,
+    /// or for [`TokioClock::starting_at`]).
+    system_nanos: Option<u64>,
+}
+
+/// The system clock and the real monotonic clock, read together.
+#[derive(Debug, Clone, Copy)]
+struct SystemAnchor {
+    wall: SystemTime,
+    instant: std::time::Instant,
+}
+
+impl SystemAnchor {
+    fn now() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            instant: std::time::Instant::now(),
+        }
+    }
+
+    /// How far, in nanoseconds, the system clock has been stepped since this anchor (ahead
+    /// positive), as `now` shows it: how far it moved, less the real time that passed (the
+    /// real monotonic clock, which tokio's is under paused time no longer), rounded to the
+    /// nearest millisecond (so that the jitter of reading two clocks is no step).
+    fn steps_at(&self, now: SystemAnchor) -> i64 {
+        let moved = signed_since(now.wall, self.wall);
+        let real = signed_nanos(now.instant.saturating_duration_since(self.instant));
+        let steps = moved.saturating_sub(real);
+        steps
+            .saturating_add(500_000)
+            .div_euclid(1_000_000)
+            .saturating_mul(1_000_000)
+    }
+}
+
+/// `t` in nanoseconds since the Unix epoch (`None` before it).
+fn since_epoch_nanos(t: SystemTime) -> Option<u64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(duration_nanos)
+}
+
+/// `d` in nanoseconds, saturating.
+fn signed_nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// `later - earlier` in nanoseconds (negative when `later` is earlier), saturating.
+fn signed_since(later: SystemTime, earlier: SystemTime) -> i64 {
+    match later.duration_since(earlier) {
+        Ok(ahead) => signed_nanos(ahead),
+        Err(back) => signed_nanos(back.duration()).saturating_neg(),
+    }
+}
+
+/// `t` moved by `nanos` (ahead positive), saturating at the Unix epoch and far in the future.
+fn shifted(t: SystemTime, nanos: i64) -> SystemTime {
+    let by = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 {
+        t.checked_add(by).unwrap_or(t)
+    } else {
+        t.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
 }
 
 impl TokioClock {
-    /// Anchored at `SystemTime::now()` (rounded down to the millisecond) and tokio's now
-    /// (the runtime's clock inside a runtime, the system's monotonic clock outside).
+    /// The system clock, as it is at each reading, seen through tokio's clock: the system
+    /// clock's time at creation (rounded down to the millisecond), plus the time elapsed on
+    /// tokio's clock since, plus however far the system clock has been stepped since (NTP,
+    /// a resume after suspend; to the millisecond). Outside paused time that is the system
+    /// clock, to the millisecond; under paused time, the system clock at creation advanced
+    /// by virtual time. Sliding windows follow tokio's clock alone.
+    ///
+    /// Each reading costs one read of the system clock besides tokio's; the real monotonic
+    /// clock is read too only while the two disagree (after a step, or under paused time).
     pub fn new() -> Self {
-        Self::starting_at(SystemTime::now())
+        let system = SystemAnchor::now();
+        Self {
+            system: Some(system),
+            system_nanos: since_epoch_nanos(system.wall),
+            ..Self::starting_at(system.wall)
+        }
     }
 
-    /// Reads `start` (rounded down to the millisecond) at tokio's current instant: for
-    /// planning and tests under paused time.
+    /// Reads `start` (rounded down to the millisecond) at tokio's current instant, and
+    /// advances with tokio's clock only: for planning and tests under paused time. The
+    /// system clock is never read.
     pub fn starting_at(start: SystemTime) -> Self {
         let anchor_wall = floor_ms_time(start);
         Self {
             anchor_wall,
-            anchor_nanos: anchor_wall
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(duration_nanos),
+            anchor_nanos: since_epoch_nanos(anchor_wall),
             anchor_instant: Instant::now(),
+            system: None,
+            system_nanos: None,
         }
     }
 
-    /// [`Clock::now`] in nanoseconds since the Unix epoch, in integer arithmetic: what the
-    /// limiter decides on.
+    /// How far the system clock has been stepped since creation, `mono` being the monotonic
+    /// reading (now, or the one shared by a call): 0 for [`starting_at`](Self::starting_at).
+    ///
+    /// The system clock is compared with tokio's first: outside paused time tokio's clock is
+    /// the real monotonic one, and a system clock within half a millisecond of where it
+    /// says has not stepped (the usual case: one read of the system clock, integer
+    /// arithmetic). Otherwise (a step, or paused time) the real monotonic clock tells them
+    /// apart.
     #[inline]
-    pub(crate) fn now_nanos(&self) -> u64 {
-        let instant = drchrono_classify::call::now();
+    fn steps(&self, mono: u64) -> i64 {
+        let Some(anchor) = self.system else {
+            return 0;
+        };
+        let wall = SystemTime::now();
+        if let (Some(system), Some(tokio)) = (self.system_nanos, self.anchor_nanos) {
+            // Both differences fit in an i64 (292 years): wrapping arithmetic is exact.
+            let system_moved = to_nanos(wall).wrapping_sub(system) as i64;
+            let tokio_moved = mono.wrapping_sub(tokio) as i64;
+            if system_moved.wrapping_sub(tokio_moved).unsigned_abs() < 500_000 {
+                return 0;
+            }
+        }
+        anchor.steps_at(SystemAnchor {
+            wall,
+            instant: std::time::Instant::now(),
+        })
+    }
+
+    /// The monotonic line at tokio instant `instant`, in nanoseconds: the anchor's wall
+    /// time plus the time elapsed on tokio's clock since.
+    #[inline]
+    fn monotonic_nanos_at(&self, instant: Instant) -> u64 {
         if let Some(anchor) = self.anchor_nanos
             && instant >= self.anchor_instant
             && let Some(now) = anchor.checked_add(duration_nanos(instant - self.anchor_instant))
         {
             return now;
         }
-        to_nanos(self.wall_at(instant))
+        to_nanos(self.anchored_at(instant))
+    }
+
+    /// The monotonic reading now, in nanoseconds.
+    #[inline]
+    pub(crate) fn monotonic_nanos(&self) -> u64 {
+        self.monotonic_nanos_at(drchrono_classify::call::now())
+    }
+
+    /// Both readings now, in nanoseconds, in integer arithmetic: what the limiter decides
+    /// on. Inside [`drchrono_classify::call::run`], tokio's reading is the one shared by the
+    /// layers of one `call`.
+    #[inline]
+    pub(crate) fn reading(&self) -> Reading {
+        let mono = self.monotonic_nanos();
+        Reading {
+            mono,
+            wall: mono.saturating_add_signed(self.steps(mono)),
+        }
+    }
+
+    /// The anchor's wall time plus the time elapsed on tokio's clock until `i`.
+    fn anchored_at(&self, i: Instant) -> SystemTime {
+        if i >= self.anchor_instant {
+            let ahead = i - self.anchor_instant;
+            self.anchor_wall
+                .checked_add(ahead)
+                .unwrap_or(self.anchor_wall)
+        } else {
+            let back = self.anchor_instant - i;
+            self.anchor_wall
+                .checked_sub(back)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        }
+    }
+
+    /// This clock, as if the system clock had been stepped by `nanos` since it was created.
+    #[cfg(test)]
+    pub(crate) fn stepped(mut self, nanos: i64) -> Self {
+        let anchor = self
+            .system
+            .as_mut()
+            .expect("a clock that follows the system");
+        anchor.wall = shifted(anchor.wall, nanos.saturating_neg());
+        self.system_nanos = since_epoch_nanos(anchor.wall);
+        self
     }
 }
 
@@ -108,13 +355,17 @@ impl Default for TokioClock {
 }
 
 impl Clock for TokioClock {
-    /// Inside [`drchrono_classify::call::run`], the reading shared by the layers of one
-    /// `call`.
+    /// Inside [`drchrono_classify::call::run`], tokio's reading is the one shared by the
+    /// layers of one `call`.
     fn now(&self) -> SystemTime {
-        self.wall_at(drchrono_classify::call::now())
+        let instant = drchrono_classify::call::now();
+        let steps = self.steps(self.monotonic_nanos_at(instant));
+        shifted(self.anchored_at(instant), steps)
     }
 
     fn instant_at(&self, t: SystemTime) -> Instant {
+        let steps = self.steps(self.monotonic_nanos());
+        let t = shifted(t, steps.saturating_neg());
         match t.duration_since(self.anchor_wall) {
             Ok(d) => self
                 .anchor_instant
@@ -128,17 +379,8 @@ impl Clock for TokioClock {
     }
 
     fn wall_at(&self, i: Instant) -> SystemTime {
-        if i >= self.anchor_instant {
-            let ahead = i - self.anchor_instant;
-            self.anchor_wall
-                .checked_add(ahead)
-                .unwrap_or(self.anchor_wall)
-        } else {
-            let back = self.anchor_instant - i;
-            self.anchor_wall
-                .checked_sub(back)
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        }
+        let steps = self.steps(self.monotonic_nanos());
+        shifted(self.anchored_at(i), steps)
     }
 }
 
@@ -154,7 +396,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn now_nanos_is_now_in_nanoseconds() {
+    async fn a_reading_is_now_in_nanoseconds() {
         let starts = [
             UNIX_EPOCH + Duration::new(1_767_609_420, 123_456_789),
             UNIX_EPOCH,
@@ -164,12 +406,90 @@ mod tests {
             let clock = TokioClock::starting_at(start);
             for step in [0, 1, 999_999, 1_000_000, 3_600_000_000_000] {
                 tokio::time::advance(Duration::from_nanos(step)).await;
-                assert_eq!(
-                    clock.now_nanos(),
-                    to_nanos(clock.now()),
-                    "{start:?} +{step}"
-                );
+                let reading = clock.reading();
+                assert_eq!(reading.wall, to_nanos(clock.now()), "{start:?} +{step}");
+                assert_eq!(reading.mono, reading.wall, "{start:?} +{step}");
             }
         }
+    }
+
+    #[test]
+    fn steps_are_the_system_clocks_moves_beyond_real_time_to_the_millisecond() {
+        let anchor = SystemAnchor::now();
+        let at = |wall: Duration, back: bool, real: Duration| SystemAnchor {
+            wall: if back {
+                anchor.wall - wall
+            } else {
+                anchor.wall + wall
+            },
+            instant: anchor.instant + real,
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(anchor.steps_at(at(secs(10), false, secs(10))), 0);
+        // Jitter between the two readings is no step.
+        let jitter = Duration::from_micros(300);
+        assert_eq!(anchor.steps_at(at(secs(10) + jitter, false, secs(10))), 0);
+        assert_eq!(anchor.steps_at(at(secs(10), false, secs(10) + jitter)), 0);
+        // NTP steps 60 s ahead, or 60 s back; a suspended host resumes 2 h later.
+        assert_eq!(
+            anchor.steps_at(at(secs(70), false, secs(10))),
+            60_000_000_000
+        );
+        assert_eq!(
+            anchor.steps_at(at(secs(50), true, secs(10))),
+            -60_000_000_000
+        );
+        assert_eq!(
+            anchor.steps_at(at(secs(7_210), false, secs(10))),
+            7_200_000_000_000
+        );
+    }
+
+    #[tokio::test]
+    async fn the_system_clock_outside_paused_time() {
+        let clock = TokioClock::new();
+        let reading = clock.reading();
+        assert_eq!(reading.wall, reading.mono);
+        let system = to_nanos(SystemTime::now());
+        assert!(
+            system.abs_diff(reading.wall) < 100_000_000,
+            "{system} {reading:?}"
+        );
+        let ahead = clock.stepped(60_000_000_000).reading();
+        assert_eq!(ahead.wall - ahead.mono, 60_000_000_000);
+        let back = clock.stepped(-60_000_000_000).reading();
+        assert_eq!(back.mono - back.wall, 60_000_000_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_clock_follows_paused_time_and_its_steps() {
+        let clock = TokioClock::new();
+        let before = clock.reading();
+        // Real time barely passes: no step. The wall clock is on the millisecond grid.
+        assert_eq!(before.wall, before.mono);
+        assert_eq!(before.wall % 1_000_000, 0);
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        let later = clock.reading();
+        assert_eq!(later.mono - before.mono, 3_600_000_000_000);
+        assert_eq!(later.wall, later.mono);
+        // The system clock stepped 60 s ahead: the wall clock follows; the monotonic does not.
+        let ahead = clock.stepped(60_000_000_000);
+        let reading = ahead.reading();
+        assert_eq!(reading.mono, later.mono);
+        assert_eq!(reading.wall, later.mono + 60_000_000_000);
+        assert_eq!(to_nanos(ahead.now()), reading.wall);
+        assert_eq!(ahead.wall_at(Instant::now()), ahead.now());
+        // Sleeping until a wall instant maps it at the present offset.
+        let in_ten = ahead.now() + Duration::from_secs(10);
+        assert_eq!(
+            ahead.instant_at(in_ten),
+            Instant::now() + Duration::from_secs(10)
+        );
+        let back = clock.stepped(-60_000_000_000);
+        assert_eq!(back.reading().wall, later.mono - 60_000_000_000);
+        assert_eq!(
+            back.instant_at(back.now() + Duration::from_secs(10)),
+            Instant::now() + Duration::from_secs(10)
+        );
     }
 }

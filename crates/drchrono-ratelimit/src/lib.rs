@@ -50,7 +50,8 @@
 //!   matters (the `M`-th most recent) plus `W`: at that instant it has left the window.
 //! * **aligned**: a request at `t` is admitted iff fewer than `M` were charged in
 //!   `[floor(t / P) * P, next boundary)`, periods counted from the Unix epoch (so 3600 s is
-//!   the UTC hour). When the period is full, the earliest instant is the next boundary.
+//!   the UTC hour) on the wall clock. When the period is full, the earliest instant is the
+//!   next boundary.
 //!
 //! DrChrono's defaults ([`RateLimitConfig::default`]) are sliding(9, 1 s), sliding(290,
 //! 600 s) and aligned(500, 3600 s), the hourly maximum configurable. A safety margin
@@ -73,20 +74,43 @@
 //! satisfied, stays satisfied as `t` grows, because later instants only see fewer entries in
 //! the window or a fresh period): no instant before it is admissible (some rule refuses
 //! each), and it is admissible (every rule returns it unchanged). The decision
-//! is made with integer nanoseconds since the Unix epoch: no floating point, no
-//! approximation of the sliding window (we keep the log of the last `M` instants, which is
-//! all the rule depends on), and every rule is checked and charged under one lock.
+//! is made with integer nanoseconds: no floating point, no approximation of the sliding
+//! window (we keep the log of the last `M` instants, which is all the rule depends on), and
+//! every rule is checked and charged under one lock.
 //!
 //! A property test checks this against an independent brute-force oracle (scanning every
 //! candidate instant and counting), for random rule sets and arrival sequences.
+//!
+//! ## Two clocks: when the system clock steps
+//!
+//! Each decision reads two clocks at once (a [`Now`]). Sliding windows, pauses and waits
+//! are measured on the monotonic clock (tokio's), which no step of the system clock moves.
+//! Aligned rules place a request in the period of the wall clock ([`Clock::now`]; with
+//! [`TokioClock::new`], the system clock as it is now), read afresh at every decision, so
+//! an NTP step or a resume after suspend is seen at the next one. Within a decision the
+//! offset between the two clocks is fixed: the argument above holds on the monotonic time
+//! line, each aligned boundary mapped onto it at that offset, and every instant returned is
+//! mapped back to the wall clock. When the two clocks agree, that is the one-clock decision.
+//!
+//! A wall clock that steps ahead into a new period opens it at once. One that steps back
+//! into an earlier period is conservative: a request then counts against what that period
+//! held plus everything charged since, and a period the limiter no longer knows (it keeps
+//! the latest periods and the ones before the latest move) counts as full, so nothing goes
+//! until the wall clock is back in one it knows, which takes at most the step's length. No
+//! period sees more than its maximum on a server whose clock steps with ours, nor, after a
+//! step back, on one whose clock ours was ahead of. A sleep towards an aligned boundary
+//! ends early or late when the wall clock steps meanwhile: the waiter then reads both
+//! clocks again and decides anew, so an early wake-up costs a second decision and a late
+//! one breaks no rule. A property test checks every rule across random steps both ways.
 //!
 //! ## Timer resolution
 //!
 //! Tokio's timer has a 1 ms resolution. A waiter sleeps until the earliest instant rounded
 //! up to a whole millisecond since the Unix epoch, and [`TokioClock`] anchors the wall clock
-//! on a whole millisecond, so that when the inputs are on the millisecond grid (whole-ms
-//! windows, margin and arrival times, as under paused time) the release instants are exact
-//! to the nanosecond; otherwise a release is at most 1 ms late, never early.
+//! on a whole millisecond (and follows the system clock's steps to the millisecond), so
+//! that when the inputs are on the millisecond grid (whole-ms windows, margin and arrival
+//! times, as under paused time) the release instants are exact to the nanosecond;
+//! otherwise a release is at most 1 ms late, never early.
 //!
 //! # Sharing, fairness, cancellation
 //!
@@ -126,7 +150,8 @@
 //!
 //! - The same exact rules are checked and charged atomically by one Lua script per decision
 //!   (one round trip), on Redis's own `TIME`, so every host shares one clock; the script
-//!   answers with a wait, which each process adds to its own clock to sleep.
+//!   answers with a wait, which each process adds to its own clock to sleep. (A backend is
+//!   given the wall clock only; [`LocalLimiter`] alone is given both readings.)
 //! - Keys are per application (`drchrono:ratelimit:{app}:…`) and expire once their windows
 //!   have passed. A server 429's cool-down is stored there too: one process's 429 pauses all.
 //! - Every process must use the same configuration (rules, margin, application key).
@@ -179,7 +204,7 @@ mod status;
 mod time;
 
 pub use backend::{Backend, BackendFuture};
-pub use clock::{Clock, TokioClock};
+pub use clock::{Clock, Now, TokioClock};
 pub use config::{
     DEFAULT_APPLICATION, DEFAULT_BACKGROUND_RESERVE_PERCENT, DEFAULT_SAFETY_MARGIN,
     RateLimitConfig, RateLimitConfigBuilder,

@@ -7,20 +7,36 @@ use std::time::SystemTime;
 
 use crate::algorithm::{Policy, State};
 use crate::backend::{Backend, BackendFuture};
-use crate::time::{from_nanos, to_nanos};
-use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
+use crate::time::{Reading, from_nanos, to_nanos};
+use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
 
 /// One application's budget in this process: the limiter core behind a `std::sync::Mutex`.
 ///
 /// Every method takes `now` as an argument and never waits: [`LocalLimiter::try_acquire`]
 /// checks all rules and charges all of them atomically, or returns the exact earliest
 /// instant that breaks no rule. It costs one uncontended lock and O(1) work per rule (a
-/// ring of the last `max` instants per sliding rule, a counter per aligned rule). A
+/// ring of the last `max` instants per sliding rule, a few counters per aligned rule). A
 /// refusal is cheaper still: the earliest instant of the last refusal is kept in an atomic
 /// (written only under the lock, cleared by every charge and pause, so it is always exact
 /// for the current state), and a request before it is refused without taking the lock.
 /// [`RateLimiter`](crate::RateLimiter) adds the waiting, the clock and first-come
 /// first-served order on top.
+///
+/// # Two clocks
+///
+/// `now` is a [`Now`]: a reading of the wall clock and of a monotonic clock. Sliding rules,
+/// pauses and the instants the limiter remembers are measured on the monotonic clock, so a
+/// step of the wall clock (NTP, a resume after suspend) moves none of them; aligned rules
+/// place each request in the period of the wall clock as it reads at that decision. A wall
+/// clock that steps back into an earlier period is conservative: a request then counts
+/// against what that period held plus everything charged since (the server's clock may be
+/// the one that was behind, or may have stepped back too), and a period the limiter no
+/// longer knows (it keeps the latest periods and those before the latest move) counts as
+/// full, so nothing goes until the wall clock is back in one it knows: at most the step's
+/// length. So no period sees more than its maximum on a server whose clock steps with ours,
+/// nor, after a step back, on one whose clock ours was ahead of. Every instant returned is
+/// a wall instant, at the offset between the clocks that `now` shows. A [`SystemTime`] is
+/// a reading of two clocks that agree.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -39,9 +55,16 @@ use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
 pub struct LocalLimiter {
     policy: Policy,
     state: Mutex<State>,
-    /// Per priority: the earliest instant computed by the last refusal since the last
-    /// charge or pause (0 = none). Nothing is admissible before it.
+    /// Per priority: the earliest monotonic instant computed by the last refusal since the
+    /// last charge or pause (0 = none). Nothing is admissible before it while the clocks
+    /// keep the offset it was computed at.
     refused_until: [AtomicU64; 2],
+    /// Per priority: that refusal's offset between the clocks ([`Reading::offset`]),
+    /// written before it. A step of the wall clock changes the offset: the request is then
+    /// decided under the lock. (Two refusals racing across a step may pair one's instant
+    /// with the other's offset: a refusal then names an instant off by the step, and the
+    /// waiter decides again; the cache never admits.)
+    refused_offset: [AtomicU64; 2],
 }
 
 fn slot(priority: Priority) -> usize {
@@ -60,6 +83,7 @@ impl LocalLimiter {
             policy,
             state,
             refused_until: [AtomicU64::new(0), AtomicU64::new(0)],
+            refused_offset: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -73,29 +97,34 @@ impl LocalLimiter {
     ///
     /// # Errors
     /// [`NotUntil`] with the earliest instant at which the request breaks no rule.
-    pub fn try_acquire(&self, now: SystemTime) -> Result<(), NotUntil> {
+    pub fn try_acquire(&self, now: impl Into<Now>) -> Result<(), NotUntil> {
         self.try_acquire_with(now, Priority::Interactive)
     }
 
     /// Admits a request at `now` and charges every rule, or refuses it and charges nothing.
     ///
-    /// `now` earlier than a `now` already seen is taken as that later instant: time never
-    /// runs backwards inside the limiter.
+    /// A monotonic reading earlier than one already seen is taken as that later one (both
+    /// clocks moved forward together): time never runs backwards inside the limiter.
     ///
     /// # Errors
-    /// [`NotUntil`] with the earliest instant at which the request breaks no rule.
-    pub fn try_acquire_with(&self, now: SystemTime, priority: Priority) -> Result<(), NotUntil> {
-        self.try_acquire_nanos(to_nanos(now), priority)
+    /// [`NotUntil`] with the earliest (wall) instant at which the request breaks no rule.
+    pub fn try_acquire_with(
+        &self,
+        now: impl Into<Now>,
+        priority: Priority,
+    ) -> Result<(), NotUntil> {
+        self.try_acquire_reading(now.into().reading(), priority)
             .map_err(|earliest| NotUntil::new(from_nanos(earliest)))
     }
 
-    /// [`try_acquire_with`](Self::try_acquire_with) on nanoseconds since the Unix epoch; the
-    /// refusal is the earliest admissible instant, in nanoseconds.
-    pub(crate) fn try_acquire_nanos(&self, now: u64, priority: Priority) -> Result<(), u64> {
-        let refused_until = &self.refused_until[slot(priority)];
-        let cached = refused_until.load(Ordering::Acquire);
-        if now < cached {
-            return Err(cached);
+    /// [`try_acquire_with`](Self::try_acquire_with) on a reading in nanoseconds; the refusal
+    /// is the earliest admissible wall instant, in nanoseconds since the Unix epoch.
+    #[inline]
+    pub(crate) fn try_acquire_reading(&self, now: Reading, priority: Priority) -> Result<(), u64> {
+        let slot = slot(priority);
+        let cached = self.refused_until[slot].load(Ordering::Acquire);
+        if now.mono < cached && self.refused_offset[slot].load(Ordering::Relaxed) == now.offset() {
+            return Err(now.wall_at(cached));
         }
         let mut state = self.state();
         match self.policy.try_acquire(&mut state, now, priority) {
@@ -104,8 +133,9 @@ impl LocalLimiter {
                 Ok(())
             }
             Err(earliest) => {
-                refused_until.store(earliest, Ordering::Release);
-                Err(earliest)
+                self.refused_offset[slot].store(now.offset(), Ordering::Relaxed);
+                self.refused_until[slot].store(earliest, Ordering::Release);
+                Err(now.wall_at(earliest))
             }
         }
     }
@@ -120,26 +150,28 @@ impl LocalLimiter {
         }
     }
 
-    /// The earliest instant at or after `now` at which a request of `priority` breaks no
-    /// rule; charges nothing.
-    pub fn earliest(&self, now: SystemTime, priority: Priority) -> SystemTime {
-        from_nanos(self.policy.earliest(&self.state(), to_nanos(now), priority))
+    /// The earliest (wall) instant at or after `now` at which a request of `priority`
+    /// breaks no rule; charges nothing.
+    pub fn earliest(&self, now: impl Into<Now>, priority: Priority) -> SystemTime {
+        let now = now.into().reading();
+        from_nanos(now.wall_at(self.policy.earliest(&self.state(), now, priority)))
     }
 
-    /// Holds every request until `until` (a server 429's advertised instant). When `until`
-    /// reaches the next boundary of an aligned rule, that period is marked spent, so it
-    /// reopens at the boundary plus the safety margin.
-    pub fn pause_until(&self, now: SystemTime, until: SystemTime) {
+    /// Holds every request until `until` (a server 429's advertised instant, on the wall
+    /// clock of `now`: the pause lasts from `now` for the time between the two, whatever the
+    /// wall clock does next). When `until` reaches the next boundary of an aligned rule,
+    /// that period is marked spent, so it reopens at the boundary plus the safety margin.
+    pub fn pause_until(&self, now: impl Into<Now>, until: SystemTime) {
+        let now = now.into().reading();
         let mut state = self.state();
-        self.policy
-            .pause(&mut state, to_nanos(now), to_nanos(until));
+        self.policy.pause(&mut state, now, to_nanos(until));
         // A refusal computed before the pause may name an instant the pause now forbids.
         self.clear_refusals();
     }
 
     /// Remaining budget per rule, the next reset and the earliest instants, at `now`.
-    pub fn status(&self, now: SystemTime) -> Status {
-        self.policy.status(&self.state(), to_nanos(now))
+    pub fn status(&self, now: impl Into<Now>) -> Status {
+        self.policy.status(&self.state(), now.into().reading())
     }
 }
 
@@ -151,7 +183,9 @@ impl fmt::Debug for LocalLimiter {
     }
 }
 
-/// Never fails.
+/// Never fails. Through this trait `now` is one wall-clock reading, taken as a reading of
+/// two clocks that agree; [`RateLimiter`](crate::RateLimiter) gives a `LocalLimiter` both
+/// readings ([`Now`]), so that its sliding windows ignore steps of the wall clock.
 impl Backend for LocalLimiter {
     fn try_acquire(
         &self,

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use crate::time::ceil_ms_time;
+use crate::time::{Reading, ceil_ms_time, to_nanos};
 use crate::{
-    Backend, BackendError, Clock, LocalLimiter, NotUntil, Priority, RateLimitConfig, Status,
+    Backend, BackendError, Clock, LocalLimiter, NotUntil, Now, Priority, RateLimitConfig, Status,
     TokioClock,
 };
 
@@ -58,9 +58,13 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The same backend, when it is a [`LocalLimiter`], and the same clock, when it is a
     /// [`TokioClock`]: the admitted-at-once path then decides in integer nanoseconds with
-    /// no dynamic call and no `SystemTime` conversion.
+    /// no dynamic call and no `SystemTime` conversion. A `LocalLimiter` gets both readings
+    /// ([`Now`]); another backend, the wall clock's.
     local: Option<Arc<LocalLimiter>>,
     tokio_clock: Option<TokioClock>,
+    /// The monotonic clock (tokio's, anchored at the clock's time when built) for a clock
+    /// that is not a [`TokioClock`] (which reads both itself).
+    monotonic: TokioClock,
     /// Fair (FIFO) turn of the waiters; its holder sleeps until its earliest instant.
     turn: tokio::sync::Mutex<()>,
     /// Fair turn among background waiters.
@@ -69,6 +73,24 @@ struct Inner {
     queued: AtomicUsize,
     /// Background waiters for (or holders of) `background_turn`.
     background_queued: AtomicUsize,
+}
+
+impl Inner {
+    /// Both clocks now.
+    #[inline]
+    fn reading(&self) -> Reading {
+        match &self.tokio_clock {
+            Some(clock) => clock.reading(),
+            None => Reading {
+                mono: self.monotonic.monotonic_nanos(),
+                wall: to_nanos(self.clock.now()),
+            },
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now::from_reading(self.reading())
+    }
 }
 
 /// Counts its holder among the waiters of a turn while it lives (cancel-safe).
@@ -184,13 +206,17 @@ impl RateLimiter {
                     std::future::poll_fn(&mut ready)
                         .await
                         .map_err(Refused::NotReady)?;
-                    let now = inner.clock.now();
-                    match inner.backend.try_acquire(now, priority).await? {
-                        Ok(()) => return Ok(now),
+                    let now = inner.now();
+                    let decision = match &inner.local {
+                        Some(local) => local.try_acquire_with(now, priority),
+                        None => inner.backend.try_acquire(now.wall(), priority).await?,
+                    };
+                    match decision {
+                        Ok(()) => return Ok(now.wall()),
                         Err(not_until) if priority == Priority::Background => {
-                            break (now, not_until);
+                            break (now.wall(), not_until);
                         }
-                        Err(not_until) => self.sleep(now, not_until).await,
+                        Err(not_until) => self.sleep(now.wall(), not_until).await,
                     }
                 }
             };
@@ -211,9 +237,10 @@ impl RateLimiter {
         }
         match (&inner.local, &inner.tokio_clock) {
             (Some(local), Some(clock)) => {
-                local.try_acquire_nanos(clock.now_nanos(), priority).is_ok()
+                local.try_acquire_reading(clock.reading(), priority).is_ok()
             }
-            _ => {
+            (Some(local), None) => local.try_acquire_reading(inner.reading(), priority).is_ok(),
+            (None, _) => {
                 let now = inner.clock.now();
                 matches!(
                     inner.backend.try_acquire_now(now, priority),
@@ -240,14 +267,21 @@ impl RateLimiter {
     /// # Errors
     /// [`BackendError`] when the backend could not record the pause (it is logged too).
     pub async fn pause_until(&self, until: SystemTime) -> Result<(), BackendError> {
-        let now = self.inner.clock.now();
-        let wait = until.duration_since(now).unwrap_or(Duration::ZERO);
+        let inner = &*self.inner;
+        let now = inner.now();
+        let wait = until.duration_since(now.wall()).unwrap_or(Duration::ZERO);
         tracing::warn!(
             application = self.inner.config.application(),
             wait_secs = wait.as_secs_f64(),
             "DrChrono throttled a request: pausing every caller of this application"
         );
-        let paused = self.inner.backend.pause_until(now, until).await;
+        let paused = match &inner.local {
+            Some(local) => {
+                local.pause_until(now, until);
+                Ok(())
+            }
+            None => inner.backend.pause_until(now.wall(), until).await,
+        };
         if let Err(error) = &paused {
             tracing::warn!(
                 application = self.inner.config.application(),
@@ -264,7 +298,11 @@ impl RateLimiter {
     /// # Errors
     /// [`BackendError`] when the backend could not be read. A [`LocalLimiter`] never fails.
     pub async fn status(&self) -> Result<Status, BackendError> {
-        self.inner.backend.status(self.inner.clock.now()).await
+        let inner = &*self.inner;
+        match &inner.local {
+            Some(local) => Ok(local.status(inner.now())),
+            None => inner.backend.status(inner.clock.now()).await,
+        }
     }
 }
 
@@ -304,7 +342,8 @@ pub struct RateLimiterBuilder {
 }
 
 impl RateLimiterBuilder {
-    /// The clock. Default: [`TokioClock::new`], anchored when [`build`](Self::build) runs.
+    /// The wall clock, which the aligned rules follow (the monotonic clock, for the sliding
+    /// rules and every wait, is tokio's). Default: [`TokioClock::new`], the system clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.tokio_clock = (&clock as &dyn Any).downcast_ref::<TokioClock>().copied();
         self.clock = Some(Arc::new(clock));
@@ -340,6 +379,7 @@ impl RateLimiterBuilder {
                 (Arc::new(clock), Some(clock))
             }
         };
+        let monotonic = tokio_clock.unwrap_or_else(|| TokioClock::starting_at(clock.now()));
         RateLimiter {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -347,6 +387,7 @@ impl RateLimiterBuilder {
                 clock,
                 local,
                 tokio_clock,
+                monotonic,
                 turn: tokio::sync::Mutex::new(()),
                 background_turn: tokio::sync::Mutex::new(()),
                 queued: AtomicUsize::new(0),

@@ -1,22 +1,24 @@
-//! The simulator's clock: tokio's monotonic clock, plus a wall clock anchored to it.
+//! The simulator's clock: tokio's monotonic clock, plus a wall clock anchored to it that a
+//! test can set, as NTP steps a host's clock.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// Tokio's clock for rolling windows and token lifetimes, and a wall clock that advances
-/// with it from an anchor, for the hourly rule aligned to the Unix epoch.
-#[derive(Debug, Clone, Copy)]
+/// Tokio's clock for rolling windows, token lifetimes and delays, and a wall clock that
+/// advances with it from an anchor, for the hourly rule aligned to the Unix epoch. Setting
+/// the wall clock moves the anchor: from then on it advances from the new reading.
+#[derive(Debug)]
 pub(crate) struct SimClock {
-    anchor_instant: Instant,
-    anchor_wall: SystemTime,
+    /// A tokio instant and the wall clock's reading at it.
+    anchor: Mutex<(Instant, SystemTime)>,
 }
 
 impl SimClock {
     pub(crate) fn new(start: Option<SystemTime>) -> Self {
         Self {
-            anchor_instant: Instant::now(),
-            anchor_wall: start.unwrap_or_else(SystemTime::now),
+            anchor: Mutex::new((Instant::now(), start.unwrap_or_else(SystemTime::now))),
         }
     }
 
@@ -24,9 +26,16 @@ impl SimClock {
         Instant::now()
     }
 
-    /// The wall-clock reading at `instant`.
+    /// The wall clock reads `wall` now.
+    pub(crate) fn set_wall(&self, wall: SystemTime) {
+        *self.anchor.lock().unwrap_or_else(PoisonError::into_inner) = (Instant::now(), wall);
+    }
+
+    /// The wall-clock reading at `instant` (not before the latest setting).
     pub(crate) fn wall_at(&self, instant: Instant) -> SystemTime {
-        self.anchor_wall + instant.saturating_duration_since(self.anchor_instant)
+        let (anchor_instant, anchor_wall) =
+            *self.anchor.lock().unwrap_or_else(PoisonError::into_inner);
+        anchor_wall + instant.saturating_duration_since(anchor_instant)
     }
 
     /// Time since the Unix epoch at `instant`.
@@ -36,7 +45,8 @@ impl SimClock {
             .unwrap_or(Duration::ZERO)
     }
 
-    /// The index of the aligned period containing `instant`, and the instant it ends.
+    /// The index of the aligned period containing `instant`, and the instant it ends (were
+    /// the wall clock not set again meanwhile).
     pub(crate) fn period(&self, instant: Instant, period: Duration) -> (u128, Instant) {
         let since = self.since_epoch(instant).as_nanos();
         let len = period.as_nanos().max(1);

@@ -150,7 +150,8 @@ impl SimConfig {
 
     /// Anchor the simulator's wall clock: when the simulator is created, its wall clock
     /// reads `start`, and from then on it advances with tokio's clock, so under
-    /// `tokio::time::pause()` a test can start at 10:59:58 UTC and cross the top of the hour.
+    /// `tokio::time::pause()` a test can start at 10:59:58 UTC and cross the top of the hour
+    /// ([`Simulator::set_wall_clock`](crate::Simulator::set_wall_clock) steps it later).
     /// Default: the real time at creation.
     #[must_use]
     pub fn start_at(mut self, start: SystemTime) -> Self {

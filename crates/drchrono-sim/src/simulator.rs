@@ -205,6 +205,29 @@ impl Simulator {
         self.inner.clock.wall_at(self.inner.clock.now())
     }
 
+    /// Sets the simulator's wall clock, as NTP steps a host's clock: it reads `now` from
+    /// this instant on and advances with tokio's clock from there. Only the hourly rule
+    /// follows the wall clock (its periods, and the peak hour, count per hour of the wall
+    /// clock, so a clock set back into an earlier hour finds what that hour holds); rolling
+    /// windows, token lifetimes and delays follow tokio's clock, which no setting moves.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use drchrono_sim::{SimConfig, Simulator};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_610_770); // 10:59:30 UTC
+    /// let sim = Simulator::new(SimConfig::default().start_at(start));
+    /// sim.set_wall_clock(sim.now() + Duration::from_secs(60)); // now 11:00:30
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// assert_eq!(sim.now(), start + Duration::from_secs(65));
+    /// # }
+    /// ```
+    pub fn set_wall_clock(&self, now: std::time::SystemTime) {
+        self.inner.clock.set_wall(now);
+    }
+
     /// As if the API user (the practice's doctor, [`DEFAULT_USER`]) went through DrChrono's
     /// OAuth flow again: a fresh token pair with `scope` (default: every scope the simulator
     /// serves); every earlier token of that user is revoked.

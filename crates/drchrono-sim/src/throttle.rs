@@ -6,6 +6,7 @@
 //! it records it, even when another rule refuses (so a 429 still spends budget in the
 //! others); the rule that refuses does not record it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,21 +47,45 @@ impl Sliding {
     }
 }
 
+/// Periods (of the wall clock) kept per aligned count: a day of hours. A wall clock set back
+/// further finds a fresh period.
+const PERIODS_KEPT: u128 = 24;
+
+/// Counts per aligned period index, so that a wall clock set back into an earlier period
+/// finds what that period already holds (as a server keeping one counter per period does).
+#[derive(Debug, Default)]
+struct PeriodCounts(BTreeMap<u128, u64>);
+
+impl PeriodCounts {
+    fn get(&self, index: u128) -> u64 {
+        self.0.get(&index).copied().unwrap_or(0)
+    }
+
+    /// Adds one to `index`; returns its new count.
+    fn add(&mut self, index: u128) -> u64 {
+        let count = self.0.entry(index).or_default();
+        *count += 1;
+        let count = *count;
+        let latest = self.0.last_key_value().map_or(index, |(&latest, _)| latest);
+        self.0.retain(|&kept, _| kept + PERIODS_KEPT > latest);
+        count
+    }
+}
+
 /// A rule aligned to the clock: at most `max` recorded requests per period, periods counted
-/// from the Unix epoch.
+/// from the Unix epoch on the wall clock.
 #[derive(Debug)]
 struct Aligned {
     max: u32,
     period: Duration,
-    /// The period index of each recorded request.
-    log: Vec<u128>,
+    /// Recorded requests per period index.
+    counts: PeriodCounts,
 }
 
 impl Aligned {
     fn check(&mut self, clock: &SimClock, now: Instant) -> (u128, Option<Duration>) {
         let (index, ends_at) = clock.period(now, self.period);
-        self.log.retain(|&p| p == index);
-        if self.log.len() < self.max as usize {
+        if self.counts.get(index) < u64::from(self.max) {
             (index, None)
         } else {
             (index, Some(ends_at.saturating_duration_since(now)))
@@ -114,7 +139,7 @@ impl Throttles {
             hour: Aligned {
                 max: max_per_hour,
                 period: hour,
-                log: Vec::new(),
+                counts: PeriodCounts::default(),
             },
         }
     }
@@ -131,7 +156,9 @@ impl Throttles {
             Some(wait) => refused.push((Rule::Window, wait)),
         }
         match self.hour.check(clock, now) {
-            (index, None) => self.hour.log.push(index),
+            (index, None) => {
+                self.hour.counts.add(index);
+            }
             (_, Some(wait)) => refused.push((Rule::Hour, wait)),
         }
         Decision { refused }
@@ -139,14 +166,14 @@ impl Throttles {
 }
 
 /// The most accepted requests seen in any rolling second, any rolling window and any
-/// aligned hour: what `/sim/stats` reports as peaks.
+/// aligned hour (counted per hour of the wall clock, wherever it was set): what
+/// `/sim/stats` reports as peaks.
 #[derive(Debug)]
 pub(crate) struct Peaks {
     window: Duration,
     hour: Duration,
     accepted: Vec<Instant>,
-    hour_index: Option<u128>,
-    in_hour: u64,
+    per_hour: PeriodCounts,
     pub(crate) second: u64,
     pub(crate) rolling: u64,
     pub(crate) aligned: u64,
@@ -158,8 +185,7 @@ impl Peaks {
             window,
             hour,
             accepted: Vec::new(),
-            hour_index: None,
-            in_hour: 0,
+            per_hour: PeriodCounts::default(),
             second: 0,
             rolling: 0,
             aligned: 0,
@@ -177,11 +203,46 @@ impl Peaks {
         self.second = self.second.max(count_in(Duration::from_secs(1)));
         self.rolling = self.rolling.max(count_in(self.window));
         let (index, _) = clock.period(now, self.hour);
-        if self.hour_index != Some(index) {
-            self.hour_index = Some(index);
-            self.in_hour = 0;
-        }
-        self.in_hour += 1;
-        self.aligned = self.aligned.max(self.in_hour);
+        self.aligned = self.aligned.max(self.per_hour.add(index));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn the_hour_follows_the_wall_clock_and_remembers_earlier_hours() {
+        // 2026-01-05T10:59:50Z.
+        let start = UNIX_EPOCH + Duration::from_secs(1_767_610_790);
+        let secs = Duration::from_secs;
+        let clock = SimClock::new(Some(start));
+        let hour = secs(3600);
+        let mut throttles = Throttles::new(100, 100, secs(600), 2, hour);
+        let mut peaks = Peaks::new(secs(600), hour);
+        let mut decide = |at: SystemTime| {
+            clock.set_wall(at);
+            let now = clock.now();
+            let decision = throttles.decide(&clock, now);
+            if decision.refused.is_empty() {
+                peaks.record(&clock, now);
+            }
+            decision
+                .refused
+                .iter()
+                .map(|&(rule, _)| rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(decide(start), []);
+        assert_eq!(decide(start), []);
+        assert_eq!(decide(start), [Rule::Hour]);
+        // Stepped into 11:00: a fresh hour; then back into 10:00, still full.
+        assert_eq!(decide(start + secs(20)), []);
+        assert_eq!(decide(start + secs(5)), [Rule::Hour]);
+        assert_eq!(decide(start + secs(25)), []);
+        assert_eq!(decide(start + secs(26)), [Rule::Hour]);
+        assert_eq!(peaks.aligned, 2);
     }
 }
