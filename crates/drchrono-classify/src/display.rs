@@ -1,10 +1,11 @@
 //! `Display` and `std::error::Error` for [`DrChronoError`]: DrChrono's message plus a hint,
-//! never a body, a payload or a query string.
+//! never a body, a payload, a query string or a value quoted in a message.
 
 use std::error::Error as StdError;
 use std::fmt;
 
 use crate::error::{ALLOW_OVERLAPS_HINT, DrChronoError, STAFF_PERMISSIONS_HINT, UnauthorizedKind};
+use crate::redact::redact_message;
 
 /// Hint printed with [`DrChronoError::Unauthorized`].
 pub const UNAUTHORIZED_HINT: &str = "Access tokens expire after 48 hours and are revoked when \
@@ -33,7 +34,12 @@ pub const METHOD_HINT: &str = "Check the endpoint's supported methods in DrChron
 
 impl DrChronoError {
     /// DrChrono's own message for this error (`detail`, `error_description`, the 409 text, …),
-    /// when the response carried one. DrChrono's text, not patient data.
+    /// when the response carried one, verbatim.
+    ///
+    /// DrChrono's text, but Django REST Framework's messages may quote a submitted value
+    /// (`Invalid pk "123" - object does not exist.`): to show or log it, pass it through
+    /// [`redact_message`](crate::redact::redact_message), as `Display`, `Debug` and
+    /// [`crate::SupportReport`] do.
     pub fn message(&self) -> Option<&str> {
         match self {
             Self::BadRequest { detail, .. }
@@ -136,6 +142,7 @@ impl fmt::Display for DrChronoError {
         }
         match self.message() {
             Some(message) => {
+                let message = redact_message(message);
                 write!(f, ": {message}")?;
                 if !message.ends_with(['.', '!', '?']) {
                     f.write_str(".")?;
@@ -186,11 +193,17 @@ impl fmt::Display for DrChronoError {
 }
 
 impl StdError for DrChronoError {
+    /// The source of a `Transport` or `Decode` error; a `serde_json::Error` anywhere in its
+    /// chain (whose message quotes the values it could not decode) is shown as a
+    /// [`RedactedJsonError`](crate::RedactedJsonError) in place of the whole chain.
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Transport { source, .. } | Self::Decode { source, .. } => {
-                Some(&**source as &(dyn StdError + 'static))
+            Self::Transport {
+                source, context, ..
             }
+            | Self::Decode { source, context } => context
+                .source_cache
+                .visible(&**source as &(dyn StdError + 'static)),
             _ => None,
         }
     }

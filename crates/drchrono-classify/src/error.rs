@@ -1,18 +1,15 @@
 //! [`DrChronoError`]: every way a DrChrono API call can fail, as data to match on.
 
-use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode, Uri};
 
+use crate::FieldErrors;
+use crate::source::SourceCache;
+
 /// A boxed error from the transport or an inner service.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
-
-/// The field errors of a DrChrono 400 response: `{"field": ["message", …]}`.
-///
-/// Keys are field names (never patient values); messages are DrChrono's own text.
-pub type FieldErrors = BTreeMap<String, Vec<String>>;
 
 /// Hint printed with [`DrChronoError::Forbidden`].
 pub const STAFF_PERMISSIONS_HINT: &str = "Check the API user's permissions under Account > Staff \
@@ -24,7 +21,10 @@ pub const ALLOW_OVERLAPS_HINT: &str = "To schedule overlapping appointments, ena
      Room Overlaps\" under Account Settings > General > Calendar Settings.";
 
 /// Why a 401 was returned for an API call that carried an access token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the detail of [`UnauthorizedKind::Other`] through
+/// [`redact_message`](crate::redact::redact_message).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UnauthorizedKind {
     /// `WWW-Authenticate: Bearer error="invalid_token", error_description="The access token has expired."`
@@ -42,8 +42,10 @@ pub enum UnauthorizedKind {
 /// identifies a patient.
 ///
 /// The URI keeps its query string for the support report (DrChrono asks for the complete
-/// endpoint URL); `tracing` events only ever log [`ErrorContext::path`].
-#[derive(Debug, Clone, Default)]
+/// endpoint URL, which the report shows with its query values redacted); `tracing` events
+/// only ever log [`ErrorContext::path`], and `Debug` shows the path, not the URI, and the
+/// length of the snippet and payload, not their text.
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct ErrorContext {
     /// The request method, when the error came from a request.
@@ -68,6 +70,8 @@ pub struct ErrorContext {
     /// The classifier left method, URI, payload and the log event to a layer that keeps the
     /// request ([`crate::call::keep_request`]).
     pub(crate) awaiting_request: bool,
+    /// What `source()` shows of a `Transport` or `Decode` error's source.
+    pub(crate) source_cache: SourceCache,
 }
 
 impl ErrorContext {
@@ -124,7 +128,24 @@ impl ErrorContext {
 ///
 /// Produced by [`crate::ErrorClassifyLayer`] from error responses and transport failures,
 /// and consumed by the retry, rate-limit and OAuth layers.
-#[derive(Debug)]
+///
+/// # What it prints
+///
+/// No rendering of it carries a query string, a body, a payload, a token or a value quoted in
+/// one of DrChrono's messages:
+///
+/// - `Display`: what happened, the method and path, DrChrono's message (through
+///   [`redact_message`](crate::redact::redact_message)), the data that matters (field
+///   names, scopes, the overlapping id, the wait) and a hint;
+/// - `Debug`: the variant and its fields, with the same redaction; the context shows its path
+///   and the length of its snippet and payload;
+/// - `source()`: a `Transport` or `Decode` error's source, except that a `serde_json::Error`
+///   anywhere in its chain is replaced by a [`RedactedJsonError`](crate::RedactedJsonError)
+///   (category, line and column). Transport errors are the transport's own: hyper's and
+///   hyper-util's name a kind and at most a socket address.
+///
+/// The fields themselves hold what the server sent (DrChrono's messages and field errors,
+/// verbatim), for the caller to act on.
 #[non_exhaustive]
 pub enum DrChronoError {
     /// 400: the request was invalid; DrChrono's field errors are parsed.
@@ -246,7 +267,9 @@ pub enum DrChronoError {
     /// type the caller asked for (a client-side `serde` failure, or a connection that broke
     /// mid-body). Not retried: the request did reach the server.
     Decode {
-        /// The underlying error (`serde_json::Error`, a body error, …).
+        /// The underlying error (`serde_json::Error`, a body error, …). Its message may quote
+        /// the body: `source()` shows a `serde_json::Error` as a
+        /// [`RedactedJsonError`](crate::RedactedJsonError).
         source: BoxError,
         /// Where it happened.
         context: Box<ErrorContext>,

@@ -61,11 +61,21 @@ fn emit(error: &DrChronoError) {
 }
 
 /// What the future keeps of the request, to fill an [`ErrorContext`] if needed.
-#[derive(Debug)]
 pub(crate) struct RequestInfo {
     method: Method,
     uri: Uri,
     payload: Option<Bytes>,
+}
+
+impl std::fmt::Debug for RequestInfo {
+    /// The method and path: never the query string or the payload.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestInfo")
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .field("payload", &self.payload.as_ref().map(Bytes::len))
+            .finish()
+    }
 }
 
 impl RequestInfo {

@@ -67,11 +67,22 @@
 //! transport failures at `WARN`, `invalid_client` at `ERROR`, 429, 401, 403 and OAuth errors
 //! at `INFO`, other 4xx at `DEBUG`. Bodies, payloads, tokens and query strings are never
 //! logged.
+//!
+//! # What is never printed
+//!
+//! No query string, body, payload, token or value quoted in one of DrChrono's messages
+//! reaches `Display` or `Debug` of any type of this crate, the `source()` chain of a
+//! [`DrChronoError`] (a `serde_json::Error` is shown as a [`RedactedJsonError`]), its log
+//! event, or a [`SupportReport`] (whose URL keeps only ids, dates and flags of the query, and
+//! whose payload, body and field errors are redacted). `tests/phi.rs` checks this for
+//! generated patient values in every place they can arrive.
 
 pub mod call;
 mod classify;
+mod debug;
 mod display;
 mod error;
+mod fields;
 mod future;
 mod layer;
 pub mod parse;
@@ -81,6 +92,7 @@ pub mod redact;
 mod report;
 mod scopes;
 mod service;
+mod source;
 mod trace;
 mod transport;
 
@@ -90,9 +102,10 @@ pub use display::{
     UNAUTHORIZED_HINT,
 };
 pub use error::{
-    ALLOW_OVERLAPS_HINT, BoxError, DrChronoError, ErrorContext, FieldErrors,
-    STAFF_PERMISSIONS_HINT, UnauthorizedKind,
+    ALLOW_OVERLAPS_HINT, BoxError, DrChronoError, ErrorContext, STAFF_PERMISSIONS_HINT,
+    UnauthorizedKind,
 };
+pub use fields::FieldErrors;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_BODY_LIMIT, ErrorClassifyLayer};
 pub use payload::RequestPayload;
@@ -100,4 +113,5 @@ pub use permit::PermitWait;
 pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};
 pub use scopes::required_scopes;
 pub use service::ErrorClassify;
+pub use source::RedactedJsonError;
 pub use transport::{NotSentPredicate, is_connect_error};

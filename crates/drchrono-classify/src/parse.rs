@@ -20,6 +20,7 @@
 //! );
 //! ```
 
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -27,12 +28,22 @@ use http::header::{DATE, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::FieldErrors;
+use crate::redact::redact_message;
+
+/// The longest wait a `Retry-After` header or DRF's throttle message is taken to ask for:
+/// 365 days. A longer one (`Retry-After: 99999999999`, an HTTP-date in year 9999) saturates
+/// here, so that every clock can add it without overflow (an overflow used to read as no
+/// wait at all). The layers above cap it further: the retry policy fails a request whose
+/// wait exceeds its `max_throttle_wait` (15 min by default) at once, typed, and the rate
+/// limiter pauses its callers for at most an hour.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The `Retry-After` wait of a response.
 ///
-/// Delta-seconds are taken as they are (saturating at `u64::MAX` seconds); an HTTP-date is
-/// measured from the response's own `Date` header when it has a valid one (so that a skewed
-/// local clock does not matter), else from `now`. A date in the past is a zero wait.
+/// Delta-seconds are taken as they are; an HTTP-date is measured from the response's own
+/// `Date` header when it has a valid one (so that a skewed local clock does not matter), else
+/// from `now`. A date in the past is a zero wait; a wait longer than [`MAX_RETRY_AFTER`]
+/// saturates there.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     let reference = headers
@@ -44,19 +55,32 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// Parses one `Retry-After` value: delta-seconds (`"120"`) or an HTTP-date (IMF-fixdate,
-/// RFC 850 or asctime), the latter measured from `reference`.
+/// RFC 850 or asctime), the latter measured from `reference`. Saturates at
+/// [`MAX_RETRY_AFTER`]; never panics.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use drchrono_classify::parse::{MAX_RETRY_AFTER, retry_after_value};
+///
+/// let now = SystemTime::now();
+/// assert_eq!(retry_after_value("99999999999", now), Some(MAX_RETRY_AFTER));
+/// assert_eq!(retry_after_value("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_RETRY_AFTER));
+/// ```
 pub fn retry_after_value(value: &str, reference: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Some(secs) = parse_u64_saturating(value) {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(reference).unwrap_or(Duration::ZERO))
+    let wait = match parse_u64_saturating(value) {
+        Some(secs) => Duration::from_secs(secs),
+        None => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(reference).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The wait in Django REST Framework's throttling message,
 /// `"Request was throttled. Expected available in N seconds."` (`"1 second."` singular;
-/// a fractional `N` is accepted too).
+/// a fractional `N` is accepted too). Saturates at [`MAX_RETRY_AFTER`].
 pub fn throttle_wait(detail: &str) -> Option<Duration> {
     let (_, rest) = detail.split_once("available in")?;
     let rest = rest.trim_start();
@@ -72,7 +96,8 @@ pub fn throttle_wait(detail: &str) -> Option<Duration> {
     if !rest.trim_start().starts_with("second") {
         return None;
     }
-    Some(Duration::from_secs(secs).saturating_add(Duration::from_nanos(nanos)))
+    let wait = Duration::from_secs(secs).saturating_add(Duration::from_nanos(nanos));
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The id in DrChrono's 409 message `"Appointment overlaps with 323351400"`.
@@ -112,7 +137,9 @@ pub(crate) fn field_errors_in(value: &Value) -> Option<FieldErrors> {
 }
 
 /// An OAuth 2.0 error response body (RFC 6749 §5.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the description through [`redact_message`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct OAuthErrorBody {
     /// The `error` code, e.g. `invalid_grant`.
     pub error: String,
@@ -148,7 +175,9 @@ pub(crate) fn oauth_error_in(value: &Value) -> Option<OAuthErrorBody> {
 }
 
 /// The parameters of a `Bearer` challenge in a `WWW-Authenticate` header (RFC 6750 §3).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` shows the description through [`redact_message`].
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct BearerChallenge {
     /// `realm`, e.g. `api`.
     pub realm: Option<String>,
@@ -216,6 +245,32 @@ pub fn bearer_challenge(value: &str) -> Option<BearerChallenge> {
         }
     }
     found
+}
+
+impl fmt::Debug for OAuthErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthErrorBody")
+            .field("error", &redact_message(&self.error))
+            .field(
+                "description",
+                &self.description.as_deref().map(redact_message),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for BearerChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerChallenge")
+            .field("realm", &self.realm)
+            .field("error", &self.error)
+            .field(
+                "description",
+                &self.description.as_deref().map(redact_message),
+            )
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 fn collect_field_errors(key: &str, value: &Value, out: &mut FieldErrors) {

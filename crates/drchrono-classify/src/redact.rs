@@ -9,7 +9,30 @@
 //! when they are numbers, booleans or digit strings; [`CODE_KEYS`] (`grant_type`, `scope`, …)
 //! keep short lower-case codes. Error bodies additionally keep DrChrono's own messages
 //! (`detail`, `error`, `error_description`, `non_field_errors`, `message`, and for a 400 the
-//! field-error lists), which are DrChrono's text.
+//! field-error lists), through [`redact_message`].
+//!
+//! # Messages that echo a value
+//!
+//! DrChrono's messages are its own text, but Django REST Framework's validation messages
+//! quote what was submitted: `"\"Female - pregnant\" is not a valid choice."`,
+//! `Invalid pk "123" - object does not exist.`, Django's `“1970-13-01” value has an invalid
+//! date format.` Every message is therefore rendered through [`redact_message`], whose rule
+//! is:
+//!
+//! 1. every quoted span is replaced by `REDACT`: `"…"`, `'…'`, `“…”`, `‘…’`, `«…»` and
+//!    `` `…` ``, from an opening mark to the **last** closing mark of its kind (so a value
+//!    that itself contains quotes is covered whole), and to the end of the message when it is
+//!    never closed. A `'` or `‘` opens only where a word does not continue (`patient's` is
+//!    an apostrophe), and a `'` or `’` closes only where a word does not continue. The one
+//!    span kept is a standard HTTP method name (DRF's `Method "PATCH" not allowed.`);
+//! 2. the templates that echo a value without quotes are redacted by pattern: DRF's
+//!    `Object with {field}={value} does not exist.` and Django's
+//!    `Select a valid choice. {value} is not one of the available choices.`;
+//! 3. everything else is kept, numbers included: `Ensure this value has at most 50
+//!    characters (it has 73).` keeps its limit and length.
+//!
+//! A template that echoed a value without quotes and is not listed in rule 2 would not be
+//! caught; DRF's and Django's built-in messages quote every value they echo.
 //!
 //! ```
 //! use drchrono_classify::redact::redact_payload;
@@ -191,7 +214,11 @@ fn redact_value(value: &Value, key: Option<&str>, in_list: bool, mode: Mode) -> 
                 .map(|item| redact_value(item, key, true, mode))
                 .collect(),
         ),
-        Value::String(text) if keep_string(text, key, in_list, mode) => value.clone(),
+        Value::String(text) => match keep_string(text, key, in_list, mode) {
+            Keep::Verbatim => value.clone(),
+            Keep::Message => Value::String(redact_message(text)),
+            Keep::Nothing => Value::String(REDACTED.to_owned()),
+        },
         Value::Number(_) | Value::Bool(_) | Value::Null if key.is_some_and(is_allowed_key) => {
             value.clone()
         }
@@ -199,20 +226,171 @@ fn redact_value(value: &Value, key: Option<&str>, in_list: bool, mode: Mode) -> 
     }
 }
 
-fn keep_string(text: &str, key: Option<&str>, in_list: bool, mode: Mode) -> bool {
+/// What survives of a string value.
+enum Keep {
+    /// An id or a code.
+    Verbatim,
+    /// One of DrChrono's messages, through [`redact_message`].
+    Message,
+    /// Nothing: `REDACT`.
+    Nothing,
+}
+
+fn keep_string(text: &str, key: Option<&str>, in_list: bool, mode: Mode) -> Keep {
     let Some(key) = key else {
-        return matches!(mode, Mode::ErrorBody { field_lists: true }) && in_list;
+        return if matches!(mode, Mode::ErrorBody { field_lists: true }) && in_list {
+            Keep::Message
+        } else {
+            Keep::Nothing
+        };
     };
     if is_allowed_key(key) && is_digits(text) {
-        return true;
+        return Keep::Verbatim;
     }
     if CODE_KEYS.contains(&key) && is_code(text) {
-        return true;
+        return Keep::Verbatim;
     }
     match mode {
-        Mode::Payload => false,
-        Mode::ErrorBody { field_lists } => MESSAGE_KEYS.contains(&key) || (field_lists && in_list),
+        Mode::ErrorBody { field_lists }
+            if MESSAGE_KEYS.contains(&key) || (field_lists && in_list) =>
+        {
+            Keep::Message
+        }
+        _ => Keep::Nothing,
     }
+}
+
+/// The quotation marks [`redact_message`] empties: (opening, closing).
+const QUOTES: &[(char, char)] = &[
+    ('"', '"'),
+    ('\'', '\''),
+    ('“', '”'),
+    ('‘', '’'),
+    ('«', '»'),
+    ('`', '`'),
+];
+
+/// The quoted spans [`redact_message`] keeps: HTTP method names (DRF's
+/// `Method "PATCH" not allowed.`).
+const KEPT_QUOTED: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Templates that echo the submitted value without quotes: (prefix of the message, text
+/// after the value). The value is what lies between the prefix's first `separator` and the
+/// last occurrence of the suffix.
+const UNQUOTED_ECHOES: &[(&str, &str, &str)] = &[
+    // DRF's SlugRelatedField: `Object with {slug_name}={value} does not exist.`
+    ("Object with ", "=", " does not exist."),
+    // Django's ChoiceField: `Select a valid choice. {value} is not one of the available
+    // choices.`
+    (
+        "Select a valid choice.",
+        " ",
+        " is not one of the available choices.",
+    ),
+];
+
+/// One of DrChrono's messages with every value it may echo replaced by `REDACT`: quoted spans
+/// and DRF's and Django's unquoted echoes (see the [module docs](self) for the rule).
+///
+/// Never panics; the result is never longer than the message plus a few `REDACT`s.
+///
+/// ```
+/// use drchrono_classify::redact::redact_message;
+///
+/// assert_eq!(
+///     redact_message("\"Female - pregnant\" is not a valid choice."),
+///     "\"REDACT\" is not a valid choice."
+/// );
+/// assert_eq!(
+///     redact_message("Invalid pk \"123\" - object does not exist."),
+///     "Invalid pk \"REDACT\" - object does not exist."
+/// );
+/// assert_eq!(
+///     redact_message("Object with name=Jane Doe does not exist."),
+///     "Object with name=REDACT does not exist."
+/// );
+/// // Limits and lengths stay; DrChrono's own words stay.
+/// assert_eq!(
+///     redact_message("Ensure this value has at most 50 characters (it has 73)."),
+///     "Ensure this value has at most 50 characters (it has 73)."
+/// );
+/// assert_eq!(redact_message("Method \"PATCH\" not allowed."), "Method \"PATCH\" not allowed.");
+/// ```
+pub fn redact_message(message: &str) -> String {
+    redact_quoted(&redact_unquoted_echo(message))
+}
+
+/// Rule 2 of [`redact_message`].
+fn redact_unquoted_echo(message: &str) -> String {
+    for (prefix, separator, suffix) in UNQUOTED_ECHOES {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((before, value_and_rest)) = rest.split_once(separator) else {
+            continue;
+        };
+        let tail = match value_and_rest.rfind(suffix) {
+            Some(at) => value_and_rest.get(at..).unwrap_or_default(),
+            None => "",
+        };
+        return format!("{prefix}{before}{separator}{REDACTED}{tail}");
+    }
+    message.to_owned()
+}
+
+/// Rule 1 of [`redact_message`].
+fn redact_quoted(text: &str) -> String {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let is_word = |index: Option<usize>| {
+        index
+            .and_then(|i| chars.get(i))
+            .is_some_and(|&(_, c)| c.is_alphanumeric())
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(&(_, c)) = chars.get(i) {
+        let Some(&(_, close)) = QUOTES.iter().find(|(open, _)| *open == c) else {
+            out.push(c);
+            i += 1;
+            continue;
+        };
+        let apostrophe_like = matches!(c, '\'' | '‘');
+        if apostrophe_like && is_word(i.checked_sub(1)) {
+            // `patient's`: not a quotation.
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let closes = |j: usize| {
+            chars.get(j).is_some_and(|&(_, d)| d == close)
+                && !(matches!(close, '\'' | '’') && is_word(Some(j + 1)))
+        };
+        out.push(c);
+        match (i + 1..chars.len()).rev().find(|&j| closes(j)) {
+            Some(end) => {
+                let start = chars.get(i + 1).map_or(text.len(), |&(at, _)| at);
+                let stop = chars.get(end).map_or(text.len(), |&(at, _)| at);
+                let inner = text.get(start..stop).unwrap_or_default();
+                if !inner.is_empty() {
+                    out.push_str(if KEPT_QUOTED.contains(&inner) {
+                        inner
+                    } else {
+                        REDACTED
+                    });
+                }
+                out.push(close);
+                i = end + 1;
+            }
+            None => {
+                // Never closed: the rest may be the value.
+                out.push_str(REDACTED);
+                break;
+            }
+        }
+    }
+    out
 }
 
 fn is_digits(text: &str) -> bool {

@@ -1,5 +1,6 @@
 //! [`SupportReport`]: the e-mail DrChrono asks for when 5xx errors or erratic 401s persist.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,7 +25,10 @@ pub const RUST_VERSION: Option<&str> = option_env!("CARGO_PKG_RUST_VERSION");
 ///
 /// From the error: the complete endpoint URL with method (query values other than ids, dates
 /// and flags redacted), the request payload as redacted by the layer (`"Field": "REDACT"`),
-/// the status, DrChrono's message and the redacted error body, and the time of the error.
+/// the status, DrChrono's message, a 400's field errors (field names, and DRF's messages with
+/// every quoted value redacted: `"\"REDACT\" is not a valid choice."`, see
+/// [`redact_message`](crate::redact::redact_message)) and the redacted error body, and the
+/// time of the error.
 /// From the builder: the application's name, the API user, first and last occurrence, the use
 /// case, when the system runs the task, and (for 401s) how tokens are generated and cached.
 /// Times are RFC 3339 in UTC with an explicit `+00:00` offset.
@@ -59,6 +63,7 @@ pub struct SupportReport {
     status: Option<u16>,
     status_text: Option<String>,
     drchrono_message: Option<String>,
+    field_errors: Option<BTreeMap<String, Vec<String>>>,
     response_body: Option<String>,
     request_payload: Option<String>,
     api_user: Option<String>,
@@ -108,7 +113,13 @@ impl From<&DrChronoError> for SupportReport {
             }),
             status: status.map(|s| s.as_u16()),
             status_text: status.map(|s| s.to_string()),
-            drchrono_message: error.message().map(str::to_owned),
+            drchrono_message: error.message().map(redact::redact_message),
+            field_errors: match error {
+                DrChronoError::BadRequest { field_errors, .. } if !field_errors.is_empty() => {
+                    Some(field_errors.redacted())
+                }
+                _ => None,
+            },
             response_body: context.body_snippet.clone(),
             request_payload: context.request_payload.clone(),
             api_user: None,
@@ -238,6 +249,12 @@ impl fmt::Display for SupportReport {
         writeln!(f, "   - Response status: {status}")?;
         writeln!(f, "   - Error kind: {}", self.error_kind)?;
         writeln!(f, "   - DrChrono's message: {}", or(&self.drchrono_message))?;
+        if let Some(fields) = &self.field_errors {
+            writeln!(f, "   - Field errors (quoted values redacted):")?;
+            for (field, messages) in fields {
+                writeln!(f, "     {field}: {}", messages.join(" "))?;
+            }
+        }
         writeln!(
             f,
             "   - Response body (redacted): {}",

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use drchrono_classify::parse::{self, OAuthErrorBody};
-use drchrono_classify::{ErrorClassifyLayer, ErrorContext, classify_response, redact};
+use drchrono_classify::{ErrorClassifyLayer, ErrorContext, FieldErrors, classify_response, redact};
 use http::header::{DATE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -56,8 +56,24 @@ proptest! {
     fn delta_seconds_round_trip(n in any::<u64>()) {
         prop_assert_eq!(
             parse::retry_after_value(&n.to_string(), SystemTime::now()),
-            Some(Duration::from_secs(n))
+            Some(Duration::from_secs(n).min(parse::MAX_RETRY_AFTER))
         );
+    }
+
+    #[test]
+    fn waits_saturate_and_every_clock_can_add_them(
+        digits in "[0-9]{1,40}",
+        year in 1970u64..10_000,
+    ) {
+        let now = SystemTime::now();
+        let wait = parse::retry_after_value(&digits, now).unwrap();
+        prop_assert!(wait <= parse::MAX_RETRY_AFTER);
+        prop_assert!(now.checked_add(wait).is_some());
+        prop_assert!(tokio::time::Instant::now().checked_add(wait).is_some());
+        let date = format!("Fri, 31 Dec {year:04} 23:59:59 GMT");
+        if let Some(wait) = parse::retry_after_value(&date, now) {
+            prop_assert!(wait <= parse::MAX_RETRY_AFTER);
+        }
     }
 
     #[test]
@@ -65,6 +81,7 @@ proptest! {
         let reference = UNIX_EPOCH + Duration::from_secs(reference);
         let at = reference + Duration::from_secs(delta);
         let value = httpdate::fmt_http_date(at);
+        let delta = Duration::from_secs(delta).min(parse::MAX_RETRY_AFTER).as_secs();
         prop_assert_eq!(
             parse::retry_after_value(&value, reference),
             Some(Duration::from_secs(delta))
@@ -94,7 +111,10 @@ proptest! {
     fn throttle_wait_round_trips(n in any::<u64>()) {
         let unit = if n == 1 { "second" } else { "seconds" };
         let detail = format!("Request was throttled. Expected available in {n} {unit}.");
-        prop_assert_eq!(parse::throttle_wait(&detail), Some(Duration::from_secs(n)));
+        prop_assert_eq!(
+            parse::throttle_wait(&detail),
+            Some(Duration::from_secs(n).min(parse::MAX_RETRY_AFTER))
+        );
     }
 
     #[test]
@@ -127,7 +147,7 @@ proptest! {
         )
     ) {
         let body = serde_json::to_vec(&errors).unwrap();
-        prop_assert_eq!(parse::field_errors(&body), Some(errors));
+        prop_assert_eq!(parse::field_errors(&body).map(FieldErrors::into_inner), Some(errors));
     }
 
     #[test]

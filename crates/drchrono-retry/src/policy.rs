@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drchrono_classify::{DrChronoError, PermitWait};
+use drchrono_classify::{DrChronoError, PermitWait, parse};
 use http::{Method, Request, Response};
 use rand::rngs::StdRng;
 use tokio::time::Instant;
@@ -208,6 +208,12 @@ impl RetryPolicy {
                 if self.state.throttled >= settings.max_throttled_retries {
                     return Err(GiveUp::OutOfRetries);
                 }
+                // A wait at the parser's bound was longer still (`Retry-After: 99999999999`,
+                // an HTTP-date in year 9999): no configured maximum makes it worth holding the
+                // request for; it fails now, typed, with the wait and the instant.
+                if retry_after.is_some_and(|wait| wait >= parse::MAX_RETRY_AFTER) {
+                    return Err(GiveUp::WaitTooLong);
+                }
                 let until = match (available_at, retry_after) {
                     (Some(at), _) => Some(at.max(now)),
                     (None, Some(wait)) => now.checked_add(wait),
@@ -400,5 +406,102 @@ impl fmt::Debug for RetryPolicy {
             .field("state", &self.state)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use drchrono_classify::ErrorClassifyLayer;
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    /// Sends a GET through `policy` (over the classifier when `classify`) to a server that
+    /// always answers 429 with `retry_after`; returns the outcome (its status, or the error's
+    /// wait and instant), the attempts and the time it took.
+    async fn always_throttled(
+        policy: RetryPolicy,
+        retry_after: &'static str,
+        classify: bool,
+    ) -> (
+        Result<u16, (Option<Duration>, Option<Instant>)>,
+        usize,
+        Duration,
+    ) {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counter = attempts.clone();
+        let server = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let response = Response::builder()
+                .status(429)
+                .header(http::header::RETRY_AFTER, retry_after)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        let request = || {
+            Request::get("https://app.drchrono.com/api/patients")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let start = Instant::now();
+        // Ten simulated years: a policy that waited for the server's hint would time out.
+        let bound = Duration::from_secs(10 * 365 * 24 * 3600);
+        let outcome = if classify {
+            let stack = ServiceBuilder::new()
+                .layer(policy.layer())
+                .layer(ErrorClassifyLayer::new())
+                .service(server);
+            tokio::time::timeout(bound, stack.oneshot(request()))
+                .await
+                .expect("the policy waited for the server's hint")
+                .map(|response| response.status().as_u16())
+                .map_err(|error| {
+                    assert!(
+                        matches!(error, DrChronoError::Throttled { .. }),
+                        "{error:?}"
+                    );
+                    (error.retry_after(), error.available_at())
+                })
+        } else {
+            let stack = ServiceBuilder::new().layer(policy.layer()).service(server);
+            let response = tokio::time::timeout(bound, stack.oneshot(request()))
+                .await
+                .expect("the policy waited for the server's hint")
+                .unwrap();
+            Ok(response.status().as_u16())
+        };
+        (outcome, attempts.load(Ordering::SeqCst), start.elapsed())
+    }
+
+    /// `Retry-After: 99999999999` (or a date in year 9999) fails the request at once, typed,
+    /// with the (saturated) wait and its instant; even a policy told to wait out any 429.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_fails_at_once_typed() {
+        let patient = RetryPolicy::builder()
+            .max_throttle_wait(Duration::MAX)
+            .deadline(None)
+            .build()
+            .unwrap();
+        for policy in [RetryPolicy::new(), patient] {
+            for value in ["99999999999", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+                let start = Instant::now();
+                let (outcome, attempts, took) = always_throttled(policy.clone(), value, true).await;
+                let (wait, at) = outcome.expect_err("a typed error");
+                assert_eq!(wait, Some(parse::MAX_RETRY_AFTER), "{value}");
+                assert_eq!(at, Some(start + parse::MAX_RETRY_AFTER), "{value}");
+                assert_eq!((attempts, took), (1, Duration::ZERO), "{value}");
+            }
+            // Without the classifier the policy returns the 429 as it came, at once.
+            let (outcome, attempts, took) =
+                always_throttled(policy.clone(), "99999999999", false).await;
+            assert_eq!((outcome, attempts, took), (Ok(429), 1, Duration::ZERO));
+        }
     }
 }

@@ -266,14 +266,19 @@ async fn throttled_from_header_then_body() {
     let error = classify_response(StatusCode::TOO_MANY_REQUESTS, &headers, body, false, at);
     assert_eq!(error.unwrap().retry_after(), Some(Duration::from_secs(4)));
 
-    // An absurd wait saturates instead of overflowing the clock.
-    headers.insert(
-        RETRY_AFTER,
-        HeaderValue::from_static("99999999999999999999999999"),
-    );
-    let error = classify(429, &headers, body);
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(u64::MAX)));
-    assert_eq!(error.available_at(), None);
+    // An absurd wait saturates at a bound the clock can add: the error still says until when.
+    for absurd in ["99999999999999999999999999", "99999999999"] {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(absurd));
+        let before = tokio::time::Instant::now();
+        let error = classify(429, &headers, body);
+        assert_eq!(
+            error.retry_after(),
+            Some(parse::MAX_RETRY_AFTER),
+            "{absurd}"
+        );
+        let at = error.available_at().expect("an instant");
+        assert!(at >= before + parse::MAX_RETRY_AFTER, "{absurd}");
+    }
 }
 
 #[test]

@@ -14,10 +14,25 @@ fn retry_after_delta_seconds() {
     let now = SystemTime::UNIX_EPOCH;
     assert_eq!(retry_after_value("3", now), secs(3));
     assert_eq!(retry_after_value(" 0 ", now), secs(0));
+    // A huge wait saturates at a bound every clock can add, never at zero.
     assert_eq!(
         retry_after_value("99999999999999999999999", now),
-        secs(u64::MAX)
+        Some(MAX_RETRY_AFTER)
     );
+    assert_eq!(retry_after_value("99999999999", now), Some(MAX_RETRY_AFTER));
+    assert_eq!(
+        retry_after_value("99999999999", SystemTime::now()),
+        Some(MAX_RETRY_AFTER)
+    );
+    assert_eq!(retry_after_value("31536000", now), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after_value("31535999", now), secs(31_535_999));
+    // A date in year 9999, from today or from the epoch.
+    for reference in [now, SystemTime::now()] {
+        assert_eq!(
+            retry_after_value("Fri, 31 Dec 9999 23:59:59 GMT", reference),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
     assert_eq!(retry_after_value("-1", now), None);
     assert_eq!(retry_after_value("1.5", now), None);
     assert_eq!(retry_after_value("", now), None);
@@ -86,7 +101,7 @@ fn throttle_wait_drf_wording() {
     );
     assert_eq!(
         throttle_wait("Expected available in 99999999999999999999999 seconds."),
-        secs(u64::MAX)
+        Some(MAX_RETRY_AFTER)
     );
     assert_eq!(throttle_wait("Request was throttled."), None);
     assert_eq!(throttle_wait("Expected available in X seconds."), None);

@@ -114,3 +114,97 @@ fn query_values() {
     assert_eq!(redact_query("since=Jane%20Doe"), "since=REDACT");
     assert_eq!(redact_query(""), "");
 }
+
+#[test]
+fn messages_lose_every_quoted_value() {
+    let cases = [
+        // DRF's ChoiceField, MultipleChoiceField, BooleanField.
+        (
+            "\"Female - pregnant\" is not a valid choice.",
+            "\"REDACT\" is not a valid choice.",
+        ),
+        // PrimaryKeyRelatedField.
+        (
+            "Invalid pk \"123\" - object does not exist.",
+            "Invalid pk \"REDACT\" - object does not exist.",
+        ),
+        // Django's date and integer messages (curly quotes; repr's single quotes).
+        (
+            "“1970-13-01” value has an invalid date format. It must be in YYYY-MM-DD format.",
+            "“REDACT” value has an invalid date format. It must be in YYYY-MM-DD format.",
+        ),
+        (
+            "Value 'Jane Doe' is not a valid choice.",
+            "Value 'REDACT' is not a valid choice.",
+        ),
+        ("‘Jane’ is invalid.", "‘REDACT’ is invalid."),
+        ("«Jane» is invalid.", "«REDACT» is invalid."),
+        // Spans of one kind run from the first mark to the last.
+        (
+            "unknown variant `Jane`, expected `F`",
+            "unknown variant `REDACT`",
+        ),
+        // A value that contains quotes is covered whole (to the last closing mark).
+        (
+            "\"Jane \"JJ\" Doe\" is not a valid choice.",
+            "\"REDACT\" is not a valid choice.",
+        ),
+        (
+            "'O'Brien' value must be an integer.",
+            "'REDACT' value must be an integer.",
+        ),
+        (
+            "\"it's\" is not a valid choice.",
+            "\"REDACT\" is not a valid choice.",
+        ),
+        // Never closed: the rest may be the value.
+        ("\"Jane Doe is not a valid choice.", "\"REDACT"),
+        // Unquoted echoes, by template.
+        (
+            "Object with name=Jane Doe does not exist.",
+            "Object with name=REDACT does not exist.",
+        ),
+        (
+            "Object with name=Jane \"does not exist.\" does not exist.",
+            "Object with name=REDACT does not exist.",
+        ),
+        (
+            "Select a valid choice. Jane Doe is not one of the available choices.",
+            "Select a valid choice. REDACT is not one of the available choices.",
+        ),
+        // Kept: DrChrono's words, limits and lengths, apostrophes, empty quotes, methods.
+        (
+            "Ensure this value has at most 50 characters (it has 73).",
+            "Ensure this value has at most 50 characters (it has 73).",
+        ),
+        (
+            "The patient's date of birth can't be in the future.",
+            "The patient's date of birth can't be in the future.",
+        ),
+        (
+            "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
+            "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
+        ),
+        ("\"\" is not a valid choice.", "\"\" is not a valid choice."),
+        (
+            "Method \"PATCH\" not allowed.",
+            "Method \"PATCH\" not allowed.",
+        ),
+        ("", ""),
+    ];
+    for (message, expected) in cases {
+        assert_eq!(redact_message(message), expected, "{message}");
+    }
+}
+
+#[test]
+fn error_bodies_keep_messages_without_their_quoted_values() {
+    let body = br#"{"gender": ["\"Female - pregnant\" is not a valid choice."],
+        "doctor": ["This field is required."],
+        "detail": "No Patient matches \"Jane Doe\".",
+        "non_field_errors": ["Select a valid choice. Jane is not one of the available choices."]}"#;
+    assert_eq!(
+        redact_error_body(body, None, false, true),
+        r#"{"detail":"No Patient matches \"REDACT\".","doctor":["This field is required."],"gender":["\"REDACT\" is not a valid choice."],"non_field_errors":["Select a valid choice. REDACT is not one of the available choices."]}"#
+    );
+}

@@ -122,3 +122,54 @@ fn rfc3339_edges() {
         None
     );
 }
+
+/// DRF's choice error echoes the submitted value: the report keeps the field names and
+/// DRF's words, not the value (text and JSON).
+#[test]
+fn field_errors_keep_names_and_words_but_no_quoted_value() {
+    let body = br#"{"gender": ["\"Female - pregnant\" is not a valid choice."],
+        "doctor": ["Invalid pk \"Henrietta\" - object does not exist."],
+        "date_of_birth": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."],
+        "detail": "Patient \"Henrietta Lacks\" is invalid."}"#;
+    let error = crate::classify_response(
+        StatusCode::BAD_REQUEST,
+        &http::HeaderMap::new(),
+        body,
+        false,
+        ErrorContext::new(),
+    )
+    .unwrap();
+    let report = SupportReport::from(&error);
+    let email = report.to_string();
+    let json = serde_json::to_string(&report).unwrap();
+    for text in [&email, &json, &format!("{report:?}"), &error.to_string()] {
+        for phi in ["Female", "pregnant", "Henrietta", "Lacks"] {
+            assert!(!text.contains(phi), "{phi} leaked: {text}");
+        }
+    }
+    assert!(
+        email.contains(
+            "   - Field errors (quoted values redacted):\n     date_of_birth: Date has wrong \
+             format. Use one of these formats instead: YYYY-MM-DD.\n     doctor: Invalid pk \
+             \"REDACT\" - object does not exist.\n     gender: \"REDACT\" is not a valid \
+             choice.\n"
+        ),
+        "{email}"
+    );
+    assert!(
+        email.contains("DrChrono's message: Patient \"REDACT\" is invalid."),
+        "{email}"
+    );
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        value["field_errors"]["gender"][0],
+        "\"REDACT\" is not a valid choice."
+    );
+    assert_eq!(value["drchrono_message"], "Patient \"REDACT\" is invalid.");
+    // Without field errors there is no such item.
+    assert!(!failed_appointment_report().contains("Field errors"));
+}
+
+fn failed_appointment_report() -> String {
+    SupportReport::from(&failed_appointment()).to_string()
+}
