@@ -95,6 +95,7 @@ pub fn classify_response(
         401 => DrChronoError::Unauthorized {
             kind: unauthorized_kind(headers, detail),
             replay_with_current_token: false,
+            persisted_after_refresh: false,
             context: Box::new(context),
         },
         403 => DrChronoError::Forbidden {

@@ -80,11 +80,13 @@ impl fmt::Debug for DrChronoError {
             Self::Unauthorized {
                 kind,
                 replay_with_current_token,
+                persisted_after_refresh,
                 ..
             } => {
                 s = f.debug_struct("Unauthorized");
                 s.field("kind", kind)
-                    .field("replay_with_current_token", replay_with_current_token);
+                    .field("replay_with_current_token", replay_with_current_token)
+                    .field("persisted_after_refresh", persisted_after_refresh);
             }
             Self::ReauthorizationRequired { description, .. } => {
                 s = f.debug_struct("ReauthorizationRequired");
@@ -217,6 +219,7 @@ mod tests {
             DrChronoError::Unauthorized {
                 kind: UnauthorizedKind::Other(Some(quoted())),
                 replay_with_current_token: true,
+                persisted_after_refresh: false,
                 context: context(),
             },
             DrChronoError::ReauthorizationRequired {

@@ -12,6 +12,11 @@ pub const UNAUTHORIZED_HINT: &str = "Access tokens expire after 48 hours and are
      the token is refreshed or the user authorizes again: refresh once (a single job) and \
      replay with the current token.";
 
+/// Hint printed with a [`DrChronoError::Unauthorized`] that persisted after a refresh.
+pub const PERSISTENT_UNAUTHORIZED_HINT: &str = "The 401 persisted with a token refreshed a \
+     moment ago, so refreshing again would not cure it: check that the user is still active \
+     and that no proxy strips the Authorization header.";
+
 /// Hint printed with [`DrChronoError::ReauthorizationRequired`].
 pub const REAUTHORIZE_HINT: &str = "The refresh token is no longer valid (revoked, or the user \
      went through OAuth again): this user must authorize the application again.";
@@ -81,6 +86,10 @@ impl DrChronoError {
         match self {
             Self::Forbidden { .. } => Some(STAFF_PERMISSIONS_HINT),
             Self::AppointmentConflict { .. } => Some(ALLOW_OVERLAPS_HINT),
+            Self::Unauthorized {
+                persisted_after_refresh: true,
+                ..
+            } => Some(PERSISTENT_UNAUTHORIZED_HINT),
             Self::Unauthorized { .. } => Some(UNAUTHORIZED_HINT),
             Self::ReauthorizationRequired { .. } => Some(REAUTHORIZE_HINT),
             Self::InvalidClient { .. } => Some(INVALID_CLIENT_HINT),

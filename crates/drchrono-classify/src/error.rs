@@ -165,6 +165,12 @@ pub enum DrChronoError {
         /// one (or a refresh has just replaced it): one replay with the current token will
         /// cure it, and the retry policy performs that replay once.
         replay_with_current_token: bool,
+        /// Set by the OAuth layer when this 401 came on the current token within the minimum
+        /// interval after a refresh that an earlier 401 caused: a new token evidently does not
+        /// cure it (a deactivated user, a proxy that strips `Authorization`), so it is
+        /// returned instead of refreshing again. Check the user's account and what sits
+        /// between you and DrChrono.
+        persisted_after_refresh: bool,
         /// Where it happened.
         context: Box<ErrorContext>,
     },

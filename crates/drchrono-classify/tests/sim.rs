@@ -196,6 +196,7 @@ async fn unauthorized_401_kinds() {
         DrChronoError::Unauthorized {
             kind,
             replay_with_current_token: false,
+            persisted_after_refresh: false,
             ..
         } => kind,
         other => panic!("{other:?}"),

@@ -158,7 +158,7 @@ where
                                     Ok(Some(_)) => mark_for_replay(error),
                                     // The 401 persisted after a refresh a moment ago: it is
                                     // returned as it came, not marked for replay.
-                                    Ok(None) => error,
+                                    Ok(None) => mark_persisted(error),
                                     Err(refresh_error) => refresh_error,
                                 }
                             };
@@ -177,6 +177,18 @@ where
             }
         }
     }
+}
+
+/// Sets `persisted_after_refresh` on a 401 that a refresh a moment ago did not cure.
+fn mark_persisted(mut error: DrChronoError) -> DrChronoError {
+    if let DrChronoError::Unauthorized {
+        persisted_after_refresh,
+        ..
+    } = &mut error
+    {
+        *persisted_after_refresh = true;
+    }
+    error
 }
 
 /// Sets `replay_with_current_token` on a 401.

@@ -112,6 +112,7 @@ async fn a_401_on_an_older_token_is_marked_for_replay_without_a_refresh() {
         match handle.await.unwrap() {
             Err(DrChronoError::Unauthorized {
                 replay_with_current_token: true,
+                persisted_after_refresh: false,
                 ..
             }) => {}
             other => panic!("unexpected {other:?}"),

@@ -33,7 +33,8 @@ fn manager_with_access_token(auth: &Arc<FakeAuth>, timing: RefreshTiming) -> Tok
         .build()
 }
 
-/// The 401 as the API sent it: not marked for replay.
+/// The 401 as the API sent it: not marked for replay, and typed as one that persisted after
+/// a refresh.
 fn assert_unmarked_401(result: &Result<http::Response<()>, DrChronoError>) {
     assert!(
         matches!(
@@ -41,6 +42,7 @@ fn assert_unmarked_401(result: &Result<http::Response<()>, DrChronoError>) {
             Err(DrChronoError::Unauthorized {
                 kind: UnauthorizedKind::CredentialsNotProvided,
                 replay_with_current_token: false,
+                persisted_after_refresh: true,
                 ..
             })
         ),
@@ -117,6 +119,7 @@ async fn the_minimum_interval_between_refreshes_after_a_401_is_configurable() {
         service.clone().oneshot(get(URL)).await,
         Err(DrChronoError::Unauthorized {
             replay_with_current_token: true,
+            persisted_after_refresh: false,
             ..
         })
     ));
@@ -132,6 +135,7 @@ async fn the_minimum_interval_between_refreshes_after_a_401_is_configurable() {
         service.clone().oneshot(get(URL)).await,
         Err(DrChronoError::Unauthorized {
             replay_with_current_token: true,
+            persisted_after_refresh: false,
             ..
         })
     ));

@@ -105,6 +105,7 @@ fn unauthorized_kinds() {
         DrChronoError::Unauthorized {
             kind,
             replay_with_current_token: false,
+            persisted_after_refresh: false,
             ..
         } => kind,
         other => panic!("{other:?}"),

@@ -81,6 +81,7 @@ fn unauthorized_reports_ask_about_tokens() {
     let error = DrChronoError::Unauthorized {
         kind: crate::UnauthorizedKind::TokenInvalid,
         replay_with_current_token: false,
+        persisted_after_refresh: false,
         context: Box::default(),
     };
     let email = SupportReport::from(&error)

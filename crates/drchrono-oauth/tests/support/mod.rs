@@ -228,6 +228,7 @@ pub fn api(
                 Err(DrChronoError::Unauthorized {
                     kind: UnauthorizedKind::TokenInvalid,
                     replay_with_current_token: false,
+                    persisted_after_refresh: false,
                     context: Box::new(ErrorContext::new()),
                 })
             }
@@ -257,6 +258,7 @@ pub fn always_401(
             Err(DrChronoError::Unauthorized {
                 kind: UnauthorizedKind::CredentialsNotProvided,
                 replay_with_current_token: false,
+                persisted_after_refresh: false,
                 context: Box::new(ErrorContext::new()),
             })
         }) as BoxFuture<'static, _>
@@ -285,6 +287,7 @@ impl<Res> Policy<Request<Full<Bytes>>, Res, DrChronoError> for ReplayOnce {
         match result {
             Err(DrChronoError::Unauthorized {
                 replay_with_current_token: true,
+                persisted_after_refresh: false,
                 ..
             }) if !self.replayed => {
                 self.replayed = true;

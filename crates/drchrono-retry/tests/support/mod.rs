@@ -140,6 +140,7 @@ pub fn unauthorized(replay: bool) -> Step {
         Err(DrChronoError::Unauthorized {
             kind: UnauthorizedKind::TokenInvalid,
             replay_with_current_token: replay,
+            persisted_after_refresh: false,
             context: Box::new(ErrorContext::default()),
         })
     })
