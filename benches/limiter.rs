@@ -1,20 +1,25 @@
 //! The limiter against its peers, in the same run: one decision, and requests per second
 //! through the layer.
 //!
-//! `limiter_decision` — `drchrono_local`: [`LocalLimiter::try_acquire`] on DrChrono's three rules (two sliding
-//! logs and a clock-aligned hour) at a frozen `now`. `governor_direct`: governor's direct
-//! (un-keyed) limiter `check()` with one quota of 9 per second on its fake clock. Both
-//! decide "no" after the first burst, the steady state of a saturated client. The
-//! `_2threads` variants run the same decision on two threads sharing one limiter.
+//! `limiter_decision` — `drchrono_local`: [`LocalLimiter::try_acquire`] on DrChrono's three
+//! rules (two sliding logs and a clock-aligned hour) at a frozen reading of both clocks (a
+//! [`Now`], read once, as governor's fake clock is). `drchrono_local_systemtime`: the same at a
+//! frozen `SystemTime`, converted to a reading at every call (what a caller holding
+//! `SystemTime`s pays). `governor_direct`: governor's direct (un-keyed) limiter `check()` with
+//! one quota of 9 per second on its fake clock. Both decide "no" after the first burst, the
+//! steady state of a saturated client. The `_2threads` variants run the same decision on two
+//! threads sharing one limiter.
 //!
 //! `limiter_throughput` — admitted requests per second from 64 tasks on a 2-worker
 //! multi-thread runtime, 20,000 requests an iteration, with rules too wide to make anyone
 //! wait (the cost of admission itself, shared by every task): `drchrono_layer` sends them
 //! through [`DrChronoRateLimitLayer`] over a no-op service (three exact rules: two sliding
-//! logs and a clock-aligned hour); `tower_rate_limit_buffered` through tower's `RateLimit`
-//! (one fixed window) behind a `Buffer`, the way it is shared between tasks;
-//! `governor_until_ready` awaits governor's direct limiter (one GCRA quota) on its default
-//! clock.
+//! logs and a clock-aligned hour; each decision reads tokio's clock and the system clock);
+//! `bare_service` sends them to the no-op service alone (the harness: a `Request`, a
+//! `Response` and `oneshot`, with no limiter: the most any layer could reach);
+//! `tower_rate_limit_buffered` through tower's `RateLimit` (one fixed window) behind a
+//! `Buffer`, the way it is shared between tasks; `governor_until_ready` awaits governor's
+//! direct limiter (one GCRA quota) on its default clock, with no request or service.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -24,7 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use drchrono_ratelimit::{
-    DrChronoRateLimitLayer, LocalLimiter, RateLimitConfig, RateLimiter as DrChronoLimiter, Rule,
+    DrChronoRateLimitLayer, LocalLimiter, Now, RateLimitConfig, RateLimiter as DrChronoLimiter,
+    Rule,
 };
 use governor::clock::FakeRelativeClock;
 use governor::{Quota, RateLimiter};
@@ -70,9 +76,15 @@ fn limiter_decision(c: &mut Criterion) {
     let mut group = c.benchmark_group("limiter_decision");
 
     let drchrono = LocalLimiter::new(&RateLimitConfig::default());
-    let at = now();
+    let at = Now::from(now());
     group.bench_function("drchrono_local", |b| {
         b.iter(|| black_box(drchrono.try_acquire(black_box(at))))
+    });
+
+    let drchrono = LocalLimiter::new(&RateLimitConfig::default());
+    let system_time = now();
+    group.bench_function("drchrono_local_systemtime", |b| {
+        b.iter(|| black_box(drchrono.try_acquire(black_box(system_time))))
     });
 
     let governor = governor_limiter();
@@ -169,6 +181,23 @@ fn limiter_throughput(c: &mut Criterion) {
                         .service(noop());
                     from_tasks(&runtime, move || {
                         let service = service.clone();
+                        async move {
+                            let response = service.oneshot(Request::new(())).await;
+                            black_box(response.expect("admitted"));
+                        }
+                    })
+                })
+                .sum()
+        })
+    });
+
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let service = noop();
+                    from_tasks(&runtime, move || {
+                        // A copy: the no-op service holds nothing.
                         async move {
                             let response = service.oneshot(Request::new(())).await;
                             black_box(response.expect("admitted"));

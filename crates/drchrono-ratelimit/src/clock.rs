@@ -78,17 +78,36 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 /// assert!(limiter.try_acquire(stepped).is_ok());
 /// # Ok::<(), drchrono_ratelimit::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Now {
     wall: SystemTime,
     monotonic: Duration,
+    /// Both in nanoseconds, converted once when the reading is made: a decision on a `Now`
+    /// converts nothing (a `SystemTime` costs a non-inlined subtraction to convert).
+    reading: Reading,
+}
+
+impl fmt::Debug for Now {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Now")
+            .field("wall", &self.wall)
+            .field("monotonic", &self.monotonic)
+            .finish()
+    }
 }
 
 impl Now {
     /// A reading: the wall clock reads `wall`, and `monotonic` has elapsed on the monotonic
     /// clock since its origin.
     pub fn new(wall: SystemTime, monotonic: Duration) -> Self {
-        Self { wall, monotonic }
+        Self {
+            wall,
+            monotonic,
+            reading: Reading {
+                mono: duration_nanos(monotonic),
+                wall: to_nanos(wall),
+            },
+        }
     }
 
     /// The wall clock's reading.
@@ -102,17 +121,16 @@ impl Now {
     }
 
     /// Both readings in nanoseconds (the wall clock's since the Unix epoch, 0 before it).
+    #[inline]
     pub(crate) fn reading(&self) -> Reading {
-        Reading {
-            mono: duration_nanos(self.monotonic),
-            wall: to_nanos(self.wall),
-        }
+        self.reading
     }
 
     pub(crate) fn from_reading(reading: Reading) -> Self {
         Self {
             wall: from_nanos(reading.wall),
             monotonic: Duration::from_nanos(reading.mono),
+            reading,
         }
     }
 }
@@ -120,12 +138,19 @@ impl Now {
 /// Two clocks that agree: both read `t` (the monotonic one as the time since the Unix
 /// epoch, zero before it).
 impl From<SystemTime> for Now {
+    /// One conversion, for both clocks.
     fn from(t: SystemTime) -> Self {
+        let monotonic = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let nanos = duration_nanos(monotonic);
         Self {
             wall: t,
-            monotonic: t
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO),
+            monotonic,
+            reading: Reading {
+                mono: nanos,
+                wall: nanos,
+            },
         }
     }
 }

@@ -14,7 +14,7 @@ pub(crate) const NANOS_PER_MS: u64 = 1_000_000;
 /// in the aligned periods. Their offset (`wall - mono`) is taken as constant for the decision:
 /// a wall instant (an aligned boundary) maps to the monotonic line and back by it. Readings
 /// of clocks that agree have `mono == wall`, and then every mapping is the identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Reading {
     pub(crate) mono: u64,
     pub(crate) wall: u64,
