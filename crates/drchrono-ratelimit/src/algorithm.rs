@@ -395,6 +395,9 @@ fn period_index(t: u64, span: u64, known: u64) -> u64 {
     }
 }
 
+/// The state as plain numbers, for a backend that keeps it outside the process.
+pub(crate) mod snapshot;
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -117,16 +117,51 @@
 //! A [`RateLimiter`] is one application's budget; every clone and thread shares it
 //! ([`RateLimiter::shared`] also shares it by application key across independently built
 //! stacks). Waiters are served first-come first-served by a fair `tokio::sync::Mutex`
-//! "turn" held by the head waiter while it sleeps; the state itself sits in a
-//! `std::sync::Mutex` inside the [`Backend`] ([`LocalLimiter`] in memory; with the `redis`
-//! feature, `RedisRateLimitBackend` in Redis, shared by every process). A dropped waiter
-//! charges nothing and passes the turn on. Every released attempt is charged and never
-//! refunded: DrChrono counts a throttled request in the rules that allowed it.
+//! "turn" held by the head waiter while it sleeps; the state itself sits in the
+//! [`Backend`]: [`LocalLimiter`] in memory, behind a `std::sync::Mutex`;
+//! [`FileRateLimitBackend`] in a file, shared by the processes of one host and kept across
+//! restarts; with the `redis` feature, `RedisRateLimitBackend` in Redis, shared by every
+//! process of every host. A dropped waiter charges nothing and passes the turn on. Every
+//! released attempt is charged and never refunded: DrChrono counts a throttled request in
+//! the rules that allowed it.
 //!
 //! A request that finds nobody waiting is decided when the service is called, if the
 //! backend can decide synchronously ([`Backend::try_acquire_now`]; [`LocalLimiter`] can):
 //! admitted, it is charged and sent at once, and its response future holds only the inner
 //! one, with no allocation. Otherwise it queues as above.
+//!
+//! # One host, restarts: the file backend
+//!
+//! An in-memory budget dies with its process: a process restarted within the hour (a
+//! deploy, a crash loop, a cron job) would start from a full budget that DrChrono does not
+//! give it, and a second process would spend the budget again. [`FileRateLimitBackend`]
+//! keeps it in a small file instead, so a new process resumes from what earlier ones
+//! charged and the processes of one host share one budget:
+//!
+//! ```no_run
+//! # fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use drchrono_ratelimit::{
+//!     DrChronoRateLimitLayer, FileRateLimitBackend, RateLimitConfig, RateLimiter,
+//! };
+//!
+//! let config = RateLimitConfig::builder().application("my-drchrono-app").build()?;
+//! let backend = FileRateLimitBackend::open("/var/lib/my-app/drchrono-ratelimit.json", &config)?;
+//! let limiter = RateLimiter::builder(config).backend(backend).build();
+//! let layer = DrChronoRateLimitLayer::new(limiter.clone());
+//! // Or, with the facade (drchrono-tower): `DrChronoClient::builder().rate_limiter(limiter)`.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - Each decision locks `<path>.lock`, reads the state, decides with the same exact core,
+//!   and writes the state back, compacted to the last window and hour, atomically (a
+//!   temporary file with mode `0600`, renamed over the state), `fsync`ed by default so that
+//!   it survives a power loss too; without `fsync` it still survives every exit and crash
+//!   of a process. Decisions use the host's wall clock, which every process shares.
+//! - A file that cannot be used (unreadable, corrupt, another format version, another
+//!   application's) fails closed with a [`BackendError`] whose source is a
+//!   [`FileStateError`]: nothing is sent, and it is never taken for an empty budget.
+//! - Several hosts need Redis: a lock on a network filesystem is not to be relied on.
 //!
 //! # Several processes and hosts: the `redis` feature
 //!
@@ -184,6 +219,7 @@ mod clock;
 mod config;
 mod error;
 mod failure;
+mod file_backend;
 mod future;
 mod layer;
 mod local;
@@ -210,6 +246,7 @@ pub use config::{
     RateLimitConfig, RateLimitConfigBuilder,
 };
 pub use error::{BackendError, ConfigError, NotUntil};
+pub use file_backend::{FileRateLimitBackend, FileStateError};
 pub use future::ResponseFuture;
 pub use layer::DrChronoRateLimitLayer;
 pub use local::LocalLimiter;

@@ -1,0 +1,459 @@
+//! [`FileRateLimitBackend`]: one application's budget in a small file, shared by the
+//! processes of one host and kept across their restarts.
+
+mod atomic;
+mod error;
+mod format;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use crate::algorithm::snapshot::{InvalidSnapshot, Snapshot};
+use crate::algorithm::{Policy, State};
+use crate::backend::{Backend, BackendFuture};
+use crate::time::{Reading, duration_nanos, from_nanos, to_nanos};
+use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
+
+pub use error::FileStateError;
+
+/// The name a [`BackendError`] of this backend carries.
+const BACKEND: &str = "file";
+
+/// A [`Backend`] in a file: one application's budget, shared by every process of one host
+/// that opens the same path, and kept across restarts. A process restarted within the hour
+/// (a deploy, a crash loop, a cron job) resumes from what the earlier ones charged, and two
+/// processes running at once share the one budget.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use drchrono_ratelimit::{
+///     FileRateLimitBackend, Priority, RateLimitConfig, RateLimiter, TokioClock,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("drchrono-ratelimit.json");
+/// let config = RateLimitConfig::default();
+/// // 2026-01-05T10:37:00Z, paused here; in production leave the default clock.
+/// let clock = TokioClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420));
+///
+/// // A first process sends 9 requests, then exits.
+/// let first = RateLimiter::builder(config.clone())
+///     .backend(FileRateLimitBackend::open(&path, &config)?)
+///     .clock(clock)
+///     .build();
+/// for _ in 0..9 {
+///     first.acquire(Priority::Interactive).await?;
+/// }
+/// drop(first);
+///
+/// // The next one, started at once, resumes from the same budget.
+/// let next = RateLimiter::builder(config.clone())
+///     .backend(FileRateLimitBackend::open(&path, &config)?)
+///     .clock(clock)
+///     .build();
+/// let status = next.status().await?;
+/// assert_eq!(status.rules[0].remaining, 0); // of 9 per rolling second
+/// assert_eq!(status.rules[2].remaining, 491); // of 500 this clock hour
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # A decision
+/// Each decision takes an exclusive lock on the lock file beside the state, `<path>.lock`
+/// ([`File::lock`]: `flock` on Unix; the operating system releases it when a process dies),
+/// reads the state, decides with the same exact core as [`LocalLimiter`](crate::LocalLimiter)
+/// and, when it charged, writes the new state, then unlocks. The state file is never
+/// edited in place: each write goes to a temporary file beside it (`.<name>.<32 random hex
+/// digits>.tmp`, created exclusively with mode `0600`), which is renamed over it. So a
+/// reader sees the previous state or the new one, never a torn one, and the file keeps
+/// mode `0600`. (That is why the lock is a separate file: a lock on the state file would
+/// stay on the inode the rename replaced.) A refusal and [`status`](Backend::status) write
+/// nothing (but for a clock stepped back, below). Temporary files that crashed processes
+/// left are removed once a minute old.
+///
+/// Decisions are made on the wall clock the backend is given ([`Clock::now`](crate::Clock::now)),
+/// for the rolling windows and the aligned hour alike: every process of a host reads the
+/// same one. The instant charged is that reading plus the time the decision waited for the
+/// lock (on tokio's clock), so a process that waited behind another is charged when it
+/// decides, not when it asked.
+///
+/// # What the file holds
+/// Compacted at every write to what a later decision can still see: per rolling rule the
+/// charged instants still inside its window plus the margin (at most its maximum), per
+/// aligned rule the counts of the period it last charged in and of the one before its
+/// latest move (for a clock stepped back), the end of a server 429's pause, the latest
+/// decision and charge. For DrChrono's rules that is at most 9 + 290 instants, a few
+/// kilobytes. The format is versioned JSON (version 1).
+///
+/// # Durability
+/// By default each write is `fsync`ed (the temporary file before the rename, the directory
+/// after it): the state survives a process's exit, crash or `kill -9`, and a power loss,
+/// and an admitted request is on disk before it is sent. That costs two `fsync`s per
+/// admitted request, at most 9 a second under DrChrono's rules. With
+/// [`fsync(false)`](Self::fsync) the state still survives every exit and crash of a process
+/// (the kernel holds the new file once the rename returns), but a power loss or a kernel
+/// crash may lose the latest writes, or leave an empty or torn file on some filesystems,
+/// which then fails closed, as below.
+///
+/// # When the file is unusable: fail closed
+/// A file that cannot be read, locked or written, a file that is not a state this crate
+/// wrote (truncated, edited, not JSON, inconsistent), an unknown format version, or another
+/// [application](RateLimitConfig::application)'s state: [`open`](Self::open) and every
+/// decision return a [`BackendError`] named `"file"` whose source is the
+/// [`FileStateError`] saying which, and nothing is sent (the layer returns
+/// `DrChronoError::Transport { not_sent: true }`). A broken file is never taken for an empty
+/// budget. Removing it starts again from a full budget: DrChrono may still count the last
+/// 10 minutes and the current hour, and a 429 then pauses every caller.
+///
+/// # Configuration
+/// Build every process's backend and limiter from the same [`RateLimitConfig`]. A changed
+/// configuration carries the state over: rules are matched by kind and window or period,
+/// so a raised hourly maximum or another margin keeps what was charged; a rule the file
+/// holds nothing for counts as spent by everything up to the latest charge (until one
+/// window after it, or the end of its period); a rule removed is forgotten.
+///
+/// # A wall clock stepped back
+/// A reading up to a second behind the state's latest decision is taken as that instant
+/// (processes read the clock before they take the lock). Further behind, the clock stepped
+/// back: every charged instant after the reading counts as made at the reading, which holds
+/// each rolling window at least as long whichever of the two readings was right, and the
+/// aligned hour counts the earlier hour's requests plus everything since, as in memory.
+/// More than the longest rule behind (a clock that was far ahead, then corrected), the
+/// counts of the hours ahead are added into the current one, so the budget is not held
+/// until the clock gets there again.
+///
+/// # When to use Redis instead
+/// The file is shared by the processes of one host (a lock on a network filesystem is not
+/// to be relied on). Processes on several hosts share a budget through Redis (the `redis`
+/// feature's `RedisRateLimitBackend`), which also decides on one clock for all of them.
+///
+/// # Blocking I/O
+/// Every call does a little blocking file I/O (a few kilobytes, and the `fsync`s), which
+/// runs on tokio's blocking pool (`spawn_blocking`; inline outside a tokio runtime).
+/// [`Backend::try_acquire_now`] returns `None`: requests go through the limiter's queue,
+/// not the in-memory fast path. A decision whose future is dropped once it started may
+/// still charge its request: conservative, never a release the file does not know of.
+pub struct FileRateLimitBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    lock_path: PathBuf,
+    application: String,
+    policy: Policy,
+    fsync: AtomicBool,
+    /// The lock file, held open; the mutex serialises this backend's users, since the lock
+    /// belongs to the open file and so would not exclude them from each other.
+    lock: Mutex<File>,
+    /// Whether the latest call failed (to log transitions only).
+    failing: AtomicBool,
+    /// When stale temporary files were last looked for.
+    swept: Mutex<std::time::Instant>,
+}
+
+impl FileRateLimitBackend {
+    /// The budget of `config`'s rules and application in the file at `path`, with
+    /// `fsync` on. The file need not exist (a missing file is a full budget); its directory
+    /// must. Creates the lock file `<path>.lock` if needed (mode `0600`), and checks the
+    /// state file now rather than at the first request. Blocking: call it at start-up.
+    ///
+    /// # Errors
+    /// [`BackendError`] named `"file"`, with a [`FileStateError`] source: the lock file
+    /// cannot be created or the state file read, or it is not a usable state of this
+    /// application.
+    pub fn open(path: impl Into<PathBuf>, config: &RateLimitConfig) -> Result<Self, BackendError> {
+        let path = path.into();
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let lock = atomic::open_lock_file(&lock_path).map_err(file_error)?;
+        let inner = Inner {
+            policy: Policy::new(config),
+            application: config.application().to_owned(),
+            fsync: AtomicBool::new(true),
+            lock: Mutex::new(lock),
+            failing: AtomicBool::new(false),
+            swept: Mutex::new(std::time::Instant::now()),
+            path,
+            lock_path,
+        };
+        if let Some(snapshot) = inner.read().map_err(file_error)? {
+            inner
+                .policy
+                .import(&snapshot, snapshot.last_now)
+                .map_err(|invalid| file_error(inner.invalid(invalid)))?;
+        }
+        atomic::remove_stale_temps(&inner.path);
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Whether each write is `fsync`ed, so that the state survives a power loss, not only
+    /// a process's exit or crash (see [Durability](FileRateLimitBackend#durability)). Default: `true`.
+    #[must_use]
+    pub fn fsync(self, on: bool) -> Self {
+        self.inner.fsync.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` on tokio's blocking pool (inline outside a tokio runtime); logs when the
+    /// file becomes unusable and usable again.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, FileStateError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let inner = Arc::clone(&self.inner);
+                handle
+                    .spawn_blocking(move || work(&inner))
+                    .await
+                    .map_err(|join| BackendError::new(BACKEND, join))?
+            }
+            Err(_) => work(&self.inner),
+        };
+        self.inner.outcome(result)
+    }
+}
+
+/// A decision at `now` (the caller's clock) that asked at `started` (tokio's clock) is made
+/// at `now` plus the time since: the instant in nanoseconds.
+fn decided_at(now: SystemTime, started: Instant) -> u64 {
+    to_nanos(now).saturating_add(duration_nanos(started.elapsed()))
+}
+
+/// Both readings of the one clock the file's state lives on.
+fn agreeing(t: u64) -> Reading {
+    Reading { mono: t, wall: t }
+}
+
+fn file_error(error: FileStateError) -> BackendError {
+    BackendError::new(BACKEND, error)
+}
+
+/// The lock file, locked; unlocked when dropped.
+struct Held<'a>(MutexGuard<'a, File>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; it stays open for the next decision.
+        let _ = self.0.unlock();
+    }
+}
+
+impl Inner {
+    fn hold(&self) -> Result<Held<'_>, FileStateError> {
+        let file = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        file.lock()
+            .map_err(|e| FileStateError::io("lock", &self.lock_path, e))?;
+        Ok(Held(file))
+    }
+
+    /// The snapshot in the file (`None`: no file yet).
+    fn read(&self) -> Result<Option<Snapshot>, FileStateError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(FileStateError::io("read", &self.path, error)),
+        };
+        let (application, snapshot) = format::decode(&bytes).map_err(|error| match error {
+            format::Undecodable::Version(found) => FileStateError::UnsupportedVersion {
+                path: self.path.clone(),
+                found,
+            },
+            format::Undecodable::Corrupt(detail) => FileStateError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            },
+        })?;
+        if application != self.application {
+            return Err(FileStateError::OtherApplication {
+                path: self.path.clone(),
+                found: application,
+            });
+        }
+        Ok(Some(snapshot))
+    }
+
+    fn invalid(&self, InvalidSnapshot(detail): InvalidSnapshot) -> FileStateError {
+        FileStateError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// The state as of a decision at `now`, and whether it had to be rebased on a clock
+    /// stepped back. It must then be written even if nothing is charged: the rebase counts
+    /// charges as made at `now`, so that done again at a later reading it would hold them
+    /// longer each time.
+    fn load(&self, now: u64) -> Result<(State, bool), FileStateError> {
+        let Some(snapshot) = self.read()? else {
+            return Ok((self.policy.new_state(), false));
+        };
+        let imported = self
+            .policy
+            .import(&snapshot, now)
+            .map_err(|invalid| self.invalid(invalid))?;
+        if imported.unmatched > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                rules = imported.unmatched,
+                "the rate-limit state file holds nothing for some rules (the configuration \
+                 changed): each counts as spent by everything charged so far"
+            );
+        }
+        if let Some(step) = imported.stepped_back {
+            tracing::warn!(
+                path = %self.path.display(),
+                step_secs = step as f64 / 1e9,
+                "the wall clock reads earlier than the rate-limit state's latest decision: \
+                 counting what was charged since as charged now"
+            );
+        }
+        Ok((imported.state, imported.stepped_back.is_some()))
+    }
+
+    fn store(&self, state: &State) -> Result<(), FileStateError> {
+        let bytes = format::encode(&self.application, &self.policy.export(state));
+        atomic::replace(&self.path, &bytes, self.fsync.load(Ordering::Relaxed))?;
+        let sweep = {
+            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = swept.elapsed() >= atomic::STALE_TEMP_AGE;
+            if due {
+                *swept = std::time::Instant::now();
+            }
+            due
+        };
+        if sweep {
+            atomic::remove_stale_temps(&self.path);
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &self,
+        now: SystemTime,
+        started: Instant,
+        priority: Priority,
+    ) -> Result<Result<(), u64>, FileStateError> {
+        let _held = self.hold()?;
+        let now = decided_at(now, started);
+        let (mut state, rebased) = self.load(now)?;
+        let decision = self.policy.try_acquire(&mut state, agreeing(now), priority);
+        if decision.is_ok() || rebased {
+            self.store(&state)?;
+        }
+        // One clock: a monotonic instant is a wall instant.
+        Ok(decision)
+    }
+
+    fn pause(
+        &self,
+        now: SystemTime,
+        started: Instant,
+        until: SystemTime,
+    ) -> Result<(), FileStateError> {
+        let _held = self.hold()?;
+        let now = decided_at(now, started);
+        let (mut state, _) = self.load(now)?;
+        self.policy
+            .pause(&mut state, agreeing(now), to_nanos(until));
+        self.store(&state)
+    }
+
+    /// Without the lock: the file is replaced whole, so it always holds a whole state.
+    fn status(&self, now: SystemTime, started: Instant) -> Result<Status, FileStateError> {
+        let now = decided_at(now, started);
+        let (state, _) = self.load(now)?;
+        Ok(self.policy.status(&state, agreeing(now)))
+    }
+
+    fn outcome<T>(&self, result: Result<T, FileStateError>) -> Result<T, BackendError> {
+        match result {
+            Ok(value) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(path = %self.path.display(), "rate-limit state file usable again");
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %error,
+                        "rate-limit state file unusable: no request is sent until it is \
+                         repaired or removed"
+                    );
+                }
+                Err(file_error(error))
+            }
+        }
+    }
+}
+
+/// Decides in the file, on tokio's blocking pool.
+impl Backend for FileRateLimitBackend {
+    fn try_acquire(
+        &self,
+        now: SystemTime,
+        priority: Priority,
+    ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>> {
+        let started = Instant::now();
+        Box::pin(async move {
+            let decision = self
+                .blocking(move |inner| inner.decide(now, started, priority))
+                .await?;
+            Ok(decision.map_err(|earliest| NotUntil::new(from_nanos(earliest))))
+        })
+    }
+
+    /// `None`: deciding means blocking file I/O, which runs on tokio's blocking pool from
+    /// [`try_acquire`](Backend::try_acquire).
+    fn try_acquire_now(
+        &self,
+        _now: SystemTime,
+        _priority: Priority,
+    ) -> Option<Result<Result<(), NotUntil>, BackendError>> {
+        None
+    }
+
+    fn pause_until(
+        &self,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> BackendFuture<'_, Result<(), BackendError>> {
+        let started = Instant::now();
+        Box::pin(self.blocking(move |inner| inner.pause(now, started, until)))
+    }
+
+    fn status(&self, now: SystemTime) -> BackendFuture<'_, Result<Status, BackendError>> {
+        let started = Instant::now();
+        Box::pin(self.blocking(move |inner| inner.status(now, started)))
+    }
+}
+
+impl fmt::Debug for FileRateLimitBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileRateLimitBackend")
+            .field("path", &self.inner.path)
+            .field("application", &self.inner.application)
+            .field("fsync", &self.inner.fsync.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
