@@ -19,7 +19,9 @@
 //! `Response` and `oneshot`, with no limiter: the most any layer could reach);
 //! `tower_rate_limit_buffered` through tower's `RateLimit` (one fixed window) behind a
 //! `Buffer`, the way it is shared between tasks; `governor_until_ready` awaits governor's
-//! direct limiter (one GCRA quota) on its default clock, with no request or service.
+//! direct limiter (one GCRA quota) on its default clock, with no request or service;
+//! `governor_layer` awaits the same inside a `service_fn` in `bare_service`'s harness (the
+//! like-for-like peer of `drchrono_layer`).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -242,6 +244,33 @@ fn limiter_throughput(c: &mut Criterion) {
                         let governor = Arc::clone(&governor);
                         async move {
                             governor.until_ready().await;
+                        }
+                    })
+                })
+                .sum()
+        })
+    });
+
+    group.bench_function("governor_layer", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let quota = governor::Quota::per_second(
+                        NonZeroU32::new(1_000_000_000).expect("nonzero"),
+                    );
+                    let governor = Arc::new(RateLimiter::direct(quota));
+                    let service = tower::service_fn(move |_: Request<()>| {
+                        let governor = Arc::clone(&governor);
+                        async move {
+                            governor.until_ready().await;
+                            Ok::<_, Infallible>(Response::new(()))
+                        }
+                    });
+                    from_tasks(&runtime, move || {
+                        let service = service.clone();
+                        async move {
+                            let response = service.oneshot(Request::new(())).await;
+                            black_box(response.expect("admitted"));
                         }
                     })
                 })
