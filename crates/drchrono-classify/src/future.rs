@@ -143,6 +143,9 @@ pin_project! {
         parts: http::response::Parts,
         buffer: Vec<u8>,
         truncated: bool,
+        // When reading gives up ([`crate::ErrorClassifyLayer::body_timeout`]).
+        #[pin]
+        deadline: tokio::time::Sleep,
     }
 }
 
@@ -198,6 +201,7 @@ where
                                 parts,
                                 buffer: Vec::with_capacity(capacity),
                                 truncated: false,
+                                deadline: tokio::time::sleep(this.config.body_timeout),
                             }),
                         });
                     }
@@ -218,16 +222,27 @@ where
                         mut body,
                         buffer,
                         truncated,
+                        deadline,
                         ..
                     } = reading.as_mut().project();
                     let limit = this.config.body_limit;
+                    let mut deadline = deadline;
                     loop {
                         if buffer.len() >= limit {
                             // Stop here: whatever is left is dropped with the body, unread.
                             *truncated |= !body.is_end_stream();
                             break;
                         }
-                        match ready!(body.as_mut().poll_frame(cx)) {
+                        let frame = match body.as_mut().poll_frame(cx) {
+                            Poll::Ready(frame) => frame,
+                            // A stalled body: classify what arrived, by status.
+                            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                                *truncated = true;
+                                break;
+                            }
+                            Poll::Pending => return Poll::Pending,
+                        };
+                        match frame {
                             None => break,
                             // A broken body: classify what arrived, by status.
                             Some(Err(_)) => {

@@ -1,5 +1,7 @@
 //! [`ErrorClassifyLayer`]: configuration and the tower `Layer`.
 
+use std::time::Duration;
+
 use tower::Layer;
 
 use crate::ErrorClassify;
@@ -8,10 +10,15 @@ use crate::transport::{NotSentPredicate, is_connect_error};
 /// The default limit on the bytes of an error body that are read: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// How long reading an error body may take by default: 30 s. A server that sends an error's
+/// head and then stalls never holds the caller longer than this.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the layer and its service share.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) not_sent: NotSentPredicate,
 }
 
@@ -19,6 +26,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             not_sent: is_connect_error,
         }
     }
@@ -44,8 +52,9 @@ pub struct ErrorClassifyLayer {
 }
 
 impl ErrorClassifyLayer {
-    /// A layer with the defaults: a 64 KiB body limit ([`DEFAULT_BODY_LIMIT`]) and
-    /// [`is_connect_error`] as the not-sent predicate.
+    /// A layer with the defaults: a 64 KiB body limit ([`DEFAULT_BODY_LIMIT`]), a 30 s body
+    /// read timeout ([`DEFAULT_BODY_TIMEOUT`]) and [`is_connect_error`] as the not-sent
+    /// predicate.
     pub fn new() -> Self {
         Self::default()
     }
@@ -55,6 +64,15 @@ impl ErrorClassifyLayer {
     #[must_use]
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.config.body_limit = limit;
+        self
+    }
+
+    /// How long reading an error body may take (default [`DEFAULT_BODY_TIMEOUT`], 30 s).
+    /// When it runs out, the error is classified from what arrived (the status decides),
+    /// as for a body that broke off, and the rest is dropped unread.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.config.body_timeout = timeout;
         self
     }
 

@@ -107,7 +107,7 @@ pub use error::{
 };
 pub use fields::FieldErrors;
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_BODY_LIMIT, ErrorClassifyLayer};
+pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, ErrorClassifyLayer};
 pub use payload::RequestPayload;
 pub use permit::PermitWait;
 pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};

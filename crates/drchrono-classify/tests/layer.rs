@@ -367,3 +367,58 @@ async fn kept_requests_are_completed_like_copied_ones() {
     assert_eq!(error.context().path(), Some("/api/appointments"));
     assert!(matches!(error, DrChronoError::Transport { .. }));
 }
+
+/// A body that sends `first` and then never another frame, as a server that stalls mid-body.
+#[derive(Debug)]
+struct StalledBody {
+    first: Option<Bytes>,
+}
+
+impl Body for StalledBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.first.take() {
+            Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+async fn classify_stalled(layer: ErrorClassifyLayer) -> (DrChronoError, std::time::Duration) {
+    let inner = service_fn(|_: Request<Full<Bytes>>| async {
+        let body = StalledBody {
+            first: Some(Bytes::from_static(b"<html><body><h1>502 Bad")),
+        };
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(body)
+                .unwrap(),
+        )
+    });
+    let started = tokio::time::Instant::now();
+    let error = layer.layer(inner).oneshot(request()).await.unwrap_err();
+    (error, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_error_body_is_given_up_after_the_body_timeout() {
+    // The default: 30 s, then the error is classified by its status from what arrived.
+    let (error, waited) = classify_stalled(ErrorClassifyLayer::new()).await;
+    assert_eq!(waited, drchrono_classify::DEFAULT_BODY_TIMEOUT);
+    assert_eq!(waited, std::time::Duration::from_secs(30));
+    assert!(
+        matches!(error, DrChronoError::Server { status, .. } if status == StatusCode::BAD_GATEWAY),
+        "{error:?}"
+    );
+
+    let layer = ErrorClassifyLayer::new().body_timeout(std::time::Duration::from_secs(2));
+    let (error, waited) = classify_stalled(layer).await;
+    assert_eq!(waited, std::time::Duration::from_secs(2));
+    assert!(error.is_retryable(), "{error:?}");
+}
