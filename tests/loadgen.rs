@@ -23,41 +23,7 @@ async fn loadgen_survives_small_windows_faults_and_short_tokens() {
     )
     .await
     .unwrap();
-    let c = sim.credentials();
-    let (base, token) = (sim.base_url(), sim.token_url());
-    let args = Args::try_parse_from([
-        "loadgen",
-        "--base-url",
-        &base,
-        "--token-url",
-        &token,
-        "--client-id",
-        &c.client_id,
-        "--client-secret",
-        &c.client_secret,
-        "--refresh-token",
-        &c.refresh_token,
-        "--requests",
-        "150",
-        "--concurrency",
-        "8",
-        "--max-per-second",
-        "20",
-        "--max-per-window",
-        "100",
-        "--window-secs",
-        "5",
-        "--max-per-hour",
-        "1000",
-        "--hour-secs",
-        "60",
-        "--safety-margin-ms",
-        "100",
-        "--retry-base-ms",
-        "100",
-        "--json",
-    ])
-    .expect("the documented flags parse");
+    let args = small_window_args(&sim, 150);
     let summary = run(args, false).await.expect("loadgen runs");
     let stats = sim.stats();
     assert_eq!((summary.succeeded, summary.failed), (150, 0), "{summary:?}");
