@@ -143,9 +143,12 @@ pin_project! {
         parts: http::response::Parts,
         buffer: Vec<u8>,
         truncated: bool,
-        // When reading gives up ([`crate::ErrorClassifyLayer::body_timeout`]).
-        #[pin]
-        deadline: tokio::time::Sleep,
+        // When reading began; reading gives up `body_timeout` later
+        // ([`crate::ErrorClassifyLayer::body_timeout`]).
+        started: tokio::time::Instant,
+        // The timer, set only once the body makes the reader wait: a body that is there at
+        // once never needs tokio's timer.
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -201,7 +204,8 @@ where
                                 parts,
                                 buffer: Vec::with_capacity(capacity),
                                 truncated: false,
-                                deadline: tokio::time::sleep(this.config.body_timeout),
+                                started: tokio::time::Instant::now(),
+                                deadline: None,
                             }),
                         });
                     }
@@ -222,11 +226,12 @@ where
                         mut body,
                         buffer,
                         truncated,
+                        started,
                         deadline,
                         ..
                     } = reading.as_mut().project();
                     let limit = this.config.body_limit;
-                    let mut deadline = deadline;
+                    let timeout = this.config.body_timeout;
                     loop {
                         if buffer.len() >= limit {
                             // Stop here: whatever is left is dropped with the body, unread.
@@ -236,11 +241,16 @@ where
                         let frame = match body.as_mut().poll_frame(cx) {
                             Poll::Ready(frame) => frame,
                             // A stalled body: classify what arrived, by status.
-                            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                            Poll::Pending => {
+                                let deadline = deadline.get_or_insert_with(|| {
+                                    Box::pin(tokio::time::sleep_until(*started + timeout))
+                                });
+                                if deadline.as_mut().poll(cx).is_pending() {
+                                    return Poll::Pending;
+                                }
                                 *truncated = true;
                                 break;
                             }
-                            Poll::Pending => return Poll::Pending,
                         };
                         match frame {
                             None => break,

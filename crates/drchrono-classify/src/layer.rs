@@ -70,6 +70,10 @@ impl ErrorClassifyLayer {
     /// How long reading an error body may take (default [`DEFAULT_BODY_TIMEOUT`], 30 s).
     /// When it runs out, the error is classified from what arrived (the status decides),
     /// as for a body that broke off, and the rest is dropped unread.
+    ///
+    /// The timer is tokio's, started only when a body makes the reader wait: a body that
+    /// stalls must be read inside a tokio runtime with its time driver enabled (as
+    /// `#[tokio::main]` builds it); tokio panics otherwise.
     #[must_use]
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.config.body_timeout = timeout;
