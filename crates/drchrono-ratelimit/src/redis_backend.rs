@@ -22,7 +22,7 @@ pub(crate) use fallback::Fallback;
 /// uses the same server and [application key](RateLimitConfig::application).
 ///
 /// Each decision is one `EVALSHA` of a Lua script that checks every rule and charges all of
-/// them atomically, exactly as [`LocalLimiter`] does, on Redis's own clock (`TIME`), so
+/// them atomically, exactly as [`LocalLimiter`](crate::LocalLimiter) does, on Redis's own clock (`TIME`), so
 /// hosts with skewed clocks still share one budget. The script returns how long to wait,
 /// which the caller adds to its own clock. A server 429's cool-down is shared the same way.
 /// Keys are per application and expire once their windows have passed.
