@@ -155,6 +155,12 @@ impl fmt::Debug for DrChronoError {
                 s = f.debug_struct("Decode");
                 s.field("source", &self.source());
             }
+            Self::ForeignOrigin {
+                origin, expected, ..
+            } => {
+                s = f.debug_struct("ForeignOrigin");
+                s.field("origin", origin).field("expected", expected);
+            }
         }
         s.field("context", self.context()).finish()
     }

@@ -77,6 +77,7 @@ impl DrChronoError {
             | Self::Server { .. }
             | Self::UnexpectedStatus { .. }
             | Self::Transport { .. }
+            | Self::ForeignOrigin { .. }
             | Self::Decode { .. } => None,
         }
     }
@@ -144,6 +145,13 @@ impl fmt::Display for DrChronoError {
             }
             // The source (often a serde error) may quote response values: not printed here.
             Self::Decode { .. } => f.write_str("the response body could not be read or decoded")?,
+            Self::ForeignOrigin {
+                origin, expected, ..
+            } => write!(
+                f,
+                "refused to send a request to {origin} (nothing was sent): the access token goes \
+                 only to the configured API origin {expected}"
+            )?,
         }
         let context = self.context();
         if let (Some(method), Some(path)) = (&context.method, context.path()) {

@@ -269,6 +269,18 @@ pub enum DrChronoError {
         /// Where it happened.
         context: Box<ErrorContext>,
     },
+    /// Refused before anything was sent: the request's URL (an absolute URL, a `next` link,
+    /// a redirect's `Location`) is on another origin than the configured API's, and the
+    /// access token goes only to the API origin (scheme, host and port). Never retried:
+    /// sending it elsewhere would hand the token to another host.
+    ForeignOrigin {
+        /// The refused origin, `scheme://host[:port]` (never a path or query).
+        origin: String,
+        /// The configured API origin.
+        expected: String,
+        /// Where it happened.
+        context: Box<ErrorContext>,
+    },
     /// A successful response whose body could not be read to the end or decoded as the
     /// type the caller asked for (a client-side `serde` failure, or a connection that broke
     /// mid-body). Not retried: the request did reach the server.
@@ -323,7 +335,7 @@ impl DrChronoError {
             Self::ReauthorizationRequired { .. }
             | Self::InvalidClient { .. }
             | Self::OAuth { .. } => None,
-            Self::Transport { .. } | Self::Decode { .. } => None,
+            Self::Transport { .. } | Self::Decode { .. } | Self::ForeignOrigin { .. } => None,
         };
         self.context().status.or(implied)
     }
@@ -381,6 +393,7 @@ impl DrChronoError {
             | Self::Server { context, .. }
             | Self::UnexpectedStatus { context, .. }
             | Self::Transport { context, .. }
+            | Self::ForeignOrigin { context, .. }
             | Self::Decode { context, .. } => context,
         }
     }
@@ -401,6 +414,7 @@ impl DrChronoError {
             | Self::Server { context, .. }
             | Self::UnexpectedStatus { context, .. }
             | Self::Transport { context, .. }
+            | Self::ForeignOrigin { context, .. }
             | Self::Decode { context, .. } => context,
         }
     }
@@ -518,6 +532,7 @@ impl DrChronoError {
             Self::UnexpectedStatus { .. } => "unexpected_status",
             Self::Transport { .. } => "transport",
             Self::Decode { .. } => "decode",
+            Self::ForeignOrigin { .. } => "foreign_origin",
         }
     }
 }

@@ -235,7 +235,7 @@ impl DrChronoClientBuilder {
     ///
     /// Its origin (scheme, host, port) is the only one the client sends the access token to:
     /// an absolute URL or a `next` link elsewhere is refused before anything is sent (see
-    /// [`ForeignOrigin`](crate::ForeignOrigin)). Plain `http` is refused for a host that is
+    /// [`DrChronoError::ForeignOrigin`](crate::DrChronoError::ForeignOrigin)). Plain `http` is refused for a host that is
     /// not loopback unless [`allow_insecure_http`](Self::allow_insecure_http).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();

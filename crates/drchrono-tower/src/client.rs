@@ -30,7 +30,7 @@ type Inner = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, DrChrono
 /// It keeps the access token home and never hangs:
 /// - **Origin pinning.** Requests go only to the base URL's origin (scheme, host, port); an
 ///   absolute URL or a `next` link elsewhere is refused before anything is sent
-///   ([`ForeignOrigin`](crate::ForeignOrigin)); one that differs only by `http` against
+///   ([`DrChronoError::ForeignOrigin`](crate::DrChronoError::ForeignOrigin)); one that differs only by `http` against
 ///   `https` on the same host is sent to the configured scheme. Redirects are followed on
 ///   the origin only ([`max_redirects`](DrChronoClientBuilder::max_redirects)).
 /// - **Timeouts.** Each attempt, each retry included, must see its response head within
@@ -191,15 +191,15 @@ impl DrChronoClient {
         self.origin.pin(uri).map_err(|refused| {
             tracing::warn!(
                 method = %method,
-                origin = %refused.origin(),
+                origin = %refused.origin,
                 "refused to send a request outside the API origin",
             );
             let mut context = ErrorContext::new();
             context.method = Some(method.clone());
             context.occurred_at = Some(SystemTime::now());
-            DrChronoError::Transport {
-                not_sent: true,
-                source: Box::new(refused),
+            DrChronoError::ForeignOrigin {
+                origin: refused.origin,
+                expected: refused.expected,
                 context: Box::new(context),
             }
         })
@@ -213,8 +213,7 @@ impl DrChronoClient {
     /// # Errors
     /// Every failure as a typed [`DrChronoError`], after the retries the policy allows. A
     /// URL outside the API origin is refused before anything is sent:
-    /// [`DrChronoError::Transport`] with `not_sent: true` and a
-    /// [`ForeignOrigin`](crate::ForeignOrigin) source.
+    /// [`DrChronoError::ForeignOrigin`].
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
@@ -355,9 +354,8 @@ impl DrChronoClient {
     /// Every item of a paginated DrChrono list (`{"next", "previous", "results"}`), page by
     /// page, following the `next` links. Each page is one request through the stack.
     ///
-    /// A `next` link outside the API origin ends the stream with a [`DrChronoError::Transport`]
-    /// (`not_sent: true`, a [`ForeignOrigin`](crate::ForeignOrigin) source), sending nothing
-    /// there; one that differs only by `http` against `https` on the API host is followed on
+    /// A `next` link outside the API origin ends the stream with a
+    /// [`DrChronoError::ForeignOrigin`], sending nothing there; one that differs only by `http` against `https` on the API host is followed on
     /// the configured scheme (Django REST Framework writes `http://` links behind a
     /// TLS-terminating proxy).
     ///

@@ -12,7 +12,7 @@
 //! | [`OAuthRefreshLayer`](oauth::OAuthRefreshLayer) | [`oauth`] | attaches the token, refreshes once before expiry, persists the rotated refresh token first |
 //! | [`ErrorClassifyLayer`](classify::ErrorClassifyLayer) | [`classify`] | error responses become typed [`DrChronoError`]s |
 //!
-//! [`DrChronoClient`] also keeps the access token on the API origin ([`ForeignOrigin`]; plain
+//! [`DrChronoClient`] also keeps the access token on the API origin ([`DrChronoError::ForeignOrigin`]; plain
 //! `http` only to loopback or when [allowed](DrChronoClientBuilder::allow_insecure_http)),
 //! follows same-origin redirects only, and bounds every attempt: 10 s to connect, 60 s to the
 //! response head, 60 s and 32 MiB for a success body ([`TimedOut`], [`BodyTooLarge`]), all
@@ -63,7 +63,6 @@ pub use drchrono_classify::{DrChronoError, SupportReport};
 pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
-pub use origin::ForeignOrigin;
 pub use transport::{
     ConnectTimeout, HttpsClient, https_client, https_client_with_connect_timeout, not_sent,
 };

@@ -7,47 +7,16 @@ use std::net::IpAddr;
 use http::Uri;
 use http::uri::{PathAndQuery, Scheme};
 
-/// A request to a URL outside the configured API origin, refused before anything was sent:
-/// the source of a [`DrChronoError::Transport`](crate::DrChronoError::Transport) with
-/// `not_sent: true`.
+/// A URL outside the configured API origin: the refused origin, never a path or query.
 ///
 /// [`DrChronoClient`](crate::DrChronoClient) attaches the access token to every request it
-/// sends, so it sends only to the scheme, host and port of its base URL. An absolute URL
-/// given to `get`, `send`, … and a `next` link met by `pages` must be on that origin; one
-/// that differs only by `http` against `https` on the same host (with the default port, or
-/// the same port) is rewritten to the configured scheme instead, since Django REST
-/// Framework builds `next` links with the scheme it sees, `http` behind a TLS-terminating
-/// proxy.
+/// sends, so it sends only to the scheme, host and port of its base URL; the client turns
+/// this into [`DrChronoError::ForeignOrigin`](crate::DrChronoError::ForeignOrigin).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForeignOrigin {
-    origin: String,
-    expected: String,
+pub(crate) struct Refused {
+    pub(crate) origin: String,
+    pub(crate) expected: String,
 }
-
-impl ForeignOrigin {
-    /// The refused origin (`scheme://host[:port]`; never a path or query).
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
-    /// The configured API origin.
-    pub fn expected(&self) -> &str {
-        &self.expected
-    }
-}
-
-impl fmt::Display for ForeignOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "refused to send a request to {}: the access token goes only to the configured API \
-             origin {}",
-            self.origin, self.expected
-        )
-    }
-}
-
-impl std::error::Error for ForeignOrigin {}
 
 /// The configured API origin.
 #[derive(Debug, Clone)]
@@ -102,7 +71,7 @@ impl ApiOrigin {
     /// `uri` if it is on the API origin; rewritten to the configured scheme and authority if
     /// it differs only by `http` against `https` on the same host, on the default ports or
     /// on the configured port; otherwise refused.
-    pub(crate) fn pin(&self, uri: Uri) -> Result<Uri, ForeignOrigin> {
+    pub(crate) fn pin(&self, uri: Uri) -> Result<Uri, Refused> {
         let scheme = uri.scheme_str().unwrap_or("");
         let same_host = uri
             .host()
@@ -121,7 +90,7 @@ impl ApiOrigin {
                 }
             }
         }
-        Err(ForeignOrigin {
+        Err(Refused {
             origin: origin_of(&uri),
             expected: self.to_string(),
         })
@@ -183,7 +152,7 @@ mod tests {
         origin(base)
             .pin(uri.parse().unwrap())
             .map(|u| u.to_string())
-            .map_err(|e| e.origin().to_owned())
+            .map_err(|e| e.origin)
     }
 
     #[test]
@@ -258,9 +227,10 @@ mod tests {
                     .unwrap(),
             )
             .unwrap_err();
-        let text = format!("{error} {error:?}");
+        let text = format!("{error:?}");
         assert!(!text.contains("Jane") && !text.contains("/api"), "{text}");
-        assert_eq!(error.expected(), "https://app.drchrono.com");
+        assert_eq!(error.origin, "http://evil.example");
+        assert_eq!(error.expected, "https://app.drchrono.com");
     }
 
     #[test]

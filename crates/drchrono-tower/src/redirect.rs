@@ -51,7 +51,7 @@ pub(crate) fn follow(
         Err(refused) => {
             tracing::debug!(
                 status = status.as_u16(),
-                origin = %refused.origin(),
+                origin = %refused.origin,
                 "cross-origin redirect returned unfollowed",
             );
             return None;
