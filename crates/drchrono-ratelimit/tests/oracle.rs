@@ -8,24 +8,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drchrono_ratelimit::{LocalLimiter, Priority, RateLimitConfig, Rule};
+use drchrono_ratelimit::{LocalLimiter, Priority, RateLimitConfig};
 use proptest::prelude::*;
 
-/// 2026-01-05T10:37:00Z in milliseconds.
-const BASE_MS: u64 = 1_767_609_420_000;
+mod random_rules;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Sliding,
-    Aligned,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct R {
-    kind: Kind,
-    max: u64,
-    period: u64,
-}
+use random_rules::{BASE_MS, Kind, R, rule_strategy};
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -145,21 +133,6 @@ fn assert_no_rule_broken(case: &Case, released: &[u64]) {
     }
 }
 
-fn rule_strategy() -> impl Strategy<Value = R> {
-    prop_oneof![
-        (1u64..=6, 1u64..=40).prop_map(|(max, period)| R {
-            kind: Kind::Sliding,
-            max,
-            period
-        }),
-        (1u64..=12, 3u64..=80).prop_map(|(max, period)| R {
-            kind: Kind::Aligned,
-            max,
-            period
-        }),
-    ]
-}
-
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(rule_strategy(), 1..=4),
@@ -186,13 +159,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 }
 
 fn run(case: &Case) {
-    let rules = case.rules.iter().map(|r| {
-        let (max, period) = (r.max as u32, Duration::from_millis(r.period));
-        match r.kind {
-            Kind::Sliding => Rule::sliding(max, period).unwrap(),
-            Kind::Aligned => Rule::aligned(max, period).unwrap(),
-        }
-    });
+    let rules = case.rules.iter().map(R::rule);
     let config = RateLimitConfig::builder()
         .rules(rules)
         .safety_margin(Duration::from_millis(case.margin))
