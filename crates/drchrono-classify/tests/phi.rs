@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
-use std::io::{self, Write};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -30,7 +30,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use serde_json::json;
 use tower::{Service, ServiceExt, service_fn};
-use tracing_subscriber::fmt::MakeWriter;
+
+mod capture;
+
+use capture::capture;
 
 /// Generated cases of the property test.
 const CASES: u32 = 2_000;
@@ -394,54 +397,6 @@ fn renderings(error: &DrChronoError) -> Vec<(String, String)> {
         depth += 1;
     }
     out
-}
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    /// What was captured since the last call.
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
-
-/// Captures every event, down to TRACE, into a buffer until the guard drops.
-///
-/// Every test of this file that emits events captures them: `tracing` caches whether a
-/// call site is enabled when it is first hit, and while only one subscriber is registered it
-/// asks the hitting thread's: a site first hit on a thread without one would stay disabled
-/// for the other tests.
-fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(buffer.clone())
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -1,8 +1,7 @@
 //! All `tracing` output at TRACE, while PHI-laden errors are classified, holds no patient value.
 
 use std::convert::Infallible;
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
+use std::io;
 
 use bytes::Bytes;
 use drchrono_classify::{ErrorClassify, RequestPayload};
@@ -10,7 +9,10 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{ServiceExt, service_fn};
-use tracing_subscriber::fmt::MakeWriter;
+
+mod capture;
+
+use capture::capture;
 
 /// Patient values that must never reach a log.
 const PHI: &[&str] = &[
@@ -21,38 +23,6 @@ const PHI: &[&str] = &[
     "555-0199",
     "secret-access-token",
 ];
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Captures every event, down to TRACE, into a buffer until the guard drops.
-fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(buffer.clone())
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
-}
 
 /// An echo of the patient record, as a careless server might send back.
 const ECHO: &str = r#"{"first_name":"Henrietta","last_name":"Lacks","date_of_birth":"1951-08-01","notes":"Cervical biopsy","cell_phone":"555-0199"}"#;
@@ -118,7 +88,7 @@ async fn tracing_output_has_no_patient_values() {
         .unwrap();
     failing.oneshot(request).await.unwrap_err();
 
-    let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let output = buffer.text();
     for phi in PHI {
         assert!(!output.contains(phi), "{phi} logged:\n{output}");
     }
@@ -171,10 +141,7 @@ async fn a_kept_request_is_logged_once_its_context_is_completed() {
     assert!(error.context().is_awaiting_request());
     assert!(error.context().method.is_none() && error.context().request_payload.is_none());
     assert!(error.context().occurred_at.is_some());
-    assert!(
-        buffer.0.lock().unwrap().is_empty(),
-        "logged before completion"
-    );
+    assert!(buffer.text().is_empty(), "logged before completion");
 
     error.complete_request_context(&kept);
     // A second completion (or one on any other error) changes and logs nothing.
@@ -193,7 +160,7 @@ async fn a_kept_request_is_logged_once_its_context_is_completed() {
     assert!(!other.context().is_awaiting_request());
     assert_eq!(other.context().path(), Some("/api/appointments"));
 
-    let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let output = buffer.text();
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 2, "{output}");
     for line in &lines {
