@@ -67,9 +67,6 @@ pub struct ErrorContext {
     /// How long the attempt waited for the rate limiter's permit before it was sent, when it
     /// waited at all (set by `drchrono-ratelimit`; see [`crate::PermitWait`]).
     pub permit_wait: Option<Duration>,
-    /// The classifier left method, URI, payload and the log event to a layer that keeps the
-    /// request ([`crate::call::keep_request`]).
-    pub(crate) awaiting_request: bool,
     /// What `source()` shows of a `Transport` or `Decode` error's source.
     pub(crate) source_cache: SourceCache,
 }
@@ -99,23 +96,6 @@ impl ErrorContext {
             .extensions()
             .get::<crate::RequestPayload>()
             .map(|payload| crate::redact::redact_payload(payload.as_bytes()));
-    }
-
-    /// A context whose method, URI and payload a layer keeping the request will add
-    /// ([`DrChronoError::complete_request_context`]).
-    pub(crate) fn awaiting_request() -> Self {
-        Self {
-            occurred_at: Some(SystemTime::now()),
-            awaiting_request: true,
-            ..Self::default()
-        }
-    }
-
-    /// Whether the method, URI and payload are still to be added by the layer that keeps the
-    /// request (inside `drchrono-tower`'s `DrChronoService`, the retry policy adds them to
-    /// every error of the attempt before it reaches the caller).
-    pub fn is_awaiting_request(&self) -> bool {
-        self.awaiting_request
     }
 
     /// The request path without query string: safe to log.
@@ -454,64 +434,6 @@ impl DrChronoError {
         }
         any.downcast_mut::<crate::BoxError>()
             .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
-    }
-
-    /// Adds `request`'s method, URI and redacted [`crate::RequestPayload`] to an error whose
-    /// classifier left them to the caller (and, to a 403, the endpoint's
-    /// [`required_scopes`](crate::required_scopes)), then emits the error's one `tracing` event (which
-    /// the classifier held back so that it would name the path). Does nothing to any other
-    /// error, so a layer may call it on every error it sees.
-    ///
-    /// A layer that calls [`crate::call::keep_request`] must call this on every error of the
-    /// attempt; `drchrono-retry`'s `RetryPolicy` does both.
-    ///
-    /// ```
-    /// use drchrono_classify::{DrChronoError, ErrorClassifyLayer, call};
-    /// use http::{Request, Response, StatusCode};
-    /// use http_body_util::Full;
-    /// use tower::{Layer, ServiceExt, service_fn};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let not_found = service_fn(|_request: Request<String>| async {
-    ///     let mut response = Response::new(Full::new(bytes::Bytes::from_static(b"{}")));
-    ///     *response.status_mut() = StatusCode::NOT_FOUND;
-    ///     Ok::<_, std::convert::Infallible>(response)
-    /// });
-    /// let mut classify = ErrorClassifyLayer::new().layer(not_found);
-    /// let request = || Request::get("https://app.drchrono.com/api/patients/7").body(String::new()).unwrap();
-    ///
-    /// // As the retry policy does: keep a copy, promise to complete the context, then call.
-    /// let kept = request();
-    /// let future = call::run(|| {
-    ///     call::keep_request();
-    ///     tower::Service::call(&mut classify, request())
-    /// });
-    /// let mut error = future.await.unwrap_err();
-    /// assert!(error.context().is_awaiting_request());
-    /// assert!(error.context().uri.is_none());
-    ///
-    /// error.complete_request_context(&kept);
-    /// assert!(!error.context().is_awaiting_request());
-    /// assert_eq!(error.context().path(), Some("/api/patients/7"));
-    /// assert!(matches!(error, DrChronoError::NotFound { .. }));
-    /// # }
-    /// ```
-    pub fn complete_request_context<B>(&mut self, request: &http::Request<B>) {
-        let context = self.context_mut();
-        if !context.awaiting_request {
-            return;
-        }
-        context.awaiting_request = false;
-        context.fill_request(request);
-        // The one part of the classification that depends on the request.
-        if let Self::Forbidden {
-            required_scopes, ..
-        } = self
-        {
-            *required_scopes = crate::required_scopes(request.method(), request.uri().path());
-        }
-        crate::trace::emit(self);
     }
 
     /// A stable, PHI-free name of the variant (`"bad_request"`, `"throttled"`, …), as logged

@@ -22,28 +22,21 @@ pub(crate) enum RequestContext {
     /// words, which every layer above moves (a copy of the request's parts would be most of
     /// it).
     Captured(Box<RequestInfo>),
-    /// A layer above keeps the request and completes the context ([`crate::call`]).
-    KeptAbove,
     /// Already given to an error.
     Used,
 }
 
 impl RequestContext {
-    /// A copy of `request`, unless the layer above promised to keep it.
+    /// A copy of `request`'s method, URI and payload.
     #[inline]
     pub(crate) fn of<B>(request: &Request<B>) -> Self {
-        if crate::call::take_request_kept() {
-            Self::KeptAbove
-        } else {
-            Self::Captured(Box::new(RequestInfo::new(request)))
-        }
+        Self::Captured(Box::new(RequestInfo::new(request)))
     }
 
     /// The context of an error, once.
     fn take(&mut self) -> ErrorContext {
         match std::mem::replace(self, Self::Used) {
             Self::Captured(info) => (*info).into_context(),
-            Self::KeptAbove => ErrorContext::awaiting_request(),
             Self::Used => ErrorContext {
                 occurred_at: Some(SystemTime::now()),
                 ..ErrorContext::default()
@@ -52,12 +45,9 @@ impl RequestContext {
     }
 }
 
-/// Logs `error` now, unless the layer that keeps the request will, once it has added the
-/// method and path ([`DrChronoError::complete_request_context`]).
+/// Logs `error`: its one `tracing` event.
 fn emit(error: &DrChronoError) {
-    if !error.context().is_awaiting_request() {
-        trace::emit(error);
-    }
+    trace::emit(error);
 }
 
 /// What the future keeps of the request, to fill an [`ErrorContext`] if needed.

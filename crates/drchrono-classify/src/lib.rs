@@ -55,7 +55,6 @@
 //! - [`required_scopes`]: the OAuth scopes of DrChrono's main endpoints, for 403s.
 //! - [`redact`] and [`RequestPayload`]: payloads and bodies with every patient value replaced
 //!   by `REDACT`.
-//! - [`call`]: what the layers of one `call` share (one clock reading, who keeps the request).
 //! - [`PermitWait`]: how long an attempt waited for the rate limiter, which the retry
 //!   policy's deadline leaves out.
 //! - [`SupportReport`]: the report DrChrono asks for about 5xx errors and erratic 401s.
@@ -77,7 +76,6 @@
 //! whose payload, body and field errors are redacted). `tests/phi.rs` checks this for
 //! generated patient values in every place they can arrive.
 
-pub mod call;
 mod classify;
 mod debug;
 mod display;

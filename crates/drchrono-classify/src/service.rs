@@ -24,12 +24,8 @@ use crate::{BoxError, DrChronoError, ErrorClassifyLayer, ErrorContext, trace};
 /// Attach a [`crate::RequestPayload`] extension to have the payload, redacted, in the
 /// error's [`ErrorContext`].
 ///
-/// Each call copies the request's method and URI (and payload) for the error's context,
-/// unless a layer above that keeps the request anyway promised to add them
-/// ([`crate::call::keep_request`], as the retry policy does inside `drchrono-tower`'s
-/// `DrChronoService`): the error's context then
-/// [awaits the request](ErrorContext::is_awaiting_request), and its log event is emitted when
-/// that layer [completes it](DrChronoError::complete_request_context).
+/// Each call copies the request's method and URI (and payload, when attached) for the
+/// error's context.
 #[derive(Clone, Debug)]
 pub struct ErrorClassify<S> {
     inner: S,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use drchrono_classify::{
     BoxError, DrChronoError, ErrorClassify, ErrorContext, RedactedJsonError, RequestPayload,
-    SupportReport, call,
+    SupportReport,
 };
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -286,32 +286,17 @@ fn decode_failure(patient: &Patient, variant: bool) -> serde_json::Error {
     }
 }
 
-/// The error of one call of `service` with the patient's request: copied by the classifier,
-/// or (`kept`) completed by the layer above as the retry policy does inside
-/// `drchrono-tower`'s `DrChronoService`.
+/// The error of one call of `service` with the patient's request.
 fn classify_with<S>(
     runtime: &tokio::runtime::Runtime,
     patient: &Patient,
-    kept: bool,
-    mut service: ErrorClassify<S>,
+    service: ErrorClassify<S>,
 ) -> DrChronoError
 where
     S: Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>>,
     S::Error: Into<BoxError>,
 {
-    runtime.block_on(async {
-        if kept {
-            let future = call::run(|| {
-                call::keep_request();
-                service.call(request(patient))
-            });
-            let mut error = future.await.unwrap_err();
-            error.complete_request_context(&request(patient));
-            error
-        } else {
-            service.oneshot(request(patient)).await.unwrap_err()
-        }
-    })
+    runtime.block_on(async { service.oneshot(request(patient)).await.unwrap_err() })
 }
 
 /// Every error of one case: one per status, a transport failure that quotes a value, and a
@@ -319,7 +304,6 @@ where
 fn errors(
     runtime: &tokio::runtime::Runtime,
     patient: &Patient,
-    kept: bool,
     variant: bool,
 ) -> Vec<DrChronoError> {
     let mut out = Vec::new();
@@ -329,7 +313,6 @@ fn errors(
         out.push(classify_with(
             runtime,
             patient,
-            kept,
             ErrorClassify::new(service_fn(move |_request: Request<Full<Bytes>>| {
                 let answer = answer.lock().unwrap().take().unwrap();
                 async move { Ok::<_, Infallible>(answer) }
@@ -342,7 +325,6 @@ fn errors(
     out.push(classify_with(
         runtime,
         patient,
-        kept,
         ErrorClassify::new(service_fn(move |_request: Request<Full<Bytes>>| {
             let error = quoting.lock().unwrap().take().unwrap();
             async move { Err::<Response<Full<Bytes>>, _>(error) }
@@ -410,11 +392,11 @@ fn runtime() -> tokio::runtime::Runtime {
 fn no_generated_patient_value_reaches_any_rendering() {
     let runtime = runtime();
     let mut runner = TestRunner::new(RunnerConfig::with_cases(CASES));
-    let strategy = (patient(), any::<bool>(), any::<bool>());
+    let strategy = (patient(), any::<bool>());
     let (buffer, _guard) = capture();
     runner
-        .run(&strategy, |(patient, kept, variant)| {
-            let errors = errors(&runtime, &patient, kept, variant);
+        .run(&strategy, |(patient, variant)| {
+            let errors = errors(&runtime, &patient, variant);
             let logged = buffer.take();
             let mut all = vec![("tracing at TRACE".to_owned(), logged.clone())];
             for error in &errors {
@@ -468,10 +450,10 @@ fn the_checker_catches_a_debug_that_prints_the_uri() {
     let (_buffer, _guard) = capture();
     let runtime = runtime();
     let mut runner = TestRunner::new(RunnerConfig::with_cases(256));
-    let strategy = (patient(), any::<bool>(), any::<bool>());
+    let strategy = (patient(), any::<bool>());
     runner
-        .run(&strategy, |(patient, kept, variant)| {
-            let errors = errors(&runtime, &patient, kept, variant);
+        .run(&strategy, |(patient, variant)| {
+            let errors = errors(&runtime, &patient, variant);
             let secrets = patient.secrets();
             for error in &errors {
                 // As a derived `Debug` of the context would.

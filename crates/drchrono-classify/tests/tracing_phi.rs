@@ -114,12 +114,9 @@ async fn tracing_output_has_no_patient_values() {
     );
 }
 
-/// Under a layer that keeps the request (`call::keep_request`), the classifier logs nothing
-/// and copies nothing; completing the context logs the one event, with method and path and
-/// no patient value.
+/// Each classified error is logged once, with method and path and no patient value.
 #[tokio::test(flavor = "current_thread")]
-async fn a_kept_request_is_logged_once_its_context_is_completed() {
-    use drchrono_classify::call;
+async fn each_error_is_logged_once_with_its_method_and_path() {
     use tower::Service;
 
     let (buffer, _guard) = capture();
@@ -132,32 +129,16 @@ async fn a_kept_request_is_logged_once_its_context_is_completed() {
     let mut service = ErrorClassify::new(service_fn(|_req: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(respond(409))
     }));
-    let kept = request();
-    let future = call::run(|| {
-        assert!(call::keep_request());
-        service.call(request())
-    });
-    let mut error = future.await.unwrap_err();
-    assert!(error.context().is_awaiting_request());
-    assert!(error.context().method.is_none() && error.context().request_payload.is_none());
-    assert!(error.context().occurred_at.is_some());
-    assert!(buffer.text().is_empty(), "logged before completion");
-
-    error.complete_request_context(&kept);
-    // A second completion (or one on any other error) changes and logs nothing.
-    error.complete_request_context(&kept);
+    let error = service.call(request()).await.unwrap_err();
     assert_eq!(error.context().path(), Some("/api/appointments"));
     assert_eq!(error.context().method, Some(http::Method::POST));
+    assert!(error.context().occurred_at.is_some());
     let payload = error.context().request_payload.as_deref().unwrap();
     assert!(
         payload.contains("REDACT") && !payload.contains("Henrietta"),
         "{payload}"
     );
-
-    // Outside `call::run` the promise does nothing: the next call copies its request.
-    assert!(!call::keep_request());
     let other = service.call(request()).await.unwrap_err();
-    assert!(!other.context().is_awaiting_request());
     assert_eq!(other.context().path(), Some("/api/appointments"));
 
     let output = buffer.text();

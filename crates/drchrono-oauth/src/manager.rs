@@ -205,7 +205,7 @@ impl TokenManager {
             && snapshot
                 .active
                 .as_ref()
-                .is_some_and(|active| active.usable(Need::Fresh, drchrono_classify::call::now()))
+                .is_some_and(|active| active.usable(Need::Fresh, tokio::time::Instant::now()))
     }
 
     /// The bearer header on the fast path: installed, persisted, not due for refresh.
@@ -216,7 +216,7 @@ impl TokenManager {
             return None;
         }
         let active = snapshot.active.as_ref()?;
-        if !active.usable(Need::Fresh, drchrono_classify::call::now()) {
+        if !active.usable(Need::Fresh, tokio::time::Instant::now()) {
             return None;
         }
         Some((active.header.clone()?, active.generation()))
@@ -232,7 +232,7 @@ impl TokenManager {
             return None;
         }
         let active = snapshot.active.as_ref()?;
-        if drchrono_classify::call::now() >= active.expires_at {
+        if tokio::time::Instant::now() >= active.expires_at {
             return None;
         }
         Some((active.header.clone()?, active.generation()))

@@ -330,12 +330,11 @@ impl TokioClock {
     /// The monotonic reading now, in nanoseconds.
     #[inline]
     pub(crate) fn monotonic_nanos(&self) -> u64 {
-        self.monotonic_nanos_at(drchrono_classify::call::now())
+        self.monotonic_nanos_at(Instant::now())
     }
 
     /// Both readings now, in nanoseconds, in integer arithmetic: what the limiter decides
-    /// on. Inside [`drchrono_classify::call::run`], tokio's reading is the one shared by the
-    /// layers of one `call`.
+    /// on.
     #[inline]
     pub(crate) fn reading(&self) -> Reading {
         let mono = self.monotonic_nanos();
@@ -380,10 +379,8 @@ impl Default for TokioClock {
 }
 
 impl Clock for TokioClock {
-    /// Inside [`drchrono_classify::call::run`], tokio's reading is the one shared by the
-    /// layers of one `call`.
     fn now(&self) -> SystemTime {
-        let instant = drchrono_classify::call::now();
+        let instant = Instant::now();
         let steps = self.steps(self.monotonic_nanos_at(instant));
         shifted(self.anchored_at(instant), steps)
     }

@@ -296,13 +296,6 @@ where
         req: &mut Request<B>,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<RetryFuture> {
-        // `clone_request` promised the classifier to add the request's context to its
-        // errors (`call::keep_request`): every outcome comes here first.
-        if let Err(error) = result
-            && let Some(error) = DrChronoError::find_mut(error)
-        {
-            error.complete_request_context(req);
-        }
         // The wall clock is read only to date a raw 429's `Retry-After`.
         let config = &self.shared.config;
         let trigger = Trigger::of(result, config.wall_clock)?;
@@ -356,8 +349,8 @@ where
         if self.state.is_first_attempt() {
             // tower's `Retry` calls this on its own policy before cloning it for the request:
             // the instant is copied into the request's clone. One clock read serves the
-            // deadline and the budget (shared with the layers below inside `call::run`).
-            let now = drchrono_classify::call::now();
+            // deadline and the budget.
+            let now = Instant::now();
             self.state.started = Some(now);
             self.shared.budget.deposit(now);
             Counters::bump(&self.shared.counters.requests);
@@ -369,9 +362,6 @@ where
         *clone.version_mut() = req.version();
         *clone.headers_mut() = req.headers().clone();
         *clone.extensions_mut() = req.extensions().clone();
-        // This copy outlives the attempt and every outcome reaches `retry`: the classifier
-        // below may leave the request's context to it (inside `call::run` only).
-        drchrono_classify::call::keep_request();
         Some(clone)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use drchrono_classify::{ErrorClassify, ErrorClassifyLayer, call};
+use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
 use drchrono_retry::RetryPolicy;
@@ -14,15 +14,8 @@ use tower::{Layer, Service, ServiceBuilder};
 /// error classification.
 pub type DrChronoStack<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>;
 
-/// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], each
-/// `call` of which runs inside [`drchrono_classify::call::run`].
-///
-/// Inside it the layers share what one call needs once: the clock is read once for the
-/// retry deadline and budget, the limiter's decision and the token's freshness, and the
-/// classifier copies nothing from the request, since the retry policy holds a copy anyway
-/// and adds the method, URI and payload to every failed attempt's error
-/// ([`DrChronoError::complete_request_context`](crate::DrChronoError::complete_request_context)).
-/// Otherwise it is the stack itself, with the same responses, errors and future.
+/// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], with
+/// the same responses, errors and future, under one name.
 #[derive(Debug, Clone)]
 pub struct DrChronoService<S> {
     inner: DrChronoStack<S>,
@@ -60,7 +53,7 @@ where
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        call::run(|| self.inner.call(request))
+        self.inner.call(request)
     }
 }
 
