@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Parser;
 use drchrono_ratelimit::{
-    DEFAULT_SAFETY_MARGIN, DrChronoRateLimitLayer, RateLimitConfig, RateLimiter, TokioClock,
+    DEFAULT_SAFETY_MARGIN, DrChronoRateLimitLayer, RateLimitConfig, RateLimiter,
 };
 use http::{Request, Response};
 use serde::Serialize;
@@ -126,9 +126,7 @@ async fn simulate(
     start: SystemTime,
     n: usize,
 ) -> Result<Vec<Duration>, Box<dyn Error>> {
-    let limiter = RateLimiter::builder(config)
-        .clock(TokioClock::starting_at(start))
-        .build();
+    let limiter = RateLimiter::builder(config).start_at(start).build();
     let origin = tokio::time::Instant::now();
     let released = Arc::new(Mutex::new(vec![Duration::ZERO; n]));
     let record = Arc::clone(&released);

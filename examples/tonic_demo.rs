@@ -212,11 +212,13 @@ pub async fn run(options: Options) -> Result<TonicReport, Error> {
         })
         .map_result({
             let refused = refused.clone();
+            // Boxed, as tower's own layers box: the layers above see a `BoxError`
+            // (`LayerError`), and a tonic transport error inside it is unclassified.
             move |result: Result<_, tonic::transport::Error>| {
                 if result.is_err() {
                     refused.notify_one();
                 }
-                result
+                result.map_err(drchrono_tower::classify::BoxError::from)
             }
         })
         .service(channel);

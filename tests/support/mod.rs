@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use drchrono_sim::{DOCTOR_ID, SimConfig, Simulator, TokenResponse};
 use drchrono_tower::oauth::TokenSet;
-use drchrono_tower::ratelimit::{RateLimitConfig, RateLimiter, TokioClock};
+use drchrono_tower::ratelimit::{RateLimitConfig, RateLimiter};
 use drchrono_tower::retry::RetryPolicy;
 use drchrono_tower::{DrChronoClient, DrChronoClientBuilder};
 use http::header::{AUTHORIZATION, RETRY_AFTER};
@@ -51,9 +51,7 @@ pub(crate) fn simulator(config: SimConfig, start: SystemTime) -> Simulator {
 /// A rate limiter whose wall clock reads `start` now. Created in the same instant as the
 /// simulator, both clocks read the same wall time for the whole test.
 pub(crate) fn limiter(config: RateLimitConfig, start: SystemTime) -> RateLimiter {
-    RateLimiter::builder(config)
-        .clock(TokioClock::starting_at(start))
-        .build()
+    RateLimiter::builder(config).start_at(start).build()
 }
 
 /// A client builder for the simulator's application, starting from its refresh token only

@@ -399,43 +399,6 @@ impl DrChronoError {
         }
     }
 
-    /// The [`DrChronoError`] inside a layer's error type `E`: the error itself, or the
-    /// error boxed as a [`BoxError`](crate::BoxError) (tower's and hyper's usual error type).
-    /// `None` for any other error.
-    ///
-    /// ```
-    /// use drchrono_classify::{BoxError, DrChronoError, ErrorContext};
-    /// use http::StatusCode;
-    ///
-    /// let error = DrChronoError::Server {
-    ///     status: StatusCode::BAD_GATEWAY,
-    ///     context: Box::new(ErrorContext::new()),
-    /// };
-    /// let boxed: BoxError = Box::new(error);
-    /// assert!(DrChronoError::find(&boxed).is_some());
-    /// let other: BoxError = "not ours".into();
-    /// assert!(DrChronoError::find(&other).is_none());
-    /// ```
-    pub fn find<E: 'static>(error: &E) -> Option<&DrChronoError> {
-        let any: &dyn std::any::Any = error;
-        match any.downcast_ref::<DrChronoError>() {
-            Some(error) => Some(error),
-            None => any
-                .downcast_ref::<crate::BoxError>()
-                .and_then(|boxed| boxed.downcast_ref::<DrChronoError>()),
-        }
-    }
-
-    /// [`DrChronoError::find`], mutably.
-    pub fn find_mut<E: 'static>(error: &mut E) -> Option<&mut DrChronoError> {
-        let any: &mut dyn std::any::Any = error;
-        if any.is::<DrChronoError>() {
-            return any.downcast_mut::<DrChronoError>();
-        }
-        any.downcast_mut::<crate::BoxError>()
-            .and_then(|boxed| boxed.downcast_mut::<DrChronoError>())
-    }
-
     /// A stable, PHI-free name of the variant (`"bad_request"`, `"throttled"`, …), as logged
     /// in the `kind` field of `tracing` events and in [`crate::SupportReport`].
     pub fn kind_name(&self) -> &'static str {

@@ -83,6 +83,7 @@ mod error;
 mod fields;
 mod future;
 mod layer;
+mod layer_error;
 pub mod parse;
 mod payload;
 mod permit;
@@ -106,6 +107,7 @@ pub use error::{
 pub use fields::FieldErrors;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, ErrorClassifyLayer};
+pub use layer_error::LayerError;
 pub use payload::RequestPayload;
 pub use permit::PermitWait;
 pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};

@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, ErrorContext, PermitWait};
+use drchrono_classify::{ErrorContext, LayerError, PermitWait};
 use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::failure::{BACKEND_RETRY_INTERVAL, can_carry, carry};
+use crate::failure::{BACKEND_RETRY_INTERVAL, carry};
 use crate::observe::throttled_until;
 use crate::rate_limiter::Refused;
 use crate::{Priority, RateLimiter};
@@ -102,7 +102,7 @@ where
     where
         S: Send + 'static,
         Req: Send + 'static,
-        S::Error: Send + 'static,
+        S::Error: LayerError + Send + 'static,
     {
         let sending = send_when_admitted(service, request, limiter.clone(), priority, context_of);
         Self {
@@ -130,11 +130,10 @@ fn send_when_admitted<S, Req>(
 where
     S: Service<Req> + Send + 'static,
     Req: Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: LayerError + Send + 'static,
 {
     Box::pin(async move {
         let queued_at = Instant::now();
-        let fail_fast = can_carry::<S::Error>();
         loop {
             let admitted = limiter
                 .acquire_when_ready(priority, |cx| service.poll_ready(cx))
@@ -148,7 +147,7 @@ where
                 Err(Refused::Backend(error)) => error,
             };
             let backend = error.backend();
-            if fail_fast && let Some(error) = carry::<S::Error>(error, context_of(&request)) {
+            if let Some(error) = carry::<S::Error>(error, context_of(&request)) {
                 return Err(error);
             }
             tracing::warn!(
@@ -164,7 +163,7 @@ where
 impl<S, Req, ResBody> Future for ResponseFuture<S, Req>
 where
     S: Service<Req, Response = Response<ResBody>>,
-    S::Error: 'static,
+    S::Error: LayerError,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
@@ -239,7 +238,7 @@ where
 /// it is returned. Out of line: most attempts neither waited nor were throttled.
 #[cold]
 #[inline(never)]
-fn after_wait_or_429<B, E: 'static>(
+fn after_wait_or_429<B, E: LayerError>(
     mut outcome: Outcome<B, E>,
     waited: Option<Duration>,
     until: Option<SystemTime>,
@@ -263,13 +262,13 @@ fn after_wait_or_429<B, E: 'static>(
 /// Tells the layers above how long the attempt waited for its permit ([`PermitWait`]): in
 /// the response's extensions, or in a [`DrChronoError`]'s context (boxed or not). An error
 /// of any other type cannot carry it.
-fn record_wait<B, E: 'static>(outcome: &mut Result<Response<B>, E>, waited: Duration) {
+fn record_wait<B, E: LayerError>(outcome: &mut Result<Response<B>, E>, waited: Duration) {
     match outcome {
         Ok(response) => {
             response.extensions_mut().insert(PermitWait(waited));
         }
         Err(error) => {
-            if let Some(error) = DrChronoError::find_mut(error) {
+            if let Some(error) = error.as_drchrono_mut() {
                 error.context_mut().permit_wait = Some(waited);
             }
         }

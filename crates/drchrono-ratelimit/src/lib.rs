@@ -12,7 +12,7 @@
 //! use std::convert::Infallible;
 //! use std::time::{Duration, SystemTime};
 //!
-//! use drchrono_ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, RateLimiter, TokioClock};
+//! use drchrono_ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, RateLimiter};
 //! use http::{Request, Response};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
@@ -24,7 +24,7 @@
 //!     .max_per_hour(500)                 // DrChrono's default; raise it if they raised yours
 //!     .safety_margin(Duration::ZERO)     // default 100 ms
 //!     .build()?;
-//! let limiter = RateLimiter::builder(config).clock(TokioClock::starting_at(start)).build();
+//! let limiter = RateLimiter::builder(config).start_at(start).build();
 //! let client = ServiceBuilder::new()
 //!     .layer(DrChronoRateLimitLayer::new(limiter.clone()))
 //!     .service_fn(|_request: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, parse};
+use drchrono_classify::{DrChronoError, LayerError, parse};
 use http::{Response, StatusCode};
 
 use crate::Clock;
@@ -18,7 +18,7 @@ pub(crate) const MAX_SERVER_PAUSE: Duration = Duration::from_secs(60 * 60);
 /// an `Err` that is (or boxes) [`DrChronoError::Throttled`] with `available_at` or
 /// `retry_after`, or a raw `Ok` 429 response with a `Retry-After` header. At most
 /// [`MAX_SERVER_PAUSE`] from now.
-pub(crate) fn throttled_until<B, E: 'static>(
+pub(crate) fn throttled_until<B, E: LayerError>(
     outcome: &Result<Response<B>, E>,
     clock: &dyn Clock,
 ) -> Option<SystemTime> {
@@ -30,7 +30,7 @@ pub(crate) fn throttled_until<B, E: 'static>(
         }
         Ok(_) => None,
         Err(error) => {
-            let error = DrChronoError::find(error)?;
+            let error = error.as_drchrono()?;
             match error {
                 DrChronoError::Throttled {
                     available_at: Some(at),
@@ -165,7 +165,7 @@ mod tests {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
         for typed in [false, true] {
             let limiter = RateLimiter::builder(RateLimitConfig::default())
-                .clock(TokioClock::starting_at(start))
+                .start_at(start)
                 .build();
             let answered = Arc::new(AtomicBool::new(false));
             let inner = service_fn(move |_request: http::Request<()>| {

@@ -1,7 +1,6 @@
 //! [`RateLimiter`]: one application's shared budget, with waiting in first-come
 //! first-served order.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
@@ -31,13 +30,13 @@ use crate::{
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use drchrono_ratelimit::{Priority, RateLimitConfig, RateLimiter, TokioClock};
+/// use drchrono_ratelimit::{Priority, RateLimitConfig, RateLimiter};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
 /// let config = RateLimitConfig::builder().safety_margin(Duration::ZERO).build()?;
-/// let limiter = RateLimiter::builder(config).clock(TokioClock::starting_at(start)).build();
+/// let limiter = RateLimiter::builder(config).start_at(start).build();
 /// for _ in 0..9 {
 ///     assert_eq!(limiter.acquire(Priority::Interactive).await?, start);
 /// }
@@ -54,17 +53,8 @@ pub struct RateLimiter {
 
 struct Inner {
     config: RateLimitConfig,
-    backend: Arc<dyn Backend>,
-    clock: Arc<dyn Clock>,
-    /// The same backend, when it is a [`LocalLimiter`], and the same clock, when it is a
-    /// [`TokioClock`]: the admitted-at-once path then decides in integer nanoseconds with
-    /// no dynamic call and no `SystemTime` conversion. A `LocalLimiter` gets both readings
-    /// ([`Now`]); another backend, the wall clock's.
-    local: Option<Arc<LocalLimiter>>,
-    tokio_clock: Option<TokioClock>,
-    /// The monotonic clock (tokio's, anchored at the clock's time when built) for a clock
-    /// that is not a [`TokioClock`] (which reads both itself).
-    monotonic: TokioClock,
+    store: Store,
+    clocks: Clocks,
     /// Fair (FIFO) turn of the waiters; its holder sleeps until its earliest instant.
     turn: tokio::sync::Mutex<()>,
     /// Fair turn among background waiters.
@@ -75,15 +65,46 @@ struct Inner {
     background_queued: AtomicUsize,
 }
 
+/// Where the budget is kept.
+enum Store {
+    /// In this process (the default): decided synchronously, on both clocks' readings
+    /// ([`Now`]), in integer nanoseconds.
+    Memory(LocalLimiter),
+    /// A [`Backend`] chosen with [`RateLimiterBuilder::backend`] (Redis, a file, your own),
+    /// on the wall clock's reading.
+    Backend(Arc<dyn Backend>),
+}
+
+/// The clocks a limiter decides on.
+enum Clocks {
+    /// A [`TokioClock`] (the default, or [`RateLimiterBuilder::start_at`]): it reads both.
+    Tokio(TokioClock),
+    /// A [`Clock`] chosen with [`RateLimiterBuilder::clock`] for the wall clock, beside
+    /// tokio's monotonic clock (anchored at that clock's time when built).
+    Custom {
+        wall: Arc<dyn Clock>,
+        monotonic: TokioClock,
+    },
+}
+
+impl Clocks {
+    fn wall(&self) -> &dyn Clock {
+        match self {
+            Self::Tokio(clock) => clock,
+            Self::Custom { wall, .. } => &**wall,
+        }
+    }
+}
+
 impl Inner {
     /// Both clocks now.
     #[inline]
     fn reading(&self) -> Reading {
-        match &self.tokio_clock {
-            Some(clock) => clock.reading(),
-            None => Reading {
-                mono: self.monotonic.monotonic_nanos(),
-                wall: to_nanos(self.clock.now()),
+        match &self.clocks {
+            Clocks::Tokio(clock) => clock.reading(),
+            Clocks::Custom { wall, monotonic } => Reading {
+                mono: monotonic.monotonic_nanos(),
+                wall: to_nanos(wall.now()),
             },
         }
     }
@@ -144,8 +165,6 @@ impl RateLimiter {
             config,
             clock: None,
             backend: None,
-            local: None,
-            tokio_clock: None,
         }
     }
 
@@ -156,7 +175,7 @@ impl RateLimiter {
 
     /// The clock the limiter decides on.
     pub fn clock(&self) -> &dyn Clock {
-        &*self.inner.clock
+        self.inner.clocks.wall()
     }
 
     /// Waits for a permit and charges every rule; returns the instant (wall clock) at which
@@ -207,9 +226,11 @@ impl RateLimiter {
                         .await
                         .map_err(Refused::NotReady)?;
                     let now = inner.now();
-                    let decision = match &inner.local {
-                        Some(local) => local.try_acquire_with(now, priority),
-                        None => inner.backend.try_acquire(now.wall(), priority).await?,
+                    let decision = match &inner.store {
+                        Store::Memory(local) => local.try_acquire_with(now, priority),
+                        Store::Backend(backend) => {
+                            backend.try_acquire(now.wall(), priority).await?
+                        }
                     };
                     match decision {
                         Ok(()) => return Ok(now.wall()),
@@ -235,17 +256,11 @@ impl RateLimiter {
         {
             return false;
         }
-        match (&inner.local, &inner.tokio_clock) {
-            (Some(local), Some(clock)) => {
-                local.try_acquire_reading(clock.reading(), priority).is_ok()
-            }
-            (Some(local), None) => local.try_acquire_reading(inner.reading(), priority).is_ok(),
-            (None, _) => {
-                let now = inner.clock.now();
-                matches!(
-                    inner.backend.try_acquire_now(now, priority),
-                    Some(Ok(Ok(())))
-                )
+        match &inner.store {
+            Store::Memory(local) => local.try_acquire_reading(inner.reading(), priority).is_ok(),
+            Store::Backend(backend) => {
+                let now = inner.clocks.wall().now();
+                matches!(backend.try_acquire_now(now, priority), Some(Ok(Ok(()))))
             }
         }
     }
@@ -257,7 +272,7 @@ impl RateLimiter {
             wait_ms = not_until.wait_time_from(now).as_millis() as u64,
             "rate limit: waiting"
         );
-        tokio::time::sleep_until(self.inner.clock.instant_at(until)).await;
+        tokio::time::sleep_until(self.inner.clocks.wall().instant_at(until)).await;
     }
 
     /// Holds every caller of this application until `until`, as a server 429 asks. When
@@ -275,12 +290,12 @@ impl RateLimiter {
             wait_secs = wait.as_secs_f64(),
             "DrChrono throttled a request: pausing every caller of this application"
         );
-        let paused = match &inner.local {
-            Some(local) => {
+        let paused = match &inner.store {
+            Store::Memory(local) => {
                 local.pause_until(now, until);
                 Ok(())
             }
-            None => inner.backend.pause_until(now.wall(), until).await,
+            Store::Backend(backend) => backend.pause_until(now.wall(), until).await,
         };
         if let Err(error) = &paused {
             tracing::warn!(
@@ -299,9 +314,9 @@ impl RateLimiter {
     /// [`BackendError`] when the backend could not be read. A [`LocalLimiter`] never fails.
     pub async fn status(&self) -> Result<Status, BackendError> {
         let inner = &*self.inner;
-        match &inner.local {
-            Some(local) => Ok(local.status(inner.now())),
-            None => inner.backend.status(inner.clock.now()).await,
+        match &inner.store {
+            Store::Memory(local) => Ok(local.status(inner.now())),
+            Store::Backend(backend) => backend.status(inner.clocks.wall().now()).await,
         }
     }
 }
@@ -323,11 +338,13 @@ impl<E> From<BackendError> for Refused<E> {
 
 impl fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimiter")
-            .field("config", &self.inner.config)
-            .field("backend", &self.inner.backend)
-            .field("clock", &self.inner.clock)
-            .finish()
+        let mut f = f.debug_struct("RateLimiter");
+        f.field("config", &self.inner.config);
+        match &self.inner.store {
+            Store::Memory(local) => f.field("backend", local),
+            Store::Backend(backend) => f.field("backend", backend),
+        };
+        f.field("clock", &self.inner.clocks.wall()).finish()
     }
 }
 
@@ -335,59 +352,50 @@ impl fmt::Debug for RateLimiter {
 #[must_use]
 pub struct RateLimiterBuilder {
     config: RateLimitConfig,
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<Clocks>,
     backend: Option<Arc<dyn Backend>>,
-    local: Option<Arc<LocalLimiter>>,
-    tokio_clock: Option<TokioClock>,
 }
 
 impl RateLimiterBuilder {
     /// The wall clock, which the aligned rules follow (the monotonic clock, for the sliding
     /// rules and every wait, is tokio's). Default: [`TokioClock::new`], the system clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.tokio_clock = (&clock as &dyn Any).downcast_ref::<TokioClock>().copied();
-        self.clock = Some(Arc::new(clock));
+        let wall: Arc<dyn Clock> = Arc::new(clock);
+        let monotonic = TokioClock::starting_at(wall.now());
+        self.clock = Some(Clocks::Custom { wall, monotonic });
         self
     }
 
-    /// Where the state lives. Default: a fresh [`LocalLimiter`] for the configuration. A
-    /// backend must enforce the same configuration's rules (build it from the same
-    /// [`RateLimitConfig`], e.g. `RedisRateLimitBackend::connect(url, &config)` with the
-    /// `redis` feature).
+    /// Both clocks start at `start` now and advance with tokio's clock alone
+    /// ([`TokioClock::starting_at`]): for planning and for tests under paused time.
+    pub fn start_at(mut self, start: SystemTime) -> Self {
+        self.clock = Some(Clocks::Tokio(TokioClock::starting_at(start)));
+        self
+    }
+
+    /// Where the state lives. Default: a fresh [`LocalLimiter`] for the configuration,
+    /// kept in this process. A backend must enforce the same configuration's rules (build
+    /// it from the same [`RateLimitConfig`], e.g. `RedisRateLimitBackend::connect(url,
+    /// &config)` with the `redis` feature).
     pub fn backend(mut self, backend: impl Backend) -> Self {
-        let backend = Arc::new(backend);
-        self.local = (Arc::clone(&backend) as Arc<dyn Any + Send + Sync>)
-            .downcast::<LocalLimiter>()
-            .ok();
-        self.backend = Some(backend);
+        self.backend = Some(Arc::new(backend));
         self
     }
 
     /// The limiter.
     pub fn build(self) -> RateLimiter {
-        let (backend, local): (Arc<dyn Backend>, _) = match self.backend {
-            Some(backend) => (backend, self.local),
-            None => {
-                let local = Arc::new(LocalLimiter::new(&self.config));
-                (local.clone(), Some(local))
-            }
+        let store = match self.backend {
+            Some(backend) => Store::Backend(backend),
+            None => Store::Memory(LocalLimiter::new(&self.config)),
         };
-        let (clock, tokio_clock): (Arc<dyn Clock>, _) = match self.clock {
-            Some(clock) => (clock, self.tokio_clock),
-            None => {
-                let clock = TokioClock::new();
-                (Arc::new(clock), Some(clock))
-            }
-        };
-        let monotonic = tokio_clock.unwrap_or_else(|| TokioClock::starting_at(clock.now()));
+        let clocks = self
+            .clock
+            .unwrap_or_else(|| Clocks::Tokio(TokioClock::new()));
         RateLimiter {
             inner: Arc::new(Inner {
                 config: self.config,
-                backend,
-                clock,
-                local,
-                tokio_clock,
-                monotonic,
+                store,
+                clocks,
                 turn: tokio::sync::Mutex::new(()),
                 background_turn: tokio::sync::Mutex::new(()),
                 queued: AtomicUsize::new(0),
@@ -401,7 +409,7 @@ impl fmt::Debug for RateLimiterBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiterBuilder")
             .field("config", &self.config)
-            .field("clock", &self.clock)
+            .field("clock", &self.clock.as_ref().map(Clocks::wall))
             .field("backend", &self.backend)
             .finish()
     }
@@ -418,23 +426,11 @@ mod tests {
             .safety_margin(Duration::ZERO)
             .build()
             .unwrap();
-        RateLimiter::builder(config)
-            .clock(TokioClock::starting_at(start))
-            .build()
-    }
-
-    /// A clock the limiter does not recognise: its decisions take the general path.
-    #[derive(Debug)]
-    struct Opaque(TokioClock);
-
-    impl Clock for Opaque {
-        fn now(&self) -> SystemTime {
-            self.0.now()
-        }
+        RateLimiter::builder(config).start_at(start).build()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_typed_path_decides_as_the_general_one() {
+    async fn memory_on_tokios_clock_decides_as_any_backend_on_any_clock() {
         let start = SystemTime::UNIX_EPOCH + Duration::new(1_767_609_420, 250_000_000);
         let config = RateLimitConfig::builder()
             .max_per_second(3)
@@ -444,15 +440,20 @@ mod tests {
             .safety_margin(Duration::from_millis(50))
             .build()
             .unwrap();
-        let typed = RateLimiter::builder(config.clone())
+        // In memory on a `TokioClock`, against any backend on any clock.
+        let typed = RateLimiter::builder(config.clone()).start_at(start).build();
+        let general = RateLimiter::builder(config.clone())
             .clock(TokioClock::starting_at(start))
             .backend(LocalLimiter::new(&config))
             .build();
-        let general = RateLimiter::builder(config.clone())
-            .clock(Opaque(TokioClock::starting_at(start)))
-            .build();
-        assert!(typed.inner.local.is_some() && typed.inner.tokio_clock.is_some());
-        assert!(general.inner.tokio_clock.is_none());
+        assert!(matches!(
+            (&typed.inner.store, &typed.inner.clocks),
+            (Store::Memory(_), Clocks::Tokio(_))
+        ));
+        assert!(matches!(
+            (&general.inner.store, &general.inner.clocks),
+            (Store::Backend(_), Clocks::Custom { .. })
+        ));
         let mut admitted = 0;
         for step in 0..400u32 {
             let priority = if step % 3 == 0 {

@@ -3,7 +3,7 @@
 use std::mem;
 use std::task::{Context, Poll};
 
-use drchrono_classify::ErrorContext;
+use drchrono_classify::{ErrorContext, LayerError};
 use http::{Request, Response};
 use tower::Service;
 
@@ -92,7 +92,7 @@ impl<S> DrChronoRateLimit<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DrChronoRateLimit<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: LayerError + Send + 'static,
     ReqBody: Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -128,7 +128,7 @@ impl<S> DrChronoRateLimit<S> {
     ) -> ResponseFuture<S, Request<ReqBody>>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Error: Send + 'static,
+        S::Error: LayerError + Send + 'static,
         ReqBody: Send + 'static,
     {
         let clone = self.inner.clone();

@@ -132,7 +132,7 @@ async fn a_restarted_process_resumes_from_what_the_first_one_charged() {
     // Control: the second process as it was before this backend (in memory) would have
     // sent its burst into the hour the first one had all but spent.
     let forgetful = RateLimiter::builder(config.clone())
-        .clock(TokioClock::starting_at(restarted_at))
+        .start_at(restarted_at)
         .build();
     let released = send(&forgetful, 30).await;
     assert!(

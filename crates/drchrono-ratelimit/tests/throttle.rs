@@ -20,7 +20,7 @@ fn throttled_once<E, F>(
     first: F,
 ) -> impl tower::Service<Request<()>, Response = Response<()>, Error = E, Future: Send> + Clone + use<E, F>
 where
-    E: Send + 'static,
+    E: drchrono_classify::LayerError + Send + 'static,
     F: Fn() -> Result<Response<()>, E> + Clone + Send + 'static,
 {
     let answered = Arc::new(AtomicBool::new(false));

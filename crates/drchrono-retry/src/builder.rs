@@ -1,7 +1,6 @@
 //! [`RetryPolicyBuilder`]: every number of the retry policy, with DrChrono's values as
 //! defaults.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -10,24 +9,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tower::retry::budget::Budget;
 
-use crate::policy::{PolicyBudget, RequestState, Shared};
+use crate::policy::{Config, PolicyBudget, RequestState, Shared};
 use crate::stats::Counters;
 use crate::{Backoff, ConfigError, RetryBudget, RetryPolicy};
-
-/// The settings a policy was built with, shared by its clones.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) max_retries: u32,
-    pub(crate) backoff: Backoff,
-    pub(crate) retry_non_idempotent: bool,
-    pub(crate) retry_unclassified: bool,
-    pub(crate) max_throttled_retries: u32,
-    pub(crate) max_throttle_wait: Duration,
-    pub(crate) default_throttle_wait: Duration,
-    pub(crate) deadline: Option<Duration>,
-    pub(crate) replay_unauthorized: bool,
-    pub(crate) wall_clock: fn() -> SystemTime,
-}
 
 /// Builds a [`RetryPolicy`]; start from [`RetryPolicy::builder`]. Every setting documents
 /// its default, which is what [`RetryPolicy::new`] uses.
@@ -66,8 +50,20 @@ pub struct RetryPolicyBuilder {
     wall_clock: fn() -> SystemTime,
 }
 
+impl RetryPolicy {
+    /// The policy with every default (see [`RetryPolicyBuilder`]).
+    pub fn new() -> Self {
+        Self::builder().finish(Backoff::default())
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder::new()
+    }
+}
+
 impl RetryPolicyBuilder {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             max_retries: RetryPolicy::DEFAULT_MAX_RETRIES,
             first_delay: (Backoff::DEFAULT_MIN, Backoff::DEFAULT_MAX),
@@ -181,23 +177,35 @@ impl RetryPolicyBuilder {
 
     /// The retry budget, shared by every clone of the policy. Default:
     /// [`RetryBudget::default`] (20 % of first attempts plus 10 retries per 10 minutes).
-    /// Any [`Budget`] works, tower's `TpsBudget` included.
+    /// Another [`Budget`] (tower's `TpsBudget`, say) goes in
+    /// [`custom_budget`](Self::custom_budget).
     ///
     /// Each request deposits once, at its first attempt; each retry after a 5xx or a
     /// transport error withdraws once. Retries after a 429 do not draw from it (they are
     /// bounded by [`max_throttled_retries`](Self::max_throttled_retries),
     /// [`max_throttle_wait`](Self::max_throttle_wait) and the
     /// [`deadline`](Self::deadline)), nor does the 401 replay.
-    pub fn budget<B: Budget + Send + Sync + 'static>(mut self, budget: B) -> Self {
-        let mut slot = Some(budget);
-        let own = (&mut slot as &mut dyn Any)
-            .downcast_mut::<Option<RetryBudget>>()
-            .and_then(Option::take);
-        self.budget = match (own, slot) {
-            (Some(own), _) => Some(PolicyBudget::Own(own)),
-            (None, Some(other)) => Some(PolicyBudget::Other(Arc::new(other))),
-            (None, None) => None,
-        };
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(PolicyBudget::Own(budget));
+        self
+    }
+
+    /// Any other [`Budget`] in place of a [`RetryBudget`], drawn on as
+    /// [`budget`](Self::budget) describes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use drchrono_retry::RetryPolicy;
+    /// use tower::retry::budget::TpsBudget;
+    ///
+    /// let policy = RetryPolicy::builder()
+    ///     .custom_budget(TpsBudget::new(Duration::from_secs(10), 0, 0.5))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = policy;
+    /// ```
+    pub fn custom_budget(mut self, budget: impl Budget + Send + Sync + 'static) -> Self {
+        self.budget = Some(PolicyBudget::Other(Arc::new(budget)));
         self
     }
 

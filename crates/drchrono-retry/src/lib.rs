@@ -55,9 +55,11 @@
 //!
 //! Outermost: `Retry<RetryPolicy>` → rate limiter → OAuth refresh → `ErrorClassifyLayer` →
 //! transport. Every attempt then waits for a rate-limit permit and carries the current
-//! token. The policy reads [`drchrono_classify::DrChronoError`]s (directly, or boxed in a
-//! `BoxError`, found by `Any` downcast so any error type works); without the classifier it
-//! reads the raw response's status and `Retry-After`.
+//! token. The policy reads [`drchrono_classify::DrChronoError`]s in the service's error
+//! type, whatever it is, through [`drchrono_classify::LayerError`] (implemented for
+//! `DrChronoError`, `BoxError` and `Infallible`; a `BoxError` holding something else is
+//! unclassified); without the classifier it reads the raw response's status and
+//! `Retry-After`.
 //!
 //! # The rules
 //!

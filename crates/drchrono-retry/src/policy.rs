@@ -2,22 +2,33 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, PermitWait, parse};
+use drchrono_classify::{LayerError, PermitWait, parse};
 use http::{Method, Request, Response};
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 use tower::retry::{Policy, RetryLayer};
 
-use crate::builder::Config;
 use crate::stats::Counters;
 use crate::trigger::Trigger;
-use crate::{
-    Backoff, Idempotent, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryPolicyBuilder,
-    RetryStats,
-};
+use crate::{Backoff, Idempotent, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryStats};
+
+/// The settings a policy was built with, shared by its clones.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) retry_non_idempotent: bool,
+    pub(crate) retry_unclassified: bool,
+    pub(crate) max_throttled_retries: u32,
+    pub(crate) max_throttle_wait: Duration,
+    pub(crate) default_throttle_wait: Duration,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) replay_unauthorized: bool,
+    pub(crate) wall_clock: fn() -> SystemTime,
+}
 
 /// A [`tower::retry::Policy`] for DrChrono API calls: 5xx retried 3 times after 25-30 s,
 /// doubling, with jitter; 429s waited out until the instant the server named; a curable 401
@@ -157,16 +168,6 @@ impl RetryPolicy {
     /// Default deadline per request: 30 minutes.
     pub const DEFAULT_DEADLINE: Option<Duration> = Some(Duration::from_secs(30 * 60));
 
-    /// The policy with every default (see [`RetryPolicyBuilder`]).
-    pub fn new() -> Self {
-        Self::builder().finish(Backoff::default())
-    }
-
-    /// A builder starting from the defaults.
-    pub fn builder() -> RetryPolicyBuilder {
-        RetryPolicyBuilder::new()
-    }
-
     /// A [`RetryLayer`] applying this policy.
     pub fn layer(self) -> RetryLayer<Self> {
         RetryLayer::new(self)
@@ -287,7 +288,7 @@ impl RetryPolicy {
 impl<B, Res, E> Policy<Request<B>, Response<Res>, E> for RetryPolicy
 where
     B: ReplayBody,
-    E: 'static,
+    E: LayerError,
 {
     type Future = RetryFuture;
 
@@ -368,10 +369,12 @@ where
 
 /// How long the attempt behind `result` waited for the rate limiter's permit, as the layer
 /// below recorded it ([`PermitWait`]).
-fn permit_wait<Res, E: 'static>(result: &Result<Response<Res>, E>) -> Option<Duration> {
+fn permit_wait<Res, E: LayerError>(result: &Result<Response<Res>, E>) -> Option<Duration> {
     match result {
         Ok(response) => PermitWait::of_response(response),
-        Err(error) => DrChronoError::find(error).and_then(|error| error.context().permit_wait),
+        Err(error) => error
+            .as_drchrono()
+            .and_then(|error| error.context().permit_wait),
     }
 }
 
@@ -454,7 +457,7 @@ mod tests {
                 .map(|response| response.status().as_u16())
                 .map_err(|error| {
                     assert!(
-                        matches!(error, DrChronoError::Throttled { .. }),
+                        matches!(error, drchrono_classify::DrChronoError::Throttled { .. }),
                         "{error:?}"
                     );
                     (error.retry_after(), error.available_at())

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::DrChronoError;
+use drchrono_classify::{DrChronoError, LayerError};
 use http::StatusCode;
 use tokio::time::Instant;
 
@@ -32,13 +32,13 @@ pub(crate) enum Trigger {
 impl Trigger {
     /// The outcome of an attempt, or `None` when it is final (a success, or an error that a
     /// retry cannot cure). `wall_now` is called only to date a raw 429's `Retry-After`.
-    pub(crate) fn of<Res, E: 'static>(
+    pub(crate) fn of<Res, E: LayerError>(
         result: &Result<http::Response<Res>, E>,
         wall_now: impl FnOnce() -> SystemTime,
     ) -> Option<Self> {
         match result {
             Ok(response) => Self::of_response(response, wall_now),
-            Err(error) => match DrChronoError::find(error) {
+            Err(error) => match error.as_drchrono() {
                 Some(error) => Self::of_error(error),
                 None => Some(Self::Unclassified),
             },

@@ -105,7 +105,7 @@ async fn any_tower_budget_can_be_plugged_in() {
     let script = outage();
     // tower's TpsBudget: 10 s of deposits, no reserve, 50 %.
     let policy = RetryPolicy::builder()
-        .budget(TpsBudget::new(Duration::from_secs(10), 0, 0.5))
+        .custom_budget(TpsBudget::new(Duration::from_secs(10), 0, 0.5))
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drchrono_ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, RateLimiter, TokioClock};
+use drchrono_ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, RateLimiter};
 use http::{Request, Response};
 use tower::util::BoxCloneService;
 use tower::{Layer, service_fn};
@@ -28,7 +28,7 @@ pub fn limiter(margin_ms: u64) -> RateLimiter {
 
 pub fn limiter_with(builder: drchrono_ratelimit::RateLimitConfigBuilder) -> RateLimiter {
     RateLimiter::builder(builder.build().unwrap())
-        .clock(TokioClock::starting_at(start()))
+        .start_at(start())
         .build()
 }
 
