@@ -114,4 +114,4 @@ pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};
 pub use scopes::required_scopes;
 pub use service::ErrorClassify;
 pub use source::RedactedJsonError;
-pub use transport::{NotSentPredicate, is_connect_error};
+pub use transport::{ConnectError, NotSentPredicate, is_connect_error};

@@ -8,10 +8,52 @@ use crate::BoxError;
 /// Decides whether an inner service's error proves the request was never sent.
 pub type NotSentPredicate = fn(&BoxError) -> bool;
 
+/// A failure before the request left the machine (a refused connection, a failed DNS
+/// lookup, a connect timeout), as a transport says so: wrap such a failure in it, and
+/// [`is_connect_error`] knows by its type that the request was never sent.
+///
+/// ```
+/// use std::io;
+/// use drchrono_classify::{BoxError, ConnectError, is_connect_error};
+///
+/// let lookup = io::Error::other("no such host: app.drchrono.com");
+/// assert!(!is_connect_error(&BoxError::from(io::Error::other("no such host"))));
+/// let failed: BoxError = Box::new(ConnectError::new(lookup));
+/// assert!(is_connect_error(&failed));
+/// ```
+#[derive(Debug)]
+pub struct ConnectError(BoxError);
+
+impl ConnectError {
+    /// `error`, which happened before the request left.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(error.into())
+    }
+
+    /// The failure itself.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connect error")
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// The default [`NotSentPredicate`]: `true` when the error, or any error in its `source()`
-/// chain, is an [`std::io::Error`] of kind `ConnectionRefused`, `AddrNotAvailable` or
-/// `NotConnected`, or says it is a connect error (hyper-util's `client error (Connect)`,
-/// `tcp connect error`, a `kind: Connect` debug representation).
+/// chain, is a [`ConnectError`], or an [`std::io::Error`] of kind `ConnectionRefused`,
+/// `AddrNotAvailable` or `NotConnected`. Decided by types only, never by an error's text: a
+/// transport whose connect failures are of its own type says so by wrapping them in a
+/// [`ConnectError`] (`drchrono-tower`'s `not_sent` adds hyper-util's and its own connect
+/// timeouts).
 ///
 /// A connect error means the request never left the machine, so any method, even a `POST`,
 /// may be retried.
@@ -33,6 +75,9 @@ pub fn is_connect_error(error: &BoxError) -> bool {
         if visited > 64 {
             break;
         }
+        if current.is::<ConnectError>() {
+            return true;
+        }
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             if matches!(
                 io.kind(),
@@ -47,29 +92,11 @@ pub fn is_connect_error(error: &BoxError) -> bool {
                 pending.push(inner);
             }
         }
-        if says_connect(current) {
-            return true;
-        }
         if let Some(source) = current.source() {
             pending.push(source);
         }
     }
     false
-}
-
-fn says_connect(error: &(dyn StdError + 'static)) -> bool {
-    let display = error.to_string().to_ascii_lowercase();
-    if display.contains("connect error")
-        || display.contains("client error (connect)")
-        || display.contains("error trying to connect")
-    {
-        return true;
-    }
-    // hyper-util's `Error { kind: Connect, .. }`, but not `kind: ConnectionReset`.
-    format!("{error:?}")
-        .split("kind: Connect")
-        .skip(1)
-        .any(|rest| !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
 }
 
 #[cfg(test)]
@@ -128,50 +155,26 @@ mod tests {
     }
 
     #[test]
-    fn messages() {
-        assert!(is_connect_error(&boxed(Wrapper(
-            "client error (Connect)",
-            None
-        ))));
-        assert!(is_connect_error(&boxed(Wrapper("tcp connect error", None))));
-        assert!(!is_connect_error(&boxed(Wrapper(
-            "connection closed",
-            None
-        ))));
-        assert!(!is_connect_error(&boxed(Wrapper(
-            "request timed out",
-            None
-        ))));
+    fn a_connect_error_anywhere_in_the_chain() {
+        let wrapped = Wrapper(
+            "outer",
+            Some(boxed(ConnectError::new(io::Error::other("dns")))),
+        );
+        assert!(is_connect_error(&boxed(wrapped)));
+        let unwrapped = ConnectError::new(io::Error::other("dns")).into_inner();
+        assert!(!is_connect_error(&unwrapped));
     }
 
-    #[derive(Debug)]
-    #[allow(dead_code)]
-    enum Kind {
-        Connect,
-        ConnectionReset,
-    }
-
-    #[derive(Debug)]
-    #[allow(dead_code)]
-    struct HyperLike {
-        kind: Kind,
-    }
-
-    impl fmt::Display for HyperLike {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("client error")
-        }
-    }
-
-    impl StdError for HyperLike {}
-
+    /// Text decides nothing: an error that only says "connect" is not a connect error.
     #[test]
-    fn debug_kind_connect() {
-        assert!(is_connect_error(&boxed(HyperLike {
-            kind: Kind::Connect
-        })));
-        assert!(!is_connect_error(&boxed(HyperLike {
-            kind: Kind::ConnectionReset
-        })));
+    fn messages_decide_nothing() {
+        for text in [
+            "client error (Connect)",
+            "tcp connect error",
+            "connection closed",
+            "request timed out",
+        ] {
+            assert!(!is_connect_error(&boxed(Wrapper(text, None))), "{text}");
+        }
     }
 }
