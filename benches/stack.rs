@@ -28,7 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use drchrono_classify::{BoxError, DrChronoError, ErrorClassifyLayer};
+use drchrono_classify::ErrorClassifyLayer;
+use drchrono_core::{BoxError, DrChronoError};
 use drchrono_oauth::{ClientCredentials, OAuthRefreshLayer, TokenClient, TokenManager, TokenSet};
 use drchrono_ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, RateLimiter};
 use drchrono_tower::DrChronoLayer;

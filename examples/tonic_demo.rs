@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drchrono_tower::classify::BoxError;
+use drchrono_tower::core::BoxError;
 use drchrono_tower::ratelimit::{DrChronoRateLimitLayer, RateLimitConfig, Rule};
 use drchrono_tower::retry::{Idempotent, RetryPolicy};
 use futures::future::BoxFuture;
@@ -218,7 +218,7 @@ pub async fn run(options: Options) -> Result<TonicReport, Error> {
                 if result.is_err() {
                     refused.notify_one();
                 }
-                result.map_err(drchrono_tower::classify::BoxError::from)
+                result.map_err(drchrono_tower::core::BoxError::from)
             }
         })
         .service(channel);

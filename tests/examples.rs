@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorContext, FieldErrors};
+use drchrono_core::{DrChronoError, ErrorContext, FieldErrors};
 use drchrono_ratelimit::RateLimitConfig;
 use examples::axum_demo::{self, Options, error_response};
 use http::StatusCode;

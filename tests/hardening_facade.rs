@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::BoxError;
+use drchrono_core::BoxError;
 use drchrono_sim::{SimConfig, Simulator};
 use drchrono_tower::ratelimit::RateLimitConfig;
 use drchrono_tower::retry::RetryPolicy;

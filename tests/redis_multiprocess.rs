@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorClassifyLayer};
+use drchrono_classify::ErrorClassifyLayer;
+use drchrono_core::DrChronoError;
 use drchrono_oauth::{
     ClientCredentials, OAuthRefreshLayer, RedisRefreshLease, RedisTokenStore, TokenClient,
     TokenManager, TokenSet, TokenStore,

@@ -11,8 +11,9 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use crate::layer::Config;
-use crate::{
-    BoxError, DrChronoError, ErrorContext, RequestPayload, classify_response, redact, trace,
+use crate::trace;
+use drchrono_core::{
+    BoxError, DrChronoError, ErrorContext, RequestPayload, classify_response, redact,
 };
 
 /// Where the context of the request comes from, should the call fail.
@@ -37,10 +38,11 @@ impl RequestContext {
     fn take(&mut self) -> ErrorContext {
         match std::mem::replace(self, Self::Used) {
             Self::Captured(info) => (*info).into_context(),
-            Self::Used => ErrorContext {
-                occurred_at: Some(SystemTime::now()),
-                ..ErrorContext::default()
-            },
+            Self::Used => {
+                let mut context = ErrorContext::new();
+                context.occurred_at = Some(SystemTime::now());
+                context
+            }
         }
     }
 }
@@ -82,13 +84,12 @@ impl RequestInfo {
 
     /// The context of an error: the payload is redacted here, never stored raw.
     fn into_context(self) -> ErrorContext {
-        ErrorContext {
-            method: Some(self.method),
-            uri: Some(self.uri),
-            occurred_at: Some(SystemTime::now()),
-            request_payload: self.payload.as_deref().map(redact::redact_payload),
-            ..ErrorContext::default()
-        }
+        let mut context = ErrorContext::new();
+        context.method = Some(self.method);
+        context.uri = Some(self.uri);
+        context.occurred_at = Some(SystemTime::now());
+        context.request_payload = self.payload.as_deref().map(redact::redact_payload);
+        context
     }
 }
 

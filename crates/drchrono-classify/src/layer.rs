@@ -5,7 +5,7 @@ use std::time::Duration;
 use tower::Layer;
 
 use crate::ErrorClassify;
-use crate::transport::{NotSentPredicate, is_connect_error};
+use drchrono_core::{NotSentPredicate, is_connect_error};
 
 /// The default limit on the bytes of an error body that are read: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -33,7 +33,7 @@ impl Default for Config {
 }
 
 /// Turns DrChrono error responses (status >= 400) and transport failures into
-/// [`crate::DrChronoError`]s; see [`ErrorClassify`].
+/// [`DrChronoError`](drchrono_core::DrChronoError)s; see [`ErrorClassify`].
 ///
 /// Place it directly above the transport, below the OAuth, rate-limit and retry layers, which
 /// consume its typed errors.
@@ -43,7 +43,7 @@ impl Default for Config {
 ///
 /// let layer = ErrorClassifyLayer::new()
 ///     .body_limit(16 * 1024)
-///     .not_sent(drchrono_classify::is_connect_error);
+///     .not_sent(drchrono_core::is_connect_error);
 /// # let _ = layer;
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -80,7 +80,7 @@ impl ErrorClassifyLayer {
         self
     }
 
-    /// Decides `not_sent` of [`crate::DrChronoError::Transport`] for an inner service's error:
+    /// Decides `not_sent` of [`DrChronoError::Transport`](drchrono_core::DrChronoError::Transport) for an inner service's error:
     /// `true` when the request provably never reached the server. Default:
     /// [`is_connect_error`]. A facade over hyper-util can combine it with
     /// `hyper_util::client::legacy::Error::is_connect`.

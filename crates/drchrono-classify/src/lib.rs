@@ -11,7 +11,8 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use drchrono_classify::{DrChronoError, ErrorClassifyLayer, SupportReport};
+//! use drchrono_classify::ErrorClassifyLayer;
+//! use drchrono_core::{DrChronoError, SupportReport};
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use tower::{Layer, ServiceExt, service_fn};
@@ -47,17 +48,11 @@
 //!
 //! # What is where
 //!
-//! - [`ErrorClassifyLayer`] / [`ErrorClassify`]: the middleware; [`classify_response`]: its
-//!   rules as a pure function; [`is_connect_error`]: the default "request was not sent" test.
-//! - [`DrChronoError`] with [`ErrorContext`]: the typed error every layer shares.
-//! - [`parse`]: `Retry-After`, DRF's throttle message, the 409 id, field errors, OAuth errors,
-//!   `WWW-Authenticate`.
-//! - [`required_scopes`]: the OAuth scopes of DrChrono's main endpoints, for 403s.
-//! - [`redact`] and [`RequestPayload`]: payloads and bodies with every patient value replaced
-//!   by `REDACT`.
-//! - [`PermitWait`]: how long an attempt waited for the rate limiter, which the retry
-//!   policy's deadline leaves out.
-//! - [`SupportReport`]: the report DrChrono asks for about 5xx errors and erratic 401s.
+//! - [`ErrorClassifyLayer`] / [`ErrorClassify`]: the middleware; its rules are
+//!   [`drchrono_core::classify_response`], a pure function.
+//! - The errors it makes, and everything about them (parsers, redaction, support reports), are
+//!   in [`drchrono_core`]: [`DrChronoError`](drchrono_core::DrChronoError) with
+//!   [`ErrorContext`](drchrono_core::ErrorContext).
 //!
 //! # Logging
 //!
@@ -69,49 +64,15 @@
 //!
 //! # What is never printed
 //!
-//! No query string, body, payload, token or value quoted in one of DrChrono's messages
-//! reaches `Display` or `Debug` of any type of this crate, the `source()` chain of a
-//! [`DrChronoError`] (a `serde_json::Error` is shown as a [`RedactedJsonError`]), its log
-//! event, or a [`SupportReport`] (whose URL keeps only ids, dates and flags of the query, and
-//! whose payload, body and field errors are redacted). `tests/phi.rs` checks this for
-//! generated patient values in every place they can arrive.
+//! The classifier's log events and the errors it makes hold no query string, body, payload
+//! or token: see [`drchrono_core`]. `tests/phi.rs` checks this for generated patient values
+//! in every place they can arrive.
 
-mod classify;
-mod debug;
-mod display;
-mod error;
-mod fields;
 mod future;
 mod layer;
-mod layer_error;
-pub mod parse;
-mod payload;
-mod permit;
-pub mod redact;
-mod report;
-mod scopes;
 mod service;
-mod source;
 mod trace;
-mod transport;
 
-pub use classify::classify_response;
-pub use display::{
-    INVALID_CLIENT_HINT, METHOD_HINT, PERSISTENT_UNAUTHORIZED_HINT, REAUTHORIZE_HINT, SERVER_HINT,
-    THROTTLED_HINT, UNAUTHORIZED_HINT,
-};
-pub use error::{
-    ALLOW_OVERLAPS_HINT, BoxError, DrChronoError, ErrorContext, STAFF_PERMISSIONS_HINT,
-    UnauthorizedKind,
-};
-pub use fields::FieldErrors;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, ErrorClassifyLayer};
-pub use layer_error::LayerError;
-pub use payload::RequestPayload;
-pub use permit::PermitWait;
-pub use report::{CRATE_VERSION, RUST_VERSION, SUPPORT_EMAIL, SupportReport};
-pub use scopes::required_scopes;
 pub use service::ErrorClassify;
-pub use source::RedactedJsonError;
-pub use transport::{ConnectError, NotSentPredicate, is_connect_error};

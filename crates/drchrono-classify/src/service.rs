@@ -8,20 +8,21 @@ use tower::Service;
 
 use crate::future::{RequestContext, ResponseFuture};
 use crate::layer::Config;
-use crate::{BoxError, DrChronoError, ErrorClassifyLayer, ErrorContext, trace};
+use crate::{ErrorClassifyLayer, trace};
+use drchrono_core::{BoxError, DrChronoError, ErrorContext};
 
 /// Middleware that turns DrChrono error responses into [`DrChronoError`]s.
 ///
 /// - A response with a status below 400 passes through untouched, its body still streaming.
 /// - For a status of 400 or more, the body is read up to the limit (64 KiB by default; the
-///   rest is dropped unread), classified by [`crate::classify_response`], and returned as
+///   rest is dropped unread), classified by [`classify_response`](drchrono_core::classify_response), and returned as
 ///   `Err(DrChronoError)`.
 /// - An inner service error becomes [`DrChronoError::Transport`], with `not_sent` from the
 ///   layer's predicate (an error from `poll_ready` is always `not_sent`: no request was
 ///   given to the service).
 ///
 /// Every error is logged as exactly one `tracing` event, with PHI-free fields only.
-/// Attach a [`crate::RequestPayload`] extension to have the payload, redacted, in the
+/// Attach a [`RequestPayload`](drchrono_core::RequestPayload) extension to have the payload, redacted, in the
 /// error's [`ErrorContext`].
 ///
 /// Each call copies the request's method and URI (and payload, when attached) for the
@@ -80,10 +81,7 @@ where
             let error = DrChronoError::Transport {
                 not_sent: true,
                 source: error.into(),
-                context: Box::new(ErrorContext {
-                    occurred_at: Some(std::time::SystemTime::now()),
-                    ..ErrorContext::default()
-                }),
+                context: Box::new(ErrorContext::now()),
             };
             trace::emit(&error);
             error

@@ -1,7 +1,7 @@
 //! The one `tracing` event per classified error: status, method, path (no query string) and
 //! kind; never a body, a payload, a token or a query string.
 
-use crate::DrChronoError;
+use drchrono_core::DrChronoError;
 
 /// Emits the event for `error`, at a level by severity: 5xx and transport failures `WARN`
 /// (an invalid client, which stops the whole application, `ERROR`), 429 and 401/403/OAuth

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use drchrono_classify::{
-    BoxError, DrChronoError, ErrorClassify, ErrorClassifyLayer, RequestPayload,
-};
+use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
+use drchrono_core::{BoxError, DrChronoError, RequestPayload};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};

@@ -19,9 +19,9 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use drchrono_classify::{
-    BoxError, DrChronoError, ErrorClassify, ErrorContext, RedactedJsonError, RequestPayload,
-    SupportReport,
+use drchrono_classify::ErrorClassify;
+use drchrono_core::{
+    BoxError, DrChronoError, ErrorContext, RedactedJsonError, RequestPayload, SupportReport,
 };
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -573,7 +573,7 @@ fn the_source_of_a_decode_error_on_a_phi_body_quotes_nothing() {
 #[test]
 fn a_choice_error_echoing_a_value_is_redacted_everywhere() {
     let body = br#"{"gender": ["\"Female - pregnant\" is not a valid choice."]}"#;
-    let error = drchrono_classify::classify_response(
+    let error = drchrono_core::classify_response(
         StatusCode::BAD_REQUEST,
         &http::HeaderMap::new(),
         body,

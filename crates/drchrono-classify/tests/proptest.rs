@@ -9,8 +9,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use drchrono_classify::parse::{self, OAuthErrorBody};
-use drchrono_classify::{ErrorClassifyLayer, ErrorContext, FieldErrors, classify_response, redact};
+use drchrono_classify::ErrorClassifyLayer;
+use drchrono_core::parse::{self, OAuthErrorBody};
+use drchrono_core::{ErrorContext, FieldErrors, classify_response, redact};
 use http::header::{DATE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -222,7 +223,7 @@ proptest! {
     #[test]
     fn required_scopes_never_panics(path in any::<String>(), method in "[A-Z]{1,8}") {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let _ = drchrono_classify::required_scopes(&method, &path);
+        let _ = drchrono_core::required_scopes(&method, &path);
     }
 
     #[test]

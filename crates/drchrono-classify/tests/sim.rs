@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::{
-    DrChronoError, ErrorClassify, RequestPayload, SupportReport, UnauthorizedKind,
-};
+use drchrono_classify::ErrorClassify;
+use drchrono_core::{DrChronoError, RequestPayload, SupportReport, UnauthorizedKind};
 use drchrono_sim::{RunningSimulator, SimConfig};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};

@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::io;
 
 use bytes::Bytes;
-use drchrono_classify::{ErrorClassify, RequestPayload};
+use drchrono_classify::ErrorClassify;
+use drchrono_core::RequestPayload;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use drchrono_classify::{BoxError, DrChronoError, ErrorContext};
+use drchrono_core::{BoxError, DrChronoError, ErrorContext};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::Body;

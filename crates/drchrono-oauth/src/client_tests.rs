@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use drchrono_classify::ErrorContext;
+use drchrono_core::ErrorContext;
 use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 

@@ -18,7 +18,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use drchrono_classify::{DrChronoError, ErrorContext};
+use drchrono_core::{DrChronoError, ErrorContext};
 
 use crate::StoreError;
 

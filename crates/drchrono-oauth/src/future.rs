@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use futures::future::BoxFuture;
 use http::Request;
 use http::header::AUTHORIZATION;

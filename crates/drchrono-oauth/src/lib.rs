@@ -33,7 +33,7 @@
 //! the lease, which expires after its TTL; another process takes over. See the README for
 //! what happens when Redis is unreachable or loses data.
 //!
-//! Errors are [`DrChronoError`](drchrono_classify::DrChronoError)s; see [`error`] for how
+//! Errors are [`DrChronoError`](drchrono_core::DrChronoError)s; see [`error`] for how
 //! refresh and store failures reach callers. No `Debug` output or `tracing` event contains
 //! a token or the client secret: events carry generation numbers only.
 //!
@@ -42,7 +42,8 @@
 //! refreshes it, and the rotated pair lands in a 0600 file.
 //! ```
 //! use bytes::Bytes;
-//! use drchrono_classify::{DrChronoError, ErrorClassifyLayer};
+//! use drchrono_classify::ErrorClassifyLayer;
+//! use drchrono_core::DrChronoError;
 //! use drchrono_oauth::{
 //!     AuthStatus, ClientCredentials, FileTokenStore, OAuthRefreshLayer, TokenClient,
 //!     TokenManager, TokenSet,

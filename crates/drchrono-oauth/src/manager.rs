@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
-use drchrono_classify::{DrChronoError, ErrorContext};
+use drchrono_core::{DrChronoError, ErrorContext};
 use http::HeaderValue;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;

@@ -4,7 +4,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, ErrorContext};
+use drchrono_core::{DrChronoError, ErrorContext};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use tracing::Instrument;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, ErrorContext};
+use drchrono_core::{DrChronoError, ErrorContext};
 use tokio::time::Instant;
 use tracing::Instrument;
 

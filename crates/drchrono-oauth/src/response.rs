@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{BoxError, DrChronoError, ErrorContext, parse};
+use drchrono_core::{BoxError, DrChronoError, ErrorContext, parse};
 use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

@@ -6,7 +6,7 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use http::Request;
 use http::header::AUTHORIZATION;
 use tokio::task::JoinHandle;

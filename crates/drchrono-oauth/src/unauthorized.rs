@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use tokio::time::Instant;
 use tracing::Instrument;
 

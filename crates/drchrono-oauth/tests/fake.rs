@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_oauth::{
     AuthStatus, MemoryTokenStore, OAuthRefresh, OAuthRefreshLayer, TokenManager, TokenSet,
     TokenStore,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_oauth::{
     AuthStatus, MalformedTokenResponse, MemoryTokenStore, OAuthRefresh, ReauthorizationEvent,
     ReauthorizationReason, RefreshFailed, RefreshTiming, StoreError, TokenManager, TokenSet,

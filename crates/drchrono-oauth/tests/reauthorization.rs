@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_oauth::{
     AuthStatus, OAuthRefresh, ReauthorizationEvent, ReauthorizationReason, TokenManager, TokenSet,
     TokenStore,

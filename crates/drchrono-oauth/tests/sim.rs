@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorClassifyLayer};
+use drchrono_classify::ErrorClassifyLayer;
+use drchrono_core::DrChronoError;
 use drchrono_oauth::{
     ClientCredentials, FileTokenStore, MemoryTokenStore, OAuthRefreshLayer, TokenClient,
     TokenManager, TokenSet, TokenStore,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, UnauthorizedKind};
+use drchrono_core::{DrChronoError, UnauthorizedKind};
 use drchrono_oauth::{
     AuthStatus, MemoryTokenStore, OAuthRefresh, RefreshTiming, TokenManager, TokenSet,
 };

@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::BoxError;
+use drchrono_core::BoxError;
 
 /// A rule set or option that cannot be used, found when building a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl StdError for NotUntil {}
 /// budget could not be checked or charged: the request was not sent (fail closed).
 ///
 /// [`DrChronoRateLimit`](crate::DrChronoRateLimit) hands it to the caller as
-/// [`DrChronoError::Transport`](drchrono_classify::DrChronoError::Transport) with
+/// [`DrChronoError::Transport`](drchrono_core::DrChronoError::Transport) with
 /// `not_sent: true` and this error as the source (see the service's docs).
 #[derive(Debug)]
 pub struct BackendError {

@@ -2,7 +2,7 @@
 //!
 //! The layer's error type is the inner service's. When that type can hold a
 //! [`DrChronoError`] ([`LayerError::from_drchrono`]: `DrChronoError` itself, the
-//! recommended stack, or [`BoxError`](drchrono_classify::BoxError)), a backend failure
+//! recommended stack, or [`BoxError`](drchrono_core::BoxError)), a backend failure
 //! becomes [`DrChronoError::Transport`] with `not_sent: true` and the [`BackendError`] as its
 //! source. A type that cannot hold one (`Infallible`) cannot carry it: the request then
 //! waits for the backend instead, retrying every [`BACKEND_RETRY_INTERVAL`]. Either way,
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use drchrono_classify::{DrChronoError, ErrorContext, LayerError};
+use drchrono_core::{DrChronoError, ErrorContext, LayerError};
 
 use crate::BackendError;
 
@@ -32,7 +32,7 @@ pub(crate) fn carry<E: LayerError>(error: BackendError, context: ErrorContext) -
 mod tests {
     use std::convert::Infallible;
 
-    use drchrono_classify::BoxError;
+    use drchrono_core::BoxError;
 
     use super::*;
 

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{ErrorContext, LayerError, PermitWait};
+use drchrono_core::{ErrorContext, LayerError, PermitWait};
 use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;

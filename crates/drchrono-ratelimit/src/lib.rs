@@ -191,7 +191,7 @@
 //!   have passed. A server 429's cool-down is stored there too: one process's 429 pauses all.
 //! - Every process must use the same configuration (rules, margin, application key).
 //! - **Redis unreachable**: fail closed. No request is sent without a permit: the layer
-//!   returns [`DrChronoError::Transport`](drchrono_classify::DrChronoError::Transport) with
+//!   returns [`DrChronoError::Transport`](drchrono_core::DrChronoError::Transport) with
 //!   `not_sent: true` and a [`BackendError`] source (when the inner error type is
 //!   `DrChronoError` or `BoxError`; any other error type waits for Redis instead).
 //!   Optionally (`RedisBackendBuilder::fallback_percent`) each process decides locally on a
@@ -203,7 +203,7 @@
 //! # Server 429s, priority, pacing
 //!
 //! [`DrChronoRateLimit`] inspects each outcome. A 429 (a typed
-//! [`drchrono_classify::DrChronoError::Throttled`], boxed or not, or a raw response with
+//! [`drchrono_core::DrChronoError::Throttled`], boxed or not, or a raw response with
 //! `Retry-After`) pauses every caller of the application until the advertised instant, and
 //! when that reaches the next top of the hour the hour is marked spent (so it reopens at
 //! the boundary plus the margin). A [`Priority`] request extension marks background work,

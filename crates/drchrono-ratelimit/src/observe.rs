@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, LayerError, parse};
+use drchrono_core::{DrChronoError, LayerError, parse};
 use http::{Response, StatusCode};
 
 use crate::Clock;
@@ -56,7 +56,7 @@ mod tests {
 
     use super::*;
     use crate::TokioClock;
-    use drchrono_classify::BoxError;
+    use drchrono_core::BoxError;
 
     fn throttled(
         retry_after: Option<Duration>,

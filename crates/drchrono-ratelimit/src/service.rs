@@ -3,7 +3,7 @@
 use std::mem;
 use std::task::{Context, Poll};
 
-use drchrono_classify::{ErrorContext, LayerError};
+use drchrono_core::{ErrorContext, LayerError};
 use http::{Request, Response};
 use tower::Service;
 
@@ -32,14 +32,14 @@ use crate::{BackendError, DrChronoRateLimitLayer, Priority, RateLimiter, Status}
 ///
 /// Every attempt is charged when it is released and never refunded, as DrChrono counts a
 /// throttled request in the rules that allowed it. The outcome is inspected: a 429 (typed
-/// [`DrChronoError::Throttled`](drchrono_classify::DrChronoError::Throttled), boxed or not,
+/// [`DrChronoError::Throttled`](drchrono_core::DrChronoError::Throttled), boxed or not,
 /// or a raw response with `Retry-After`) holds every caller until the advertised instant.
 ///
 /// When the [`Backend`](crate::Backend) cannot be consulted (Redis unreachable, no
 /// fallback), the request is not sent (fail closed). If the inner error type is
-/// [`DrChronoError`](drchrono_classify::DrChronoError) or
-/// [`BoxError`](drchrono_classify::BoxError) (the recommended stack), the future fails with
-/// [`DrChronoError::Transport`](drchrono_classify::DrChronoError::Transport) with
+/// [`DrChronoError`](drchrono_core::DrChronoError) or
+/// [`BoxError`](drchrono_core::BoxError) (the recommended stack), the future fails with
+/// [`DrChronoError::Transport`](drchrono_core::DrChronoError::Transport) with
 /// `not_sent: true`, the request's method and URI in its context, and the
 /// [`BackendError`] as its source, so a retry policy may retry it. Any other error type
 /// cannot carry it: the request then waits, asking the backend again every second.

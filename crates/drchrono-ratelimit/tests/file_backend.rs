@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_ratelimit::{
     Backend, BackendError, Clock, DrChronoRateLimitLayer, FileRateLimitBackend, FileStateError,
     Priority, RateLimitConfig, RateLimiter, Rule, TokioClock,

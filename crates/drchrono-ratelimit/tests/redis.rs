@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_ratelimit::{
     Backend, BackendError, DrChronoRateLimitLayer, LocalLimiter, NotUntil, Priority,
     RateLimitConfig, RateLimiter, RedisClock, RedisRateLimitBackend, Rule, Status,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use drchrono_classify::{BoxError, DrChronoError};
+use drchrono_core::{BoxError, DrChronoError};
 use drchrono_ratelimit::{DrChronoRateLimitLayer, Priority, RateLimitConfig, RateLimiter};
 use http::{Request, Response, StatusCode};
 use support::{Log, limiter, limiter_with, recorded, secs, start};
@@ -20,7 +20,7 @@ fn throttled_once<E, F>(
     first: F,
 ) -> impl tower::Service<Request<()>, Response = Response<()>, Error = E, Future: Send> + Clone + use<E, F>
 where
-    E: drchrono_classify::LayerError + Send + 'static,
+    E: drchrono_core::LayerError + Send + 'static,
     F: Fn() -> Result<Response<()>, E> + Clone + Send + 'static,
 {
     let answered = Arc::new(AtomicBool::new(false));
@@ -214,7 +214,7 @@ async fn status_reports_budgets_resets_and_the_next_instant() {
 /// response's extensions, or in the error's context. One admitted at once says nothing.
 #[tokio::test(start_paused = true)]
 async fn an_attempt_that_waited_reports_its_wait() {
-    use drchrono_classify::{ErrorContext, PermitWait};
+    use drchrono_core::{ErrorContext, PermitWait};
 
     let limiter = limiter_with(
         RateLimitConfig::builder()

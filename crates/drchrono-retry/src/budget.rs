@@ -308,7 +308,7 @@ mod tests {
     async fn a_policy_deposits_in_its_own_and_in_shared_budgets() {
         use std::sync::Arc;
 
-        use drchrono_classify::DrChronoError;
+        use drchrono_core::DrChronoError;
         use tower::retry::Policy;
 
         let request = http::Request::get("https://app.drchrono.com/api/patients")

@@ -121,7 +121,7 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// Whether errors that are not a [`drchrono_classify::DrChronoError`] (nor one boxed in
+    /// Whether errors that are not a [`drchrono_core::DrChronoError`] (nor one boxed in
     /// a `BoxError`) are retried like a transport error that may have reached the server.
     /// Default: **`false`**: without `ErrorClassifyLayer` the policy cannot tell a connect
     /// error from a malformed request, and retrying the latter only wastes minutes.
@@ -161,7 +161,7 @@ impl RetryPolicyBuilder {
     /// most 15 min).
     ///
     /// Time an attempt spent waiting for the rate limiter's permit does not count (the
-    /// limiter reports it as [`PermitWait`](drchrono_classify::PermitWait)): a request queued
+    /// limiter reports it as [`PermitWait`](drchrono_core::PermitWait)): a request queued
     /// for an hour behind DrChrono's hourly budget still gets its retries.
     pub fn deadline(mut self, deadline: Option<Duration>) -> Self {
         self.deadline = deadline;

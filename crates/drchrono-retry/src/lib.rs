@@ -55,8 +55,8 @@
 //!
 //! Outermost: `Retry<RetryPolicy>` → rate limiter → OAuth refresh → `ErrorClassifyLayer` →
 //! transport. Every attempt then waits for a rate-limit permit and carries the current
-//! token. The policy reads [`drchrono_classify::DrChronoError`]s in the service's error
-//! type, whatever it is, through [`drchrono_classify::LayerError`] (implemented for
+//! token. The policy reads [`drchrono_core::DrChronoError`]s in the service's error
+//! type, whatever it is, through [`drchrono_core::LayerError`] (implemented for
 //! `DrChronoError`, `BoxError` and `Infallible`; a `BoxError` holding something else is
 //! unclassified); without the classifier it reads the raw response's status and
 //! `Retry-After`.

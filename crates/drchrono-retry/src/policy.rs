@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{LayerError, PermitWait, parse};
+use drchrono_core::{LayerError, PermitWait, parse};
 use http::{Method, Request, Response};
 use rand::rngs::StdRng;
 use tokio::time::Instant;
@@ -457,7 +457,7 @@ mod tests {
                 .map(|response| response.status().as_u16())
                 .map_err(|error| {
                     assert!(
-                        matches!(error, drchrono_classify::DrChronoError::Throttled { .. }),
+                        matches!(error, drchrono_core::DrChronoError::Throttled { .. }),
                         "{error:?}"
                     );
                     (error.retry_after(), error.available_at())

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use drchrono_classify::{DrChronoError, LayerError};
+use drchrono_core::{DrChronoError, LayerError};
 use http::StatusCode;
 use tokio::time::Instant;
 
@@ -51,7 +51,7 @@ impl Trigger {
     ) -> Option<Self> {
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = drchrono_classify::parse::retry_after(response.headers(), wall_now());
+            let retry_after = drchrono_core::parse::retry_after(response.headers(), wall_now());
             return Some(Self::Throttled {
                 available_at: None,
                 retry_after,
@@ -113,7 +113,7 @@ pub(crate) fn is_retried_status(status: StatusCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drchrono_classify::{BoxError, ErrorContext};
+    use drchrono_core::{BoxError, ErrorContext};
 
     fn response(status: u16) -> Result<http::Response<()>, DrChronoError> {
         let mut r = http::Response::new(());

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorClassifyLayer};
+use drchrono_classify::ErrorClassifyLayer;
+use drchrono_core::DrChronoError;
 use drchrono_retry::RetryPolicy;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;

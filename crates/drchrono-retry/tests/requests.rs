@@ -6,7 +6,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_retry::RetryPolicy;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};

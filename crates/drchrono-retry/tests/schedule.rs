@@ -3,7 +3,7 @@
 mod support;
 
 use bytes::Bytes;
-use drchrono_classify::DrChronoError;
+use drchrono_core::DrChronoError;
 use drchrono_retry::{Backoff, Idempotent, RetryOverride, RetryPolicy};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -322,7 +322,7 @@ async fn waiting_for_the_limiters_permit_does_not_count_against_the_deadline() {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
-    use drchrono_classify::ErrorContext;
+    use drchrono_core::ErrorContext;
 
     let forty_minutes = Duration::from_secs(40 * 60);
     let attempts = |permit_wait: Option<Duration>| {

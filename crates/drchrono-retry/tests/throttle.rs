@@ -5,7 +5,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorContext};
+use drchrono_core::{DrChronoError, ErrorContext};
 use drchrono_retry::{RetryBudget, RetryOverride, RetryPolicy};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;

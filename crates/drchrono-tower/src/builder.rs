@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::{BoxError, ErrorClassifyLayer};
+use drchrono_classify::ErrorClassifyLayer;
+use drchrono_core::BoxError;
 use drchrono_oauth::{
     ClientCredentials, ReauthorizationEvent, RefreshLease, RefreshTiming, TokenClient,
     TokenManager, TokenSet, TokenStore,

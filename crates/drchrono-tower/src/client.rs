@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use drchrono_classify::{BoxError, DrChronoError, ErrorContext, RequestPayload};
+use drchrono_core::{BoxError, DrChronoError, ErrorContext, RequestPayload};
 use futures::Stream;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, Uri};

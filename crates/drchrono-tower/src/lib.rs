@@ -59,7 +59,7 @@ mod transport;
 pub use attempt::{BodyTooLarge, TimedOut, TimeoutPhase};
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
 pub use client::DrChronoClient;
-pub use drchrono_classify::{DrChronoError, SupportReport};
+pub use drchrono_core::{DrChronoError, SupportReport};
 pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
@@ -68,6 +68,7 @@ pub use transport::{
 };
 
 pub use drchrono_classify as classify;
+pub use drchrono_core as core;
 pub use drchrono_oauth as oauth;
 pub use drchrono_ratelimit as ratelimit;
 pub use drchrono_retry as retry;

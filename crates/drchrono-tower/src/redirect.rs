@@ -1,7 +1,7 @@
 //! Redirects: followed on the API origin, returned to the caller anywhere else.
 
 use bytes::Bytes;
-use drchrono_classify::RequestPayload;
+use drchrono_core::RequestPayload;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::{BoxError, is_connect_error};
+use drchrono_core::{BoxError, is_connect_error};
 use http::Uri;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
@@ -129,7 +129,7 @@ mod tests {
     use std::convert::Infallible;
     use std::time::SystemTime;
 
-    use drchrono_classify::DrChronoError;
+    use drchrono_core::DrChronoError;
     use drchrono_oauth::TokenSet;
     use drchrono_retry::RetryPolicy;
     use hyper_util::rt::TokioIo;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use drchrono_classify::BoxError;
+use drchrono_core::BoxError;
 use futures::future::BoxFuture;
 
 pub use self::file::{FILE_FORMAT_VERSION, FileTokenStore, STALE_TEMP_AGE};

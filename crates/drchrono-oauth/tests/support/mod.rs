@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorContext, UnauthorizedKind};
+use drchrono_core::{DrChronoError, ErrorContext, UnauthorizedKind};
 use drchrono_oauth::{
     ClientCredentials, MemoryTokenStore, RefreshBackoff, StoreError, TokenClient, TokenSet,
     TokenStore,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drchrono_classify::{DrChronoError, ErrorContext, UnauthorizedKind};
+use drchrono_core::{DrChronoError, ErrorContext, UnauthorizedKind};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::time::Instant;

@@ -20,7 +20,7 @@ use crate::redact::redact_message;
 /// It dereferences to the map (`get`, `keys`, `contains_key`, `insert`, indexing, …).
 ///
 /// ```
-/// use drchrono_classify::FieldErrors;
+/// use drchrono_core::FieldErrors;
 ///
 /// let errors = FieldErrors::from([(
 ///     "gender".to_owned(),

@@ -62,7 +62,7 @@ fn report_has_every_item_and_no_phi() {
     ));
     assert!(email.contains("503 Service Unavailable"));
     assert!(email.contains("Time zone: UTC"));
-    assert!(email.contains("Code environment: Rust (drchrono-classify"));
+    assert!(email.contains("Code environment: Rust (drchrono-tower"));
     assert!(email.contains(r#""doctor":11"#), "{email}");
     assert!(email.contains(r#""first_name":"REDACT""#), "{email}");
     assert!(email.contains(r#""notes":"REDACT""#), "{email}");

@@ -14,7 +14,7 @@ pub type NotSentPredicate = fn(&BoxError) -> bool;
 ///
 /// ```
 /// use std::io;
-/// use drchrono_classify::{BoxError, ConnectError, is_connect_error};
+/// use drchrono_core::{BoxError, ConnectError, is_connect_error};
 ///
 /// let lookup = io::Error::other("no such host: app.drchrono.com");
 /// assert!(!is_connect_error(&BoxError::from(io::Error::other("no such host"))));
@@ -60,7 +60,7 @@ impl StdError for ConnectError {
 ///
 /// ```
 /// use std::io;
-/// use drchrono_classify::{BoxError, is_connect_error};
+/// use drchrono_core::{BoxError, is_connect_error};
 ///
 /// let refused: BoxError = Box::new(io::Error::from(io::ErrorKind::ConnectionRefused));
 /// assert!(is_connect_error(&refused));

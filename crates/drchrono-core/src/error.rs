@@ -12,12 +12,12 @@ use crate::source::SourceCache;
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Hint printed with [`DrChronoError::Forbidden`].
-pub const STAFF_PERMISSIONS_HINT: &str = "Check the API user's permissions under Account > Staff \
+pub(crate) const STAFF_PERMISSIONS_HINT: &str = "Check the API user's permissions under Account > Staff \
      Permissions, and that the token was granted the endpoint's scopes (API documentation, \
      \"AUTHORIZATIONS\").";
 
 /// Hint printed with [`DrChronoError::AppointmentConflict`].
-pub const ALLOW_OVERLAPS_HINT: &str = "To schedule overlapping appointments, enable \"Allow Exam \
+pub(crate) const ALLOW_OVERLAPS_HINT: &str = "To schedule overlapping appointments, enable \"Allow Exam \
      Room Overlaps\" under Account Settings > General > Calendar Settings.";
 
 /// Why a 401 was returned for an API call that carried an access token.
@@ -75,6 +75,15 @@ impl ErrorContext {
     /// An empty context (all fields `None`).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A context that only says when: the current wall-clock time, for an error that
+    /// belongs to no request (a service that could not get ready).
+    pub fn now() -> Self {
+        Self {
+            occurred_at: Some(SystemTime::now()),
+            ..Self::default()
+        }
     }
 
     /// The context of a request: its method, URI, the current wall-clock time and, when the

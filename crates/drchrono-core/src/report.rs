@@ -13,12 +13,12 @@ use crate::{DrChronoError, redact};
 pub const SUPPORT_EMAIL: &str = "api@drchrono.com";
 
 /// This crate's version, as recorded in reports.
-pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The crate's minimum supported Rust version (`rust-version` in its manifest). The compiler
 /// that built the crate is not known without a build script, so reports give this instead,
 /// and say so.
-pub const RUST_VERSION: Option<&str> = option_env!("CARGO_PKG_RUST_VERSION");
+pub(crate) const RUST_VERSION: Option<&str> = option_env!("CARGO_PKG_RUST_VERSION");
 
 /// A report of a failed DrChrono API call, with every item DrChrono's guidance asks for and
 /// no patient data.
@@ -37,7 +37,7 @@ pub const RUST_VERSION: Option<&str> = option_env!("CARGO_PKG_RUST_VERSION");
 /// JSON.
 ///
 /// ```
-/// use drchrono_classify::{DrChronoError, ErrorContext, SupportReport};
+/// use drchrono_core::{DrChronoError, ErrorContext, SupportReport};
 /// use http::{Method, StatusCode};
 ///
 /// let mut context = ErrorContext::new();
@@ -131,7 +131,8 @@ impl From<&DrChronoError> for SupportReport {
             token_handling: None,
             environment: Environment {
                 language: "Rust",
-                client: env!("CARGO_PKG_NAME"),
+                // The project the user depends on; its crates share one version.
+                client: "drchrono-tower",
                 client_version: CRATE_VERSION,
                 minimum_rust_version: RUST_VERSION,
                 note: ENVIRONMENT_NOTE,

@@ -35,7 +35,7 @@
 //! caught; DRF's and Django's built-in messages quote every value they echo.
 //!
 //! ```
-//! use drchrono_classify::redact::redact_payload;
+//! use drchrono_core::redact::redact_payload;
 //!
 //! let payload = br#"{"patient": 42, "first_name": "Jane", "notes": ["allergic"]}"#;
 //! assert_eq!(
@@ -297,7 +297,7 @@ const UNQUOTED_ECHOES: &[(&str, &str, &str)] = &[
 /// Never panics; the result is never longer than the message plus a few `REDACT`s.
 ///
 /// ```
-/// use drchrono_classify::redact::redact_message;
+/// use drchrono_core::redact::redact_message;
 ///
 /// assert_eq!(
 ///     redact_message("\"Female - pregnant\" is not a valid choice."),

@@ -18,7 +18,7 @@ use crate::{BoxError, DrChronoError};
 /// own, say what it holds:
 ///
 /// ```
-/// use drchrono_classify::{DrChronoError, LayerError};
+/// use drchrono_core::{DrChronoError, LayerError};
 ///
 /// #[derive(Debug)]
 /// enum MyError {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use drchrono_classify::RequestPayload;
+/// use drchrono_core::RequestPayload;
 ///
 /// let body = Bytes::from_static(br#"{"patient": 7, "notes": "private"}"#);
 /// let request = http::Request::post("https://app.drchrono.com/api/appointments")

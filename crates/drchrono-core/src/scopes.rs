@@ -74,7 +74,7 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
 /// (`calendar:read calendar:write clinical:read clinical:write`).
 ///
 /// ```
-/// use drchrono_classify::required_scopes;
+/// use drchrono_core::required_scopes;
 /// use http::Method;
 ///
 /// assert_eq!(

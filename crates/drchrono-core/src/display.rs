@@ -8,33 +8,33 @@ use crate::error::{ALLOW_OVERLAPS_HINT, DrChronoError, STAFF_PERMISSIONS_HINT, U
 use crate::redact::redact_message;
 
 /// Hint printed with [`DrChronoError::Unauthorized`].
-pub const UNAUTHORIZED_HINT: &str = "Access tokens expire after 48 hours and are revoked when \
+pub(crate) const UNAUTHORIZED_HINT: &str = "Access tokens expire after 48 hours and are revoked when \
      the token is refreshed or the user authorizes again: refresh once (a single job) and \
      replay with the current token.";
 
 /// Hint printed with a [`DrChronoError::Unauthorized`] that persisted after a refresh.
-pub const PERSISTENT_UNAUTHORIZED_HINT: &str = "The 401 persisted with a token refreshed a \
+pub(crate) const PERSISTENT_UNAUTHORIZED_HINT: &str = "The 401 persisted with a token refreshed a \
      moment ago, so refreshing again would not cure it: check that the user is still active \
      and that no proxy strips the Authorization header.";
 
 /// Hint printed with [`DrChronoError::ReauthorizationRequired`].
-pub const REAUTHORIZE_HINT: &str = "The refresh token is no longer valid (revoked, or the user \
+pub(crate) const REAUTHORIZE_HINT: &str = "The refresh token is no longer valid (revoked, or the user \
      went through OAuth again): this user must authorize the application again.";
 
 /// Hint printed with [`DrChronoError::InvalidClient`].
-pub const INVALID_CLIENT_HINT: &str = "Check the application's client id and secret under \
+pub(crate) const INVALID_CLIENT_HINT: &str = "Check the application's client id and secret under \
      Account > API.";
 
 /// Hint printed with [`DrChronoError::Throttled`].
-pub const THROTTLED_HINT: &str = "Wait until the throttle resets and spread requests over \
+pub(crate) const THROTTLED_HINT: &str = "Wait until the throttle resets and spread requests over \
      time (at most 9 per second, 290 per 10 minutes, 500 per clock hour by default).";
 
 /// Hint printed with [`DrChronoError::Server`].
-pub const SERVER_HINT: &str = "Retry 2 or 3 times with a 25-30 s exponential backoff and \
+pub(crate) const SERVER_HINT: &str = "Retry 2 or 3 times with a 25-30 s exponential backoff and \
      jitter; if it persists, report it to api@drchrono.com (see SupportReport).";
 
 /// Hint printed with [`DrChronoError::MethodNotAllowed`].
-pub const METHOD_HINT: &str = "Check the endpoint's supported methods in DrChrono's API \
+pub(crate) const METHOD_HINT: &str = "Check the endpoint's supported methods in DrChrono's API \
      documentation.";
 
 impl DrChronoError {

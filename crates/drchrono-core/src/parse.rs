@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use drchrono_classify::parse;
+//! use drchrono_core::parse;
 //!
 //! let wait = parse::throttle_wait("Request was throttled. Expected available in 1 second.");
 //! assert_eq!(wait, Some(Duration::from_secs(1)));
@@ -60,7 +60,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::SystemTime;
-/// use drchrono_classify::parse::{MAX_RETRY_AFTER, retry_after_value};
+/// use drchrono_core::parse::{MAX_RETRY_AFTER, retry_after_value};
 ///
 /// let now = SystemTime::now();
 /// assert_eq!(retry_after_value("99999999999", now), Some(MAX_RETRY_AFTER));

@@ -25,7 +25,7 @@ use serde_json::error::Category;
 ///
 /// ```
 /// use std::error::Error;
-/// use drchrono_classify::{DrChronoError, ErrorContext, RedactedJsonError};
+/// use drchrono_core::{DrChronoError, ErrorContext, RedactedJsonError};
 ///
 /// #[derive(Debug, serde::Deserialize)]
 /// struct Patient { id: u64 }

@@ -10,7 +10,7 @@
 ///
 /// ```
 /// use std::time::Duration;
-/// use drchrono_classify::PermitWait;
+/// use drchrono_core::PermitWait;
 ///
 /// let mut response = http::Response::new(());
 /// response.extensions_mut().insert(PermitWait(Duration::from_secs(40 * 60)));

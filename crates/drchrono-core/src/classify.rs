@@ -31,10 +31,11 @@ const NOT_PROVIDED: &str = "credentials were not provided";
 ///
 /// HTML, empty, non-UTF-8 and truncated bodies classify by status alone.
 ///
-/// This function emits no `tracing` event; [`crate::ErrorClassify`] does, once per error.
+/// This function emits no `tracing` event; `drchrono-classify`'s `ErrorClassify` does, once per
+/// error.
 ///
 /// ```
-/// use drchrono_classify::{DrChronoError, ErrorContext, classify_response};
+/// use drchrono_core::{DrChronoError, ErrorContext, classify_response};
 /// use http::{HeaderMap, StatusCode};
 ///
 /// let body = br#"{"error": "Appointment overlaps with 323351400"}"#;
