@@ -58,7 +58,7 @@ impl fmt::Debug for ErrorContext {
                 "request_payload",
                 &self.request_payload.as_deref().map(Length),
             )
-            .field("permit_wait", &self.permit_wait)
+            .field("extensions", &self.extensions.len())
             .finish()
     }
 }
@@ -200,7 +200,7 @@ mod tests {
             "NotFound { detail: Some(\"No Patient matches \\\"REDACT\\\".\"), context: \
              ErrorContext { method: Some(GET), path: Some(\"/api/patients\"), status: \
              Some(404), occurred_at: None, body_snippet: Some(<redacted, 23 chars>), \
-             request_payload: Some(<redacted, 23 chars>), permit_wait: None } }"
+             request_payload: Some(<redacted, 23 chars>), extensions: 0 } }"
         );
         let pretty = format!("{error:#?}");
         for phi in ["Jane", "1970-01-01", "first_name="] {

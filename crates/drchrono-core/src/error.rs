@@ -64,9 +64,10 @@ pub struct ErrorContext {
     /// The request payload, redacted (every value `REDACT` except allow-listed ids), when the
     /// caller attached a [`crate::RequestPayload`] extension. Never the raw payload.
     pub request_payload: Option<String>,
-    /// How long the attempt waited for the rate limiter's permit before it was sent, when it
-    /// waited at all (set by `drchrono-ratelimit`; see [`crate::PermitWait`]).
-    pub permit_wait: Option<Duration>,
+    /// What the layers attach to an attempt's error for the layers above, by type, as
+    /// `http::Extensions` carry them on a response: a [`crate::PermitWait`] from the rate
+    /// limiter, say. Never shown by `Debug` or in reports.
+    pub extensions: http::Extensions,
     /// What `source()` shows of a `Transport` or `Decode` error's source.
     pub(crate) source_cache: SourceCache,
 }

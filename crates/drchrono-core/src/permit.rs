@@ -3,8 +3,8 @@
 /// How long an attempt waited for the rate limiter's permit before it was sent.
 ///
 /// `drchrono-ratelimit`'s layer attaches it to the outcome of every attempt that had to
-/// wait: as an extension of the response, or as
-/// [`ErrorContext::permit_wait`](crate::ErrorContext::permit_wait) of a [`crate::DrChronoError`].
+/// wait: as an extension of the response, or of a [`crate::DrChronoError`]'s context
+/// ([`ErrorContext::extensions`](crate::ErrorContext::extensions)).
 /// `drchrono-retry`'s policy leaves these waits out of its deadline: a request queued
 /// behind DrChrono's hourly budget is waiting its turn, not stuck.
 ///
@@ -23,5 +23,23 @@ impl PermitWait {
     /// The wait a response carries, if its attempt waited.
     pub fn of_response<B>(response: &http::Response<B>) -> Option<std::time::Duration> {
         response.extensions().get::<Self>().map(|wait| wait.0)
+    }
+
+    /// The wait an error carries, if its attempt waited.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use drchrono_core::{DrChronoError, ErrorContext, PermitWait};
+    ///
+    /// let mut context = ErrorContext::new();
+    /// context.extensions.insert(PermitWait(Duration::from_secs(3)));
+    /// let error = DrChronoError::Server {
+    ///     status: http::StatusCode::BAD_GATEWAY,
+    ///     context: Box::new(context),
+    /// };
+    /// assert_eq!(PermitWait::of_error(&error), Some(Duration::from_secs(3)));
+    /// ```
+    pub fn of_error(error: &crate::DrChronoError) -> Option<std::time::Duration> {
+        error.context().extensions.get::<Self>().map(|wait| wait.0)
     }
 }

@@ -269,7 +269,7 @@ fn record_wait<B, E: LayerError>(outcome: &mut Result<Response<B>, E>, waited: D
         }
         Err(error) => {
             if let Some(error) = error.as_drchrono_mut() {
-                error.context_mut().permit_wait = Some(waited);
+                error.context_mut().extensions.insert(PermitWait(waited));
             }
         }
     }

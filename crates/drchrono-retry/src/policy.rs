@@ -372,9 +372,7 @@ where
 fn permit_wait<Res, E: LayerError>(result: &Result<Response<Res>, E>) -> Option<Duration> {
     match result {
         Ok(response) => PermitWait::of_response(response),
-        Err(error) => error
-            .as_drchrono()
-            .and_then(|error| error.context().permit_wait),
+        Err(error) => error.as_drchrono().and_then(PermitWait::of_error),
     }
 }
 

@@ -322,7 +322,7 @@ async fn waiting_for_the_limiters_permit_does_not_count_against_the_deadline() {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
-    use drchrono_core::ErrorContext;
+    use drchrono_core::{ErrorContext, PermitWait};
 
     let forty_minutes = Duration::from_secs(40 * 60);
     let attempts = |permit_wait: Option<Duration>| {
@@ -336,7 +336,9 @@ async fn waiting_for_the_limiters_permit_does_not_count_against_the_deadline() {
                 }
                 tokio::time::sleep(forty_minutes).await;
                 let mut context = ErrorContext::new();
-                context.permit_wait = permit_wait;
+                if let Some(wait) = permit_wait {
+                    context.extensions.insert(PermitWait(wait));
+                }
                 Err(DrChronoError::Server {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     context: Box::new(context),
