@@ -1,8 +1,8 @@
-//! DrChrono API error responses as typed [`DrChronoError`]s, and PHI-safe support reports.
+//! DrChrono API error responses as typed [`DrChronoError`](drchrono_core::DrChronoError)s, read once, directly above the transport.
 //!
 //! [`ErrorClassifyLayer`] sits directly above the HTTP transport. Successful responses pass
 //! through untouched and still streaming; an error response (status >= 400) has its body read
-//! up to a limit (64 KiB by default) and parsed **once** into a [`DrChronoError`] that the
+//! up to a limit (64 KiB by default) and parsed **once** into a [`DrChronoError`](drchrono_core::DrChronoError) that the
 //! retry, rate-limit and OAuth layers above match on: `Throttled { retry_after, available_at }`,
 //! `Unauthorized { kind, .. }`, `ReauthorizationRequired`, `AppointmentConflict {
 //! overlapping_id }`, `Server { status }`, `Transport { not_sent }`, …

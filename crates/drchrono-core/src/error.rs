@@ -116,7 +116,7 @@ impl ErrorContext {
 
 /// An error from a DrChrono API call, typed so that callers match on data rather than strings.
 ///
-/// Produced by [`crate::ErrorClassifyLayer`] from error responses and transport failures,
+/// Produced by `drchrono-classify`'s `ErrorClassifyLayer` from error responses and transport failures,
 /// and consumed by the retry, rate-limit and OAuth layers.
 ///
 /// # What it prints
