@@ -422,5 +422,4 @@ fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-#[path = "file_tests.rs"]
 mod tests;
