@@ -18,19 +18,19 @@
 //! Every connection and handler shares one client: one rate-limit budget, one token family,
 //! one retry budget. DrChrono's errors become HTTP answers without DrChrono's body, tokens or
 //! patient data: 404 → 404, 429 → 503 with `Retry-After`, persistent 5xx → 502, … (see
-//! `examples::axum_demo::error_response`). A handler waits at most `--max-wait-ms` for
+//! `examples::axum_service::error_response`). A handler waits at most `--max-wait-ms` for
 //! DrChrono.
 //!
 //! `--self-test` sends requests to the service itself (and, through the simulator, injects
 //! 5xx and 429 answers and a burst from another user of the same application), prints one
-//! line per check and exits 0 when all pass. The logic lives in `examples::axum_demo`.
+//! line per check and exits 0 when all pass. The logic lives in `examples::axum_service`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use examples::axum_demo::{self, LiveCredentials, Options, Upstream};
+use examples::axum_service::{self, LiveCredentials, Options, Upstream};
 
 /// An axum service sharing one DrChronoClient across all handlers.
 #[derive(Debug, Parser)]
@@ -90,14 +90,14 @@ async fn run(args: Args) -> Result<ExitCode, examples::Error> {
         options.upstream = Upstream::Live(LiveCredentials::from_env()?);
     }
 
-    let demo = axum_demo::start(options).await?;
+    let demo = axum_service::start(options).await?;
     println!("listening on {}", demo.url());
     if let Some(sim) = demo.simulator() {
         println!("DrChrono simulator at {}", sim.base_url());
     }
 
     let code = if args.self_test {
-        let report = axum_demo::self_test(&demo).await?;
+        let report = axum_service::self_test(&demo).await?;
         println!("{report}");
         if report.passed() {
             ExitCode::SUCCESS

@@ -11,7 +11,7 @@
 //! `Client`. It then walks through DrChrono's behaviours (first call refreshes the token, a
 //! burst paced at 9/s, 503/504 retried, typed 404/405/409, a re-authorisation elsewhere and
 //! recovery with `TokenManager::set_tokens`), prints one line per check and exits 0 when
-//! all pass. The logic lives in `examples::hyper_demo`.
+//! all pass. The logic lives in `examples::hyper_stack`.
 
 use std::process::ExitCode;
 
@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
         .with_max_level(tracing::Level::INFO)
         .with_writer(std::io::stderr)
         .init();
-    match examples::hyper_demo::run().await {
+    match examples::hyper_stack::run().await {
         Ok(report) => {
             println!("{report}");
             if report.passed() {

@@ -2,16 +2,20 @@
 //! wrapper around a module of this library, so that `tests/examples.rs` in the
 //! integration-tests package runs the same code in-process.
 //!
-//! - [`axum_demo`]: an axum service whose handlers share one `DrChronoClient`.
-//! - [`hyper_demo`]: the four layers composed by hand on hyper-util's client.
-//! - [`load`]: the `loadgen` example's engine.
-//! - [`tonic_demo`]: the rate-limit and retry layers on a tonic `Channel`.
+//! - [`axum_service`] (example `axum`): an axum service whose handlers share one
+//!   `DrChronoClient`.
+//! - [`hyper_stack`] (example `hyper`): the four layers composed by hand on hyper-util's
+//!   client.
+//! - [`loadgen_engine`] (example `loadgen`): the load generator's engine.
+//! - [`tonic_channel`] (example `tonic`): the rate-limit and retry layers on a tonic
+//!   `Channel`.
+//! - [`checks`]: the [`Report`](checks::Report) of checks the examples print.
 
-pub mod axum_demo;
+pub mod axum_service;
 pub mod checks;
-pub mod hyper_demo;
-pub mod load;
-pub mod tonic_demo;
+pub mod hyper_stack;
+pub mod loadgen_engine;
+pub mod tonic_channel;
 
 /// The error the example modules return: anything, boxed (examples print it and exit 1).
 pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;

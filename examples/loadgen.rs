@@ -20,7 +20,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use examples::load::{Args, run};
+use examples::loadgen_engine::{Args, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {

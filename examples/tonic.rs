@@ -10,12 +10,12 @@
 //! because the server is not listening yet. It prints when the limiter released each
 //! attempt and when each call returned, then one line per check; exits 0 when all pass.
 //! Why a body-buffering adapter sits above `Retry`, and what gRPC errors mean to the
-//! policy: see `examples::tonic_demo`.
+//! policy: see `examples::tonic_channel`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use examples::tonic_demo::{self, Options};
+use examples::tonic_channel::{self, Options};
 
 /// Rate-limited, retried gRPC health checks.
 #[derive(Debug, Parser)]
@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
     let mut options = Options::default();
     options.per_second = args.per_second;
     options.concurrent_calls = args.calls;
-    let run = match tonic_demo::run(options).await {
+    let run = match tonic_channel::run(options).await {
         Ok(run) => run,
         Err(error) => {
             eprintln!("error: {error}");

@@ -1,7 +1,7 @@
 //! The `axum`, `hyper` and `tonic` examples, run in-process.
 //!
 //! Each example's `main` is a thin wrapper around a module of the `examples` library
-//! (`examples::axum_demo`, `examples::hyper_demo`, `examples::tonic_demo`), so these tests
+//! (`examples::axum_service`, `examples::hyper_stack`, `examples::tonic_channel`), so these tests
 //! run exactly what `cargo run -p examples --example <name>` runs, without spawning cargo.
 //! They talk to real loopback sockets (an embedded `drchrono-sim`, a tonic-health server)
 //! in real time: the limiter's waits are real, so timing is only checked from below (a
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drchrono_core::{DrChronoError, ErrorContext, FieldErrors};
 use drchrono_ratelimit::RateLimitConfig;
-use examples::axum_demo::{self, Options, error_response};
+use examples::axum_service::{self, Options, error_response};
 use http::StatusCode;
 use http::header::RETRY_AFTER;
 use http_body_util::{BodyExt, Full};
@@ -150,8 +150,8 @@ async fn axum_error_answers_map_statuses_and_leak_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_self_test_passes() {
-    let demo = axum_demo::start(Options::self_test()).await.unwrap();
-    let report = axum_demo::self_test(&demo).await.unwrap();
+    let demo = axum_service::start(Options::self_test()).await.unwrap();
+    let report = axum_service::self_test(&demo).await.unwrap();
     assert!(report.passed(), "{report}");
     for name in [
         "me",
@@ -183,7 +183,7 @@ async fn axum_handler_sheds_load_past_max_wait() {
         .max_per_second(1)
         .build()
         .unwrap();
-    let demo = axum_demo::start(options).await.unwrap();
+    let demo = axum_service::start(options).await.unwrap();
     let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let calls = (0..3).map(|_| {
         let http = http.clone();
@@ -222,7 +222,7 @@ async fn axum_handler_sheds_load_past_max_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_example_passes() {
-    let report = examples::hyper_demo::run().await.unwrap();
+    let report = examples::hyper_stack::run().await.unwrap();
     assert!(report.passed(), "{report}");
     for name in [
         "first_call_refreshes",
@@ -243,7 +243,7 @@ async fn hyper_example_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_example_paces_and_retries() {
-    let run = examples::tonic_demo::run(examples::tonic_demo::Options::default())
+    let run = examples::tonic_channel::run(examples::tonic_channel::Options::default())
         .await
         .unwrap();
     assert!(run.report.passed(), "{}", run.report);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use drchrono_sim::SimConfig;
-use examples::load::{Args, run};
+use examples::loadgen_engine::{Args, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_survives_small_windows_faults_and_short_tokens() {

@@ -306,5 +306,4 @@ impl fmt::Debug for TokenClient {
 }
 
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;

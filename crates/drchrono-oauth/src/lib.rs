@@ -103,11 +103,7 @@ mod lease;
 mod manager;
 mod persist;
 #[cfg(feature = "redis")]
-mod redis_conn;
-#[cfg(feature = "redis")]
-mod redis_lease;
-#[cfg(feature = "redis")]
-mod redis_store;
+mod redis;
 mod refresh;
 mod response;
 mod service;
@@ -128,11 +124,10 @@ pub use layer::OAuthRefreshLayer;
 pub use lease::{LocalLease, RefreshLease};
 pub use manager::{Bearer, TokenManager, TokenManagerBuilder};
 #[cfg(feature = "redis")]
-pub use redis_lease::{
+pub use redis::{
     DEFAULT_LEASE_ACQUIRE_TIMEOUT, DEFAULT_LEASE_POLL_INTERVAL, MIN_LEASE_TTL, RedisRefreshLease,
+    RedisTokenStore,
 };
-#[cfg(feature = "redis")]
-pub use redis_store::RedisTokenStore;
 pub use response::TokenGrant;
 pub use service::OAuthRefresh;
 pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, ReauthorizationReason};

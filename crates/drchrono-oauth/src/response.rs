@@ -171,5 +171,4 @@ pub(crate) fn malformed(reason: MalformedTokenResponse, context: ErrorContext) -
 }
 
 #[cfg(test)]
-#[path = "response_tests.rs"]
 mod tests;

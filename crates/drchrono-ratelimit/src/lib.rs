@@ -227,13 +227,7 @@ mod observe;
 mod priority;
 mod rate_limiter;
 #[cfg(feature = "redis")]
-mod redis_backend;
-#[cfg(feature = "redis")]
-mod redis_builder;
-#[cfg(feature = "redis")]
-mod redis_script;
-#[cfg(feature = "redis")]
-mod redis_status;
+mod redis;
 mod rule;
 mod service;
 mod status;
@@ -253,14 +247,10 @@ pub use local::LocalLimiter;
 pub use priority::Priority;
 pub use rate_limiter::{RateLimiter, RateLimiterBuilder};
 #[cfg(feature = "redis")]
-pub use redis_backend::RedisRateLimitBackend;
-#[cfg(feature = "redis")]
-pub use redis_builder::{
+pub use redis::{
     DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_RETRY_INTERVAL, DEFAULT_REDIS_TIMEOUT,
-    RedisBackendBuilder,
+    RedisBackendBuilder, RedisClock, RedisRateLimitBackend,
 };
-#[cfg(feature = "redis")]
-pub use redis_script::RedisClock;
 pub use rule::{MAX_PERIOD, Rule, RuleKind};
 pub use service::DrChronoRateLimit;
 pub use status::{RuleStatus, Status};

@@ -10,6 +10,9 @@
 //! does all its work under the lock when the request arrives and waits *after*, so a
 //! request is counted at its arrival.
 //!
+//! [`Simulator::router`] is defined here, beside the handlers it mounts: this module
+//! depends on `simulator` (the state), never the other way round.
+//!
 //! [`SimConfig::token_delay`]: crate::SimConfig::token_delay
 //! [`SimConfig::latency`]: crate::SimConfig::latency
 
@@ -32,7 +35,15 @@ use crate::simulator::Simulator;
 use crate::throttle::Rule;
 use crate::tokens::{DEFAULT_USER, RefreshError, Rejection};
 
-pub(crate) fn router(sim: Simulator) -> Router {
+impl Simulator {
+    /// The router serving the simulated API. It is a tower `Service`, usable as the
+    /// transport itself in tests that need no socket.
+    pub fn router(&self) -> Router {
+        router(self.clone())
+    }
+}
+
+fn router(sim: Simulator) -> Router {
     Router::new()
         .route("/o/token/", post(token))
         .route("/sim/reauthorize", post(reauthorize))

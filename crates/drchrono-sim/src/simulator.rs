@@ -174,12 +174,6 @@ impl Simulator {
         }
     }
 
-    /// The router serving the simulated API. It is a tower `Service`, usable as the
-    /// transport itself in tests that need no socket.
-    pub fn router(&self) -> axum::Router {
-        crate::routes::router(self.clone())
-    }
-
     /// The configuration.
     pub fn config(&self) -> &SimConfig {
         &self.inner.config

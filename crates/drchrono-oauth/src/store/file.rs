@@ -58,6 +58,7 @@ struct Inner {
     /// Serialises load-compare-write within the process.
     lock: tokio::sync::Mutex<()>,
     /// Where the next saves stop, as if the process were killed (tests only).
+    #[cfg(test)]
     crash_at: std::sync::Mutex<Option<CrashPoint>>,
 }
 
@@ -68,6 +69,7 @@ impl FileTokenStore {
             inner: Arc::new(Inner {
                 path: path.into(),
                 lock: tokio::sync::Mutex::new(()),
+                #[cfg(test)]
                 crash_at: std::sync::Mutex::new(None),
             }),
         }
@@ -113,11 +115,17 @@ impl TokenStore for FileTokenStore {
             blocking(move || {
                 let stored = read_file(&inner.path)?;
                 check_generation(stored.as_ref(), expected_generation)?;
+                #[cfg(test)]
                 let crash = *inner
                     .crash_at
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                write_file(&inner.path, &tokens, crash)
+                write_file(
+                    &inner.path,
+                    &tokens,
+                    #[cfg(test)]
+                    crash,
+                )
             })
             .await
         })
@@ -175,9 +183,10 @@ fn decode(bytes: &[u8]) -> Result<TokenSet, StoreError> {
 }
 
 /// A point at which a test makes the write stop, as a crash (or a kill) would: nothing is
-/// cleaned up. Only tests set one.
+/// cleaned up. A test hook: it, and every field, parameter and check that carries it, is
+/// compiled in tests only.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 enum CrashPoint {
     AfterCreate,
     MidWrite,
@@ -187,6 +196,7 @@ enum CrashPoint {
 }
 
 /// Stops here when a test asked for a crash at `here`.
+#[cfg(test)]
 fn crash_point(crash: Option<CrashPoint>, here: CrashPoint) -> Result<(), StoreError> {
     if crash == Some(here) {
         Err(StoreError::io(
@@ -262,10 +272,20 @@ fn is_temp_of(file_name: &str, name: &str) -> bool {
     random || legacy
 }
 
-fn write_file(path: &Path, tokens: &TokenSet, crash: Option<CrashPoint>) -> Result<(), StoreError> {
+fn write_file(
+    path: &Path,
+    tokens: &TokenSet,
+    #[cfg(test)] crash: Option<CrashPoint>,
+) -> Result<(), StoreError> {
     let (dir, name) = dir_and_name(path);
     let temp = dir.join(temp_name(&name));
-    write_via(path, &temp, tokens, crash)
+    write_via(
+        path,
+        &temp,
+        tokens,
+        #[cfg(test)]
+        crash,
+    )
 }
 
 /// Writes `tokens` to `temp`, which must not exist yet, then renames it over `path`.
@@ -273,7 +293,7 @@ fn write_via(
     path: &Path,
     temp: &Path,
     tokens: &TokenSet,
-    crash: Option<CrashPoint>,
+    #[cfg(test)] crash: Option<CrashPoint>,
 ) -> Result<(), StoreError> {
     let (dir, name) = dir_and_name(path);
     let mut bytes = serde_json::to_vec(&FileRef {
@@ -282,18 +302,31 @@ fn write_via(
     })
     .map_err(|e| StoreError::json(&e))?;
     let mut created = false;
-    let result = write_temp(temp, &bytes, crash, &mut created)
-        .and_then(|()| crash_point(crash, CrashPoint::AfterSync))
-        .and_then(|()| fs::rename(temp, path).map_err(|e| StoreError::io("rename", temp, e)));
+    let result = write_temp(
+        temp,
+        &bytes,
+        #[cfg(test)]
+        crash,
+        &mut created,
+    )
+    .and_then(|()| {
+        #[cfg(test)]
+        crash_point(crash, CrashPoint::AfterSync)?;
+        fs::rename(temp, path).map_err(|e| StoreError::io("rename", temp, e))
+    });
     bytes.zeroize();
     if let Err(error) = result {
+        // A simulated crash leaves its temporary file behind, as a real one would.
+        #[cfg(test)]
+        let created = created && crash.is_none();
         // Best effort: the temporary file holds secrets and is of no use now. Only ours:
         // a name that already existed belongs to another writer.
-        if created && crash.is_none() {
+        if created {
             let _ = fs::remove_file(temp);
         }
         return Err(error);
     }
+    #[cfg(test)]
     crash_point(crash, CrashPoint::AfterRename)?;
     sync_dir(&dir)?;
     remove_stale_temps(&dir, &name);
@@ -338,19 +371,22 @@ fn remove_stale_temps(dir: &Path, name: &str) {
 fn write_temp(
     temp: &Path,
     bytes: &[u8],
-    crash: Option<CrashPoint>,
+    #[cfg(test)] crash: Option<CrashPoint>,
     created: &mut bool,
 ) -> Result<(), StoreError> {
     let mut file =
         create_private(temp).map_err(|e| StoreError::io("create temporary file", temp, e))?;
     *created = true;
+    #[cfg(test)]
     crash_point(crash, CrashPoint::AfterCreate)?;
+    #[cfg(test)]
     if crash == Some(CrashPoint::MidWrite) {
         let _ = file.write_all(&bytes[..bytes.len() / 2]);
         return crash_point(crash, CrashPoint::MidWrite);
     }
     file.write_all(bytes)
         .map_err(|e| StoreError::io("write temporary file", temp, e))?;
+    #[cfg(test)]
     crash_point(crash, CrashPoint::AfterWrite)?;
     file.sync_all()
         .map_err(|e| StoreError::io("fsync temporary file", temp, e))
@@ -386,5 +422,4 @@ fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-#[path = "file_tests.rs"]
 mod tests;

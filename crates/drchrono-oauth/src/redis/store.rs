@@ -9,7 +9,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use secrecy::zeroize::Zeroize;
 
-use crate::redis_conn::{backend, connect};
+use super::conn::{backend, connect};
 use crate::{StoreError, TokenSet, TokenStore};
 
 /// The layout version written in the hash's `version` field.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use redis::Client;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::redis_backend::{Fallback, redis_error};
-use crate::redis_script::LimiterScript;
+use super::backend::{Fallback, redis_error};
+use super::script::LimiterScript;
 use crate::{BackendError, RateLimitConfig, RedisClock, RedisRateLimitBackend};
 
 /// Default prefix of the limiter's Redis keys: `"drchrono:ratelimit"`.

@@ -10,11 +10,11 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), examples::Error> {
-//! use examples::axum_demo::{Options, start};
+//! use examples::axum_service::{Options, start};
 //!
 //! let demo = start(Options::demo()).await?;          // embedded drchrono-sim
 //! println!("listening on {}", demo.url());
-//! let report = examples::axum_demo::self_test(&demo).await?;
+//! let report = examples::axum_service::self_test(&demo).await?;
 //! assert!(report.passed(), "{report}");
 //! demo.shutdown().await?;
 //! # Ok(())

@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::redis_conn::{backend, connect};
+use super::conn::{backend, connect};
 use crate::{RefreshLease, StoreError};
 
 /// Default interval between two attempts to take a lease another process holds: 20 ms.

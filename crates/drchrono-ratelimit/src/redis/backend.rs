@@ -11,9 +11,9 @@ use redis::RedisError;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
+use super::script::{LimiterScript, Op, RedisClock, micros_since_epoch};
+use super::status::{decode_decision, decode_status};
 use crate::backend::{Backend, BackendFuture};
-use crate::redis_script::{LimiterScript, Op, RedisClock, micros_since_epoch};
-use crate::redis_status::{decode_decision, decode_status};
 use crate::{BackendError, NotUntil, Priority, RateLimitConfig, RedisBackendBuilder, Rule, Status};
 
 pub(crate) use fallback::Fallback;
