@@ -57,7 +57,7 @@ pub struct ErrorContext {
     /// When the error was observed (wall clock).
     pub occurred_at: Option<SystemTime>,
     /// A short excerpt of the response body (at most
-    /// [`crate::redact::MAX_SNIPPET_CHARS`] characters): JSON keeps its keys, allow-listed ids
+    /// 512 characters): JSON keeps its keys, allow-listed ids
     /// and DrChrono's own messages, every other value replaced by `REDACT`; HTML, empty,
     /// non-UTF-8 and truncated bodies are described instead (`<html body, 532 bytes>`).
     pub body_snippet: Option<String>,

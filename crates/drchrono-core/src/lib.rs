@@ -59,6 +59,8 @@ mod layer_error;
 pub mod parse;
 mod payload;
 mod permit;
+#[cfg(test)]
+mod proptests;
 pub mod redact;
 mod report;
 mod scopes;

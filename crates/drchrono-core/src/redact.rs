@@ -51,7 +51,7 @@ pub const REDACTED: &str = "REDACT";
 
 /// Keys whose numeric, boolean or digit-string values are kept: ids and paging, not patient
 /// data.
-pub const ALLOWED_KEYS: &[&str] = &[
+pub(crate) const ALLOWED_KEYS: &[&str] = &[
     "id",
     "doctor",
     "patient",
@@ -73,14 +73,15 @@ pub const ALLOWED_KEYS: &[&str] = &[
 /// Keys whose values are kept when they are short codes of `[a-z0-9_:. -]`
 /// (`grant_type=refresh_token`, `scope=calendar:read`). Never a secret: `refresh_token`,
 /// `client_secret`, `code` and `access_token` are not listed, so they are always redacted.
-pub const CODE_KEYS: &[&str] = &["grant_type", "scope", "token_type"];
+pub(crate) const CODE_KEYS: &[&str] = &["grant_type", "scope", "token_type"];
 
 /// Query parameters whose values are kept in a report's URL when they are short dates, flags
 /// or cursors (`[A-Za-z0-9:._+-]`, at most 64 characters), besides [`ALLOWED_KEYS`] ids.
-pub const QUERY_KEYS: &[&str] = &["since", "verbose", "cursor", "date", "date_range", "format"];
+pub(crate) const QUERY_KEYS: &[&str] =
+    &["since", "verbose", "cursor", "date", "date_range", "format"];
 
 /// Keys whose string values in an error body are DrChrono's own messages and are kept.
-pub const MESSAGE_KEYS: &[&str] = &[
+pub(crate) const MESSAGE_KEYS: &[&str] = &[
     "detail",
     "error",
     "error_description",
@@ -90,10 +91,10 @@ pub const MESSAGE_KEYS: &[&str] = &[
 
 /// Most characters of a snippet or payload kept in an [`crate::ErrorContext`]; longer text is
 /// cut (on a character boundary) and ends with `…`. Default and only value: 512.
-pub const MAX_SNIPPET_CHARS: usize = 512;
+pub(crate) const MAX_SNIPPET_CHARS: usize = 512;
 
 /// Most characters of a redacted request payload: 4096.
-pub const MAX_PAYLOAD_CHARS: usize = 4096;
+pub(crate) const MAX_PAYLOAD_CHARS: usize = 4096;
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -105,7 +106,7 @@ enum Mode {
 }
 
 /// `true` when `key` is one of [`ALLOWED_KEYS`].
-pub fn is_allowed_key(key: &str) -> bool {
+pub(crate) fn is_allowed_key(key: &str) -> bool {
     ALLOWED_KEYS.contains(&key)
 }
 
@@ -134,8 +135,10 @@ pub fn redact_payload(bytes: &[u8]) -> String {
 /// JSON keeps keys, allow-listed ids and DrChrono's messages (and, when `field_lists` is set —
 /// a 400 — the field-error lists); HTML, empty, non-UTF-8, truncated or other bodies become a
 /// description (`<html body, 532 bytes>`). `truncated` says the body was cut at the read
-/// limit. The result is at most [`MAX_SNIPPET_CHARS`] characters.
-pub fn redact_error_body(
+/// limit. The result is at most [`MAX_SNIPPET_CHARS`] characters. (`classify_response`
+/// parses the body once and calls [`error_snippet`].)
+#[cfg(test)]
+pub(crate) fn redact_error_body(
     body: &[u8],
     content_type: Option<&str>,
     truncated: bool,
@@ -158,7 +161,12 @@ pub(crate) fn error_snippet(value: &Value, field_lists: bool) -> String {
 /// `<non-UTF-8 body, N bytes>`, `<truncated JSON body, N bytes>`, `<invalid JSON body, N
 /// bytes>` or `<text body, N bytes>`; `what` names the thing (`"body"`, `"payload"`).
 /// `truncated` adds `, cut at the read limit`.
-pub fn describe(bytes: &[u8], content_type: Option<&str>, truncated: bool, what: &str) -> String {
+pub(crate) fn describe(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    truncated: bool,
+    what: &str,
+) -> String {
     let len = bytes.len();
     let cut = if truncated {
         ", cut at the read limit"
@@ -190,7 +198,7 @@ pub fn describe(bytes: &[u8], content_type: Option<&str>, truncated: bool, what:
 
 /// Cuts `text` to at most `max` characters (on a character boundary), ending with `…` when
 /// cut.
-pub fn shorten(text: &str, max: usize) -> String {
+pub(crate) fn shorten(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some(_) => {
