@@ -2,7 +2,7 @@
 
 use tower::Layer;
 
-use crate::{BackendError, DrChronoRateLimit, RateLimitConfig, RateLimiter, Status};
+use crate::{DrChronoRateLimit, RateLimitConfig, RateLimiter};
 
 /// Applies [`DrChronoRateLimit`]: every request waits (in its response future) until it
 /// breaks none of the application's throttling rules, and a server 429 pauses every caller.
@@ -29,14 +29,6 @@ impl DrChronoRateLimitLayer {
     /// The shared limiter.
     pub fn limiter(&self) -> &RateLimiter {
         &self.limiter
-    }
-
-    /// The limiter's [`Status`] now.
-    ///
-    /// # Errors
-    /// [`BackendError`] when the backend could not be read (see [`RateLimiter::status`]).
-    pub async fn status(&self) -> Result<Status, BackendError> {
-        self.limiter.status().await
     }
 }
 

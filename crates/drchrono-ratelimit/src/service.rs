@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::{BackendError, DrChronoRateLimitLayer, Priority, RateLimiter, Status};
+use crate::{DrChronoRateLimitLayer, Priority, RateLimiter};
 
 /// Waits for a permit of the shared [`RateLimiter`] before each request, and pauses every
 /// caller when the server answers 429.
@@ -78,14 +78,6 @@ impl<S> DrChronoRateLimit<S> {
     /// The shared limiter.
     pub fn limiter(&self) -> &RateLimiter {
         &self.limiter
-    }
-
-    /// The limiter's [`Status`] now.
-    ///
-    /// # Errors
-    /// [`BackendError`] when the backend could not be read (see [`RateLimiter::status`]).
-    pub async fn status(&self) -> Result<Status, BackendError> {
-        self.limiter.status().await
     }
 }
 

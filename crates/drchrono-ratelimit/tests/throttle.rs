@@ -204,7 +204,11 @@ async fn status_reports_budgets_resets_and_the_next_instant() {
     assert_eq!(status.next_available, start() + secs(1.1));
     assert_eq!(status.paused_until, None);
     tokio::time::advance(secs(2.0)).await;
-    let status = DrChronoRateLimitLayer::new(limiter).status().await.unwrap();
+    let status = DrChronoRateLimitLayer::new(limiter)
+        .limiter()
+        .status()
+        .await
+        .unwrap();
     assert_eq!(status.rules[0].remaining, 9);
     assert_eq!(status.rules[0].resets_at, None);
     assert_eq!(status.next_available, start() + secs(2.0));
