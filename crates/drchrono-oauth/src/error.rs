@@ -1,18 +1,5 @@
-//! The errors this crate adds, and how refresh failures reach API callers.
-//!
-//! The layer's error type is [`DrChronoError`]. A failure that concerns the whole token
-//! family is surfaced to every caller waiting on it:
-//! - `invalid_grant` → [`DrChronoError::ReauthorizationRequired`]; `invalid_client` →
-//!   [`DrChronoError::InvalidClient`]; any other OAuth error → [`DrChronoError::OAuth`]
-//!   (never retried);
-//! - a transient failure of the token endpoint (5xx, 429, timeout, connection error, after
-//!   [`RefreshBackoff`](crate::RefreshBackoff)'s retries), or a malformed token response →
-//!   [`DrChronoError::Transport`] with `not_sent: true` (the API request was not sent with a
-//!   valid token, so the retry layer may retry any method) and a [`RefreshFailed`] source
-//!   holding the token endpoint's own error;
-//! - the rotated pair could not be persisted → [`DrChronoError::Transport`] with
-//!   `not_sent: true` and a [`StoreError`] source; the pair stays in
-//!   memory and the next request retries the save before using it.
+//! The errors this crate adds, and how refresh failures reach API callers (see the crate
+//! docs' *Errors* section).
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -33,9 +33,28 @@
 //! the lease, which expires after its TTL; another process takes over. See the README for
 //! what happens when Redis is unreachable or loses data.
 //!
-//! Errors are [`DrChronoError`](drchrono_core::DrChronoError)s; see [`error`] for how
-//! refresh and store failures reach callers. No `Debug` output or `tracing` event contains
-//! a token or the client secret: events carry generation numbers only.
+//! No `Debug` output or `tracing` event contains a token or the client secret: events
+//! carry generation numbers only.
+//!
+//! # Errors
+//! The layer's error type is [`DrChronoError`]. A failure that concerns the whole token
+//! family is surfaced to every caller waiting on it:
+//! - `invalid_grant` → [`ReauthorizationRequired`]; `invalid_client` → [`InvalidClient`];
+//!   any other OAuth error → [`OAuth`] (never retried);
+//! - a transient failure of the token endpoint (5xx, 429, timeout, connection error, after
+//!   [`RefreshBackoff`]'s retries), or a malformed token response
+//!   ([`MalformedTokenResponse`]) → [`Transport`] with `not_sent: true` (the API request
+//!   was not sent with a valid token, so the retry layer may retry any method) and a
+//!   [`RefreshFailed`] source holding the token endpoint's own error;
+//! - the rotated pair could not be persisted → [`Transport`] with `not_sent: true` and a
+//!   [`StoreError`] source; the pair stays in memory and the next request retries the save
+//!   before using it.
+//!
+//! [`DrChronoError`]: drchrono_core::DrChronoError
+//! [`ReauthorizationRequired`]: drchrono_core::DrChronoError::ReauthorizationRequired
+//! [`InvalidClient`]: drchrono_core::DrChronoError::InvalidClient
+//! [`OAuth`]: drchrono_core::DrChronoError::OAuth
+//! [`Transport`]: drchrono_core::DrChronoError::Transport
 //!
 //! # Example
 //! Against the simulator over loopback: start from a refresh token only; the first request
@@ -96,7 +115,7 @@
 mod active;
 mod backoff;
 mod client;
-pub mod error;
+mod error;
 mod future;
 mod layer;
 mod lease;
