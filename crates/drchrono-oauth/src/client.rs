@@ -22,10 +22,10 @@ use crate::response::{self, Attempt, TokenGrant};
 pub const DRCHRONO_TOKEN_URL: &str = "https://drchrono.com/o/token/";
 
 /// The largest token response body read, in bytes: 64 KiB.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// How long one attempt may take before it counts as a transient failure: 30 s.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The type-erased HTTP client the token endpoint is reached through.
 pub type TokenTransport =
@@ -136,14 +136,14 @@ impl TokenClient {
         self
     }
 
-    /// The time limit of one attempt. Default: [`DEFAULT_ATTEMPT_TIMEOUT`] (30 s).
+    /// The time limit of one attempt. Default: 30 s.
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
         self
     }
 
-    /// The largest response body read. Default: [`DEFAULT_BODY_LIMIT`] (64 KiB).
+    /// The largest response body read. Default: 64 KiB.
     #[must_use]
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.body_limit = limit;

@@ -133,27 +133,17 @@ mod token;
 mod unauthorized;
 
 pub use backoff::RefreshBackoff;
-pub use client::{
-    ClientCredentials, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_LIMIT, DRCHRONO_TOKEN_URL,
-    TokenClient, TokenTransport,
-};
+pub use client::{ClientCredentials, DRCHRONO_TOKEN_URL, TokenClient, TokenTransport};
 pub use error::{MalformedTokenResponse, RefreshFailed};
 pub use future::ResponseFuture;
 pub use layer::OAuthRefreshLayer;
 pub use lease::{LocalLease, RefreshLease};
 pub use manager::{Bearer, TokenManager, TokenManagerBuilder};
 #[cfg(feature = "redis")]
-pub use redis::{
-    DEFAULT_LEASE_ACQUIRE_TIMEOUT, DEFAULT_LEASE_POLL_INTERVAL, MIN_LEASE_TTL, RedisRefreshLease,
-    RedisTokenStore,
-};
+pub use redis::{RedisRefreshLease, RedisTokenStore};
 pub use response::TokenGrant;
 pub use service::OAuthRefresh;
 pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, ReauthorizationReason};
-pub use store::{
-    FILE_FORMAT_VERSION, FileTokenStore, MemoryTokenStore, STALE_TEMP_AGE, StoreError, TokenStore,
-};
-pub use timing::{
-    DEFAULT_STORE_RECHECK_INTERVAL, DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL, RefreshTiming,
-};
+pub use store::{FileTokenStore, MemoryTokenStore, STALE_TEMP_AGE, StoreError, TokenStore};
+pub use timing::RefreshTiming;
 pub use token::TokenSet;

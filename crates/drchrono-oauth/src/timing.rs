@@ -2,12 +2,6 @@
 
 use std::time::Duration;
 
-/// The default of [`RefreshTiming::unauthorized_refresh_interval`]: 60 s.
-pub const DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The default of [`RefreshTiming::store_recheck_interval`]: 5 s.
-pub const DEFAULT_STORE_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
-
 /// When the layer refreshes proactively: `min(max_margin, percent_of_lifetime % of the
 /// token's lifetime)` before expiry, so that no request is sent with a token about to
 /// expire. DrChrono's tokens live 48 h, so the margin is 5 minutes by default.
@@ -30,8 +24,8 @@ impl Default for RefreshTiming {
             assumed_lifetime: Duration::from_secs(48 * 60 * 60),
             retry_interval: Duration::from_secs(30),
             expiry_skew: Duration::from_secs(1),
-            unauthorized_refresh_interval: DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL,
-            store_recheck_interval: DEFAULT_STORE_RECHECK_INTERVAL,
+            unauthorized_refresh_interval: Duration::from_secs(60),
+            store_recheck_interval: Duration::from_secs(5),
         }
     }
 }
@@ -96,7 +90,7 @@ impl RefreshTiming {
     }
 
     /// The least time between two refreshes caused by a 401 on the current token.
-    /// Default: [`DEFAULT_UNAUTHORIZED_REFRESH_INTERVAL`] (60 s).
+    /// Default: 60 s.
     ///
     /// A 401 that a new token does not cure (a deactivated user, a proxy that strips
     /// `Authorization`) must not rotate the token family on every request. So a 401 on the
@@ -115,8 +109,7 @@ impl RefreshTiming {
     /// tokens), how often a request re-reads the store for a newer pair that another
     /// process saved (a re-authorisation done elsewhere, a rotation that raced ours). A
     /// newer pair is adopted and requests resume; in between, requests fail at once with
-    /// the typed error, with no store read. Default:
-    /// [`DEFAULT_STORE_RECHECK_INTERVAL`] (5 s).
+    /// the typed error, with no store read. Default: 5 s.
     #[must_use]
     pub fn store_recheck_interval(mut self, interval: Duration) -> Self {
         self.store_recheck_interval = interval;

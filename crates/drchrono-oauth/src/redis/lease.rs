@@ -18,13 +18,13 @@ use super::conn::{backend, connect};
 use crate::{RefreshLease, StoreError};
 
 /// Default interval between two attempts to take a lease another process holds: 20 ms.
-pub const DEFAULT_LEASE_POLL_INTERVAL: Duration = Duration::from_millis(20);
+const DEFAULT_LEASE_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Default longest wait for a lease another process holds: 60 s.
-pub const DEFAULT_LEASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_LEASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Shortest lease time-to-live: 100 ms (shorter ones are raised to it).
-pub const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
+const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
 
 /// `PEXPIRE` the lease if this process still owns it. `ARGV` = owner, ttl (ms).
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
@@ -111,7 +111,7 @@ struct Held {
 
 impl RedisRefreshLease {
     /// Connects to the Redis server at `url` and uses the lease at `key`, which expires
-    /// `ttl` after its holder stops renewing it (raised to at least [`MIN_LEASE_TTL`]).
+    /// `ttl` after its holder stops renewing it (raised to at least 100 ms).
     ///
     /// Choose `ttl` as how long the other processes may wait after a holder dies: a few
     /// seconds. The connection settings are those of
@@ -147,9 +147,9 @@ impl RedisRefreshLease {
         }
     }
 
-    /// Interval between two attempts to take a lease another process holds. Default
-    /// [`DEFAULT_LEASE_POLL_INTERVAL`] (20 ms); a lease is taken about once per token
-    /// lifetime, so polling costs nothing the rest of the time.
+    /// Interval between two attempts to take a lease another process holds. Default: 20 ms;
+    /// a lease is taken about once per token lifetime, so polling costs nothing the rest of
+    /// the time.
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
@@ -157,8 +157,7 @@ impl RedisRefreshLease {
     }
 
     /// Longest wait for a lease another process holds; then acquiring fails with
-    /// [`StoreError::Backend`] (the caller's request fails as not sent). Default
-    /// [`DEFAULT_LEASE_ACQUIRE_TIMEOUT`] (60 s).
+    /// [`StoreError::Backend`] (the caller's request fails as not sent). Default: 60 s.
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;

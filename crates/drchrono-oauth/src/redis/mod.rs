@@ -5,7 +5,5 @@ mod conn;
 mod lease;
 mod store;
 
-pub use self::lease::{
-    DEFAULT_LEASE_ACQUIRE_TIMEOUT, DEFAULT_LEASE_POLL_INTERVAL, MIN_LEASE_TTL, RedisRefreshLease,
-};
+pub use self::lease::RedisRefreshLease;
 pub use self::store::RedisTokenStore;

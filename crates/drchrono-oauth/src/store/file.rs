@@ -18,7 +18,7 @@ use super::{StoreError, TokenStore, check_generation};
 use crate::TokenSet;
 
 /// The file format version this crate writes and reads.
-pub const FILE_FORMAT_VERSION: u64 = 1;
+const FILE_FORMAT_VERSION: u64 = 1;
 
 /// How old a temporary file left by a crashed save must be before a later save removes it:
 /// 60 s.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use drchrono_core::BoxError;
 use futures::future::BoxFuture;
 
-pub use self::file::{FILE_FORMAT_VERSION, FileTokenStore, STALE_TEMP_AGE};
+pub use self::file::{FileTokenStore, STALE_TEMP_AGE};
 pub use self::memory::MemoryTokenStore;
 use crate::TokenSet;
 
