@@ -61,12 +61,12 @@ impl RefreshBackoff {
     }
 
     /// The configured number of retries.
-    pub fn retries(&self) -> u32 {
+    pub(crate) fn retries(&self) -> u32 {
         self.max_retries
     }
 
     /// The delay before retry number `retry` (0-based), given the server's `Retry-After`.
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
         let computed = self.base_delay.saturating_mul(factor);
         computed

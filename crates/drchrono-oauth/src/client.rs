@@ -46,11 +46,6 @@ impl ClientCredentials {
             client_secret: client_secret.into(),
         }
     }
-
-    /// The client id.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
 }
 
 impl fmt::Debug for ClientCredentials {
@@ -148,16 +143,6 @@ impl TokenClient {
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.body_limit = limit;
         self
-    }
-
-    /// The configured token endpoint.
-    pub fn url(&self) -> &Uri {
-        &self.token_url
-    }
-
-    /// The configured client credentials.
-    pub fn credentials(&self) -> &ClientCredentials {
-        &self.credentials
     }
 
     /// Spends `refresh_token` for a new pair, retrying transient failures.

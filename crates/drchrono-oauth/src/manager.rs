@@ -191,11 +191,6 @@ impl TokenManager {
             .map(|active| active.generation())
     }
 
-    /// The token client.
-    pub fn client(&self) -> &TokenClient {
-        &self.shared.client
-    }
-
     /// Whether a token is installed, persisted and not due for refresh: a request can be
     /// sent with no token work first.
     #[inline]

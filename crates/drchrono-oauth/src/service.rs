@@ -104,11 +104,6 @@ impl<S> OAuthRefresh<S> {
         OAuthRefreshLayer::new(manager)
     }
 
-    /// The token manager.
-    pub fn manager(&self) -> &TokenManager {
-        &self.manager
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

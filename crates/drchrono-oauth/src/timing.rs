@@ -85,7 +85,7 @@ impl RefreshTiming {
     }
 
     /// The configured expiry skew.
-    pub fn skew(&self) -> Duration {
+    pub(crate) fn skew(&self) -> Duration {
         self.expiry_skew
     }
 
@@ -125,19 +125,19 @@ impl RefreshTiming {
     }
 
     /// The margin for a token of the given lifetime (the assumed lifetime when `None`).
-    pub fn margin_for(&self, lifetime: Option<Duration>) -> Duration {
+    pub(crate) fn margin_for(&self, lifetime: Option<Duration>) -> Duration {
         let lifetime = lifetime.unwrap_or(self.assumed_lifetime);
         let share = lifetime.saturating_mul(self.percent_of_lifetime) / 100;
         share.min(self.max_margin)
     }
 
     /// The configured assumed lifetime.
-    pub fn lifetime_when_unknown(&self) -> Duration {
+    pub(crate) fn lifetime_when_unknown(&self) -> Duration {
         self.assumed_lifetime
     }
 
     /// The configured retry interval.
-    pub fn retry_after_failure(&self) -> Duration {
+    pub(crate) fn retry_after_failure(&self) -> Duration {
         self.retry_interval
     }
 }

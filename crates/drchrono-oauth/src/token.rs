@@ -78,7 +78,7 @@ impl TokenSet {
 
     /// Whether an access token is present (a pair built with
     /// [`TokenSet::from_refresh_token`] has none).
-    pub fn has_access_token(&self) -> bool {
+    pub(crate) fn has_access_token(&self) -> bool {
         !self.access_token.expose_secret().is_empty()
     }
 

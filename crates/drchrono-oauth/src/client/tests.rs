@@ -35,7 +35,7 @@ async fn sends_the_refresh_grant_as_a_form() {
         }
     });
     let client = TokenClient::new(transport, credentials());
-    assert_eq!(client.url(), &Uri::from_static(DRCHRONO_TOKEN_URL));
+    assert_eq!(client.token_url, Uri::from_static(DRCHRONO_TOKEN_URL));
     let grant = client.refresh(&SecretString::from("R T&1")).await.unwrap();
     assert_eq!(grant.access_token.expose_secret(), "AT");
     assert_eq!(grant.expires_in, Some(Duration::from_secs(60)));
@@ -133,7 +133,7 @@ fn debug_shows_no_secret() {
         Ok::<_, Infallible>(Response::new(ok_body()))
     });
     let client = TokenClient::new(transport, credentials());
-    let shown = format!("{client:?} {:?}", client.credentials());
+    let shown = format!("{client:?} {:?}", client.credentials);
     assert!(!shown.contains("CLIENT-SECRET-VALUE"), "{shown}");
     assert!(shown.contains("the-client"));
 }

@@ -164,16 +164,6 @@ impl RedisRefreshLease {
         self
     }
 
-    /// The lease's time-to-live.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// The key of the lease.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     fn held(&self) -> MutexGuard<'_, Option<Held>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }

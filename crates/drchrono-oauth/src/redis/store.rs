@@ -33,9 +33,9 @@ return {1, false}
 
 /// A [`TokenStore`] in Redis, shared by every process (and host) that uses one token family.
 ///
-/// The pair lives in one hash at [`key`](RedisTokenStore::key), with no expiry:
-/// `version` (`1`), `generation` and `tokens` (the JSON of [`TokenSet`]: access and refresh
-/// token in clear text, expiry, scope, generation). A save is one Lua script that compares
+/// The pair lives in one hash at the key given to [`connect`](RedisTokenStore::connect),
+/// with no expiry: `version` (`1`), `generation` and `tokens` (the JSON of [`TokenSet`]:
+/// access and refresh token in clear text, expiry, scope, generation). A save is one Lua script that compares
 /// the stored generation with the expected one and writes only if they match, so two
 /// processes can never overwrite each other's rotation: the loser gets
 /// [`StoreError::Conflict`] with the winner's pair and adopts it.
@@ -105,11 +105,6 @@ impl RedisTokenStore {
             key: key.into().into(),
             server: "(shared connection)".into(),
         }
-    }
-
-    /// The key of the hash that holds the pair.
-    pub fn key(&self) -> &str {
-        &self.key
     }
 }
 

@@ -75,11 +75,6 @@ impl FileTokenStore {
         }
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     #[cfg(test)]
     fn crash_at(&self, point: Option<CrashPoint>) {
         *self.inner.crash_at.lock().unwrap() = point;
