@@ -28,7 +28,7 @@ const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The type-erased HTTP client the token endpoint is reached through.
-pub type TokenTransport =
+type TokenTransport =
     BoxCloneSyncService<Request<Full<Bytes>>, Response<UnsyncBoxBody<Bytes, BoxError>>, BoxError>;
 
 /// The application's OAuth client credentials. `Debug` shows the id, never the secret.

@@ -133,7 +133,7 @@ mod token;
 mod unauthorized;
 
 pub use backoff::RefreshBackoff;
-pub use client::{ClientCredentials, DRCHRONO_TOKEN_URL, TokenClient, TokenTransport};
+pub use client::{ClientCredentials, DRCHRONO_TOKEN_URL, TokenClient};
 pub use error::{MalformedTokenResponse, RefreshFailed};
 pub use future::ResponseFuture;
 pub use layer::OAuthRefreshLayer;
@@ -143,7 +143,7 @@ pub use manager::{Bearer, TokenManager, TokenManagerBuilder};
 pub use redis::{RedisRefreshLease, RedisTokenStore};
 pub use response::TokenGrant;
 pub use service::OAuthRefresh;
-pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationHook, ReauthorizationReason};
+pub use status::{AuthStatus, ReauthorizationEvent, ReauthorizationReason};
 pub use store::{FileTokenStore, MemoryTokenStore, STALE_TEMP_AGE, StoreError, TokenStore};
 pub use timing::RefreshTiming;
 pub use token::TokenSet;

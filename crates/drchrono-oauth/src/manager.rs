@@ -12,11 +12,11 @@ use tokio::time::Instant;
 
 use crate::active::{Active, Need};
 use crate::error::reauthorization_required;
-use crate::status::ReauthorizationReason;
+use crate::status::{ReauthorizationHook, ReauthorizationReason};
 use crate::unauthorized::UnauthorizedRefresh;
 use crate::{
-    AuthStatus, LocalLease, MemoryTokenStore, ReauthorizationEvent, ReauthorizationHook,
-    RefreshLease, RefreshTiming, StoreError, TokenClient, TokenSet, TokenStore,
+    AuthStatus, LocalLease, MemoryTokenStore, ReauthorizationEvent, RefreshLease, RefreshTiming,
+    StoreError, TokenClient, TokenSet, TokenStore,
 };
 
 /// The current pair of one token family (one DrChrono user of one application), shared by

@@ -74,4 +74,4 @@ pub struct ReauthorizationEvent {
 
 /// The re-authorisation hook: called when the family enters
 /// [`AuthStatus::ReauthorizationRequired`], once per rejected refresh token.
-pub type ReauthorizationHook = Arc<dyn Fn(&ReauthorizationEvent) + Send + Sync + 'static>;
+pub(crate) type ReauthorizationHook = Arc<dyn Fn(&ReauthorizationEvent) + Send + Sync + 'static>;
