@@ -65,7 +65,7 @@ impl TimedOut {
 
     /// Whether the request may have reached the server: `false` only for a connect
     /// timeout.
-    pub fn may_have_been_sent(&self) -> bool {
+    pub(crate) fn may_have_been_sent(&self) -> bool {
         self.phase != TimeoutPhase::Connect
     }
 }

@@ -147,20 +147,10 @@ impl DrChronoClient {
         }
     }
 
-    /// The stack's layers: the rate limiter's status, the token manager, retry statistics.
+    /// The stack's layers: the rate limiter's status, the token manager, retry statistics
+    /// and, with the `metrics` feature, [`DrChronoLayer::metrics`].
     pub fn layer(&self) -> &DrChronoLayer {
         &self.layer
-    }
-
-    /// A snapshot of the stack's counters and gauges (feature `metrics`).
-    #[cfg(feature = "metrics")]
-    pub async fn metrics(&self) -> crate::MetricsSnapshot {
-        self.layer.metrics().await
-    }
-
-    /// The API base URL.
-    pub fn base_url(&self) -> &Uri {
-        &self.base
     }
 
     /// Resolves a path (`/api/patients?since=…`) against the base URL; absolute URLs (such as

@@ -8,7 +8,7 @@ use drchrono_retry::RetryStats;
 use crate::DrChronoLayer;
 
 /// A snapshot of the stack's counters and gauges, taken by [`DrChronoLayer::metrics`]
-/// (or `DrChronoClient::metrics`) and emitted to the installed `metrics` recorder by
+/// (`DrChronoClient::layer().metrics()`) and emitted to the installed `metrics` recorder by
 /// [`MetricsSnapshot::record`].
 ///
 /// | metric | kind | labels |
@@ -22,7 +22,8 @@ use crate::DrChronoLayer;
 /// | `drchrono_throttle_pause_seconds` | gauge | seconds left of a server 429's pause |
 /// | `drchrono_token_generation` | gauge | increments with each refresh (each token refresh) |
 ///
-/// Call it on an interval, e.g. from a task: `loop { client.metrics().await.record(); sleep(15 s) }`.
+/// Call it on an interval, e.g. from a task:
+/// `loop { client.layer().metrics().await.record(); sleep(15 s) }`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {

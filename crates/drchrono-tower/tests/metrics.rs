@@ -91,7 +91,7 @@ async fn snapshot_reports_attempts_retries_budget_and_token() {
         client.get(&format!("/api/patients/{id}")).await.unwrap();
     }
     let captured = Captured::default();
-    let snapshot = client.metrics().await;
+    let snapshot = client.layer().metrics().await;
     metrics::with_local_recorder(&captured, || snapshot.record());
     let values = captured.0.lock().unwrap().clone();
     assert_eq!(values["drchrono_requests_total"], 3.0);
