@@ -1,4 +1,4 @@
-//! [`classify_response`]: DESIGN.md's classification rules, as a pure function.
+//! [`classify_response`]: DrChrono's error responses as typed errors, as a pure function.
 
 use std::time::SystemTime;
 

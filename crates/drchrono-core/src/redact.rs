@@ -5,9 +5,10 @@
 //! `application/x-www-form-urlencoded` payloads; anything else is replaced by a short
 //! description such as `<html body, 532 bytes>` that carries no content at all.
 //!
-//! Only the values of [`ALLOWED_KEYS`] (ids and paging, never patient data) survive, and only
-//! when they are numbers, booleans or digit strings; [`CODE_KEYS`] (`grant_type`, `scope`, …)
-//! keep short lower-case codes. Error bodies additionally keep DrChrono's own messages
+//! Only the values of an allow-list of keys (ids and paging such as `id`, `doctor`,
+//! `patient`, `page`: never patient data) survive, and only when they are numbers, booleans
+//! or digit strings; a few code keys (`grant_type`, `scope`, `token_type`) keep short
+//! lower-case codes. Error bodies additionally keep DrChrono's own messages
 //! (`detail`, `error`, `error_description`, `non_field_errors`, `message`, and for a 400 the
 //! field-error lists), through [`redact_message`].
 //!
@@ -416,8 +417,9 @@ fn is_code(text: &str) -> bool {
 }
 
 /// Redacts the values of a query string (`first_name=Jane&since=2024-06-11` →
-/// `first_name=REDACT&since=2024-06-11`), keeping [`ALLOWED_KEYS`] ids, [`CODE_KEYS`] codes
-/// and [`QUERY_KEYS`] dates and flags; a parameter without `=` is kept as a bare key.
+/// `first_name=REDACT&since=2024-06-11`), keeping the allow-listed ids, codes, dates and
+/// flags (`since`, `verbose`, `cursor`, `date`, `date_range`, `format`); a parameter without
+/// `=` is kept as a bare key.
 pub fn redact_query(query: &str) -> String {
     let mut out = String::with_capacity(query.len());
     for (i, pair) in query.split('&').enumerate() {
