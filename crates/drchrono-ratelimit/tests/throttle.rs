@@ -253,7 +253,7 @@ async fn an_attempt_that_waited_reports_its_wait() {
     };
     let error = failing(true).oneshot(Request::new(())).await.unwrap_err();
     let error = error.downcast_ref::<DrChronoError>().unwrap();
-    assert_eq!(PermitWait::of_error(&error), Some(secs(1.0)));
+    assert_eq!(PermitWait::of_error(error), Some(secs(1.0)));
     let typed =
         DrChronoRateLimitLayer::new(limiter.clone()).layer(service_fn(|_request: Request<()>| {
             std::future::ready(Err::<Response<()>, _>(DrChronoError::Server {
