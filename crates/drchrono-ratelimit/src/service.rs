@@ -31,18 +31,21 @@ use crate::{DrChronoRateLimitLayer, Priority, RateLimiter};
 /// nothing charged.
 ///
 /// Every attempt is charged when it is released and never refunded, as DrChrono counts a
-/// throttled request in the rules that allowed it. The outcome is inspected: a 429 (typed
-/// [`DrChronoError::Throttled`](drchrono_core::DrChronoError::Throttled), boxed or not,
-/// or a raw response with `Retry-After`) holds every caller until the advertised instant.
+/// throttled request in the rules that allowed it. The outcome is inspected: a 429 (a
+/// [`DrChronoError::Throttled`](drchrono_core::DrChronoError::Throttled) that the inner
+/// error type holds, see [`LayerError`], or a raw response with `Retry-After`) holds every
+/// caller until the advertised instant.
 ///
 /// When the [`Backend`](crate::Backend) cannot be consulted (Redis unreachable, no
-/// fallback), the request is not sent (fail closed). If the inner error type is
-/// [`DrChronoError`](drchrono_core::DrChronoError) or
-/// [`BoxError`](drchrono_core::BoxError) (the recommended stack), the future fails with
+/// fallback), the request is not sent (fail closed). If the inner error type can hold a
+/// [`DrChronoError`](drchrono_core::DrChronoError) ([`LayerError::from_drchrono`]:
+/// `DrChronoError` itself, the recommended stack, or
+/// [`BoxError`](drchrono_core::BoxError)), the future fails with
 /// [`DrChronoError::Transport`](drchrono_core::DrChronoError::Transport) with
 /// `not_sent: true`, the request's method and URI in its context, and the
-/// [`BackendError`] as its source, so a retry policy may retry it. Any other error type
-/// cannot carry it: the request then waits, asking the backend again every second.
+/// [`BackendError`](crate::BackendError) as its source, so a retry policy may retry it. A
+/// type that cannot hold one (`Infallible`) cannot carry it: the request then waits, asking
+/// the backend again every second.
 #[derive(Debug, Clone)]
 pub struct DrChronoRateLimit<S> {
     inner: S,
