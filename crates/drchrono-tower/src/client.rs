@@ -341,8 +341,11 @@ impl DrChronoClient {
         Self::json(&self.post(path, body).await?)
     }
 
-    /// Every item of a paginated DrChrono list (`{"next", "previous", "results"}`), page by
-    /// page, following the `next` links. Each page is one request through the stack.
+    /// Every item of a paginated DrChrono list (`{"next", "previous", "results"}`, or `data`
+    /// in place of `results`, as DrChrono's API schema names it), page by page, following
+    /// the `next` links as they are (absolute URLs). Each page is one request through the
+    /// stack. [`with_page_size`](crate::with_page_size) asks for pages as large as the
+    /// endpoint serves.
     ///
     /// A `next` link outside the API origin ends the stream with a
     /// [`DrChronoError::ForeignOrigin`], sending nothing there; one that differs only by `http` against `https` on the API host is followed on
@@ -391,9 +394,12 @@ struct Paging<T> {
     buffered: VecDeque<T>,
 }
 
+/// One page of a DrChrono list: its items under `results` (DrChrono's prose and DRF's
+/// default) or `data` (DrChrono's API schema).
 #[derive(serde::Deserialize)]
 struct Page<T> {
     next: Option<String>,
+    #[serde(alias = "data")]
     results: Vec<T>,
 }
 

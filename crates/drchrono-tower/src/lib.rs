@@ -53,6 +53,7 @@ mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod origin;
+mod paging;
 mod redirect;
 mod transport;
 
@@ -63,6 +64,7 @@ pub use drchrono_core::{DrChronoError, SupportReport};
 pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
+pub use paging::with_page_size;
 pub use transport::{
     ConnectTimeout, HttpsClient, https_client, https_client_with_connect_timeout, not_sent,
 };
