@@ -3,7 +3,10 @@
 //! Every `/api/*` request goes through the order Django REST Framework uses: the URL is
 //! resolved (404 when nothing matches), then authentication (401), permissions (403) and
 //! throttling (429); only then does the view run (405 for a wrong method, 404 for a missing
-//! object, 400/409 from validation).
+//! object, 400/409 from validation). Every answer of a DRF view carries `Allow` with the
+//! methods of its route, as DRF's `APIView` sets it; `HEAD` runs the `GET` handler (axum
+//! drops the body) and `OPTIONS` answers DRF's metadata. The token endpoint and `/sim/*` are
+//! plain Django views: 405 and `OPTIONS` with `Allow`, as Django's `View` answers them.
 //!
 //! Timing ([`SimConfig::token_delay`], [`SimConfig::latency`]): the token endpoints wait
 //! *before* taking the state lock, so a grant takes effect when it is answered; `/api/*`
@@ -22,15 +25,16 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use crate::data::{Created, FieldErrors, Practice};
+use crate::django;
 use crate::simulator::Simulator;
 use crate::throttle::Rule;
 use crate::tokens::{DEFAULT_USER, RefreshError, Rejection};
@@ -45,11 +49,25 @@ impl Simulator {
 
 fn router(sim: Simulator) -> Router {
     Router::new()
-        .route("/o/token/", post(token))
-        .route("/sim/reauthorize", post(reauthorize))
-        .route("/sim/stats", get(stats))
+        .route("/o/token/", django_view(post(token), "POST, OPTIONS"))
+        .route(
+            "/sim/reauthorize",
+            django_view(post(reauthorize), "POST, OPTIONS"),
+        )
+        .route("/sim/stats", django_view(get(stats), "GET, HEAD, OPTIONS"))
         .fallback(api)
         .with_state(sim)
+}
+
+/// A plain Django view around `handlers`: `OPTIONS` is 200 and any method without a handler
+/// 405, both with `allow` (the handlers' methods, `HEAD` beside `GET`, and `OPTIONS`, in
+/// Django's order) in `Allow`. Neither waits [`SimConfig::token_delay`]: they hash no secret.
+///
+/// [`SimConfig::token_delay`]: crate::SimConfig::token_delay
+fn django_view(handlers: MethodRouter<Simulator>, allow: &'static str) -> MethodRouter<Simulator> {
+    handlers
+        .options(move || async move { django::options(allow) })
+        .fallback(move || async move { django::method_not_allowed(allow) })
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -79,7 +97,7 @@ fn oauth_error(status: StatusCode, code: &str) -> Response {
 /// What a 5xx looks like: Django's page for 500, DRF's JSON for 503, the gateway's HTML for
 /// 502 and 504.
 fn fault(status: StatusCode) -> Response {
-    let html = |body: &'static str| {
+    let html = |body: String| {
         let mut response = (status, body).into_response();
         response
             .headers_mut()
@@ -89,17 +107,17 @@ fn fault(status: StatusCode) -> Response {
     match status.as_u16() {
         502 => html(
             "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 \
-             Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+             Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+                .to_owned(),
         ),
         504 => html(
             "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center>\
              <h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
-             </html>\r\n",
+             </html>\r\n"
+                .to_owned(),
         ),
         503 => detail(status, "Service temporarily unavailable, try again later."),
-        500 => html(
-            "\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n",
-        ),
+        500 => html(django::error_page("Server Error (500)", "")),
         _ => detail(status, "A server error occurred."),
     }
 }
@@ -306,6 +324,29 @@ impl Route {
         segments.next().is_none().then_some(route)
     }
 
+    /// The methods the view has, as DRF lists them in `Allow`: `http_method_names` order
+    /// (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS), `HEAD` wherever `GET` is (Django's
+    /// `View.setup`), `OPTIONS` always (`APIView.options`).
+    fn allow(self) -> &'static str {
+        match self {
+            Self::Patients => "GET, POST, HEAD, OPTIONS",
+            Self::Appointments => "POST, OPTIONS",
+            Self::CurrentUser | Self::Patient(_) | Self::Appointment(_) => "GET, HEAD, OPTIONS",
+        }
+    }
+
+    /// The view's name in DRF's `OPTIONS` metadata (`get_view_name`: a viewset's name and
+    /// its suffix).
+    fn name(self) -> &'static str {
+        match self {
+            Self::CurrentUser => "Current User",
+            Self::Patients => "Patient List",
+            Self::Patient(_) => "Patient Instance",
+            Self::Appointments => "Appointment List",
+            Self::Appointment(_) => "Appointment Instance",
+        }
+    }
+
     /// The scopes DrChrono's documentation lists for the endpoint and method.
     fn required_scopes(self, method: &Method) -> &'static [&'static str] {
         let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -362,6 +403,14 @@ fn throttled(wait_secs: u64) -> Response {
     response
 }
 
+/// Why [`admit`] let no view run.
+enum Denied {
+    /// DRF's answer (401, 403, 429): the view's `Allow` goes on it.
+    Drf(Response),
+    /// An injected fault, answered from outside DRF.
+    Fault(StatusCode),
+}
+
 /// Authentication, permissions, throttling and fault injection, under one lock, in DRF's
 /// order. `Ok(user)` lets the view run for the token's user.
 #[expect(
@@ -373,7 +422,7 @@ fn admit(
     route: Route,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<String, Response> {
+) -> Result<String, Denied> {
     let inner = &sim.inner;
     let now = inner.clock.now();
     let mut state = inner.state();
@@ -382,7 +431,7 @@ fn admit(
         Ok(token) => (&token.scope, token.user.clone()),
         Err(rejection) => {
             state.stats.unauthorized += 1;
-            return Err(unauthorized(rejection));
+            return Err(Denied::Drf(unauthorized(rejection)));
         }
     };
     let required = route.required_scopes(method);
@@ -391,10 +440,10 @@ fn admit(
         .all(|need| scopes.iter().any(|have| have == need))
     {
         state.stats.forbidden += 1;
-        return Err(detail(
+        return Err(Denied::Drf(detail(
             StatusCode::FORBIDDEN,
             "You do not have permission to perform this action.",
-        ));
+        )));
     }
     let decision = state.throttles.decide(&inner.clock, now);
     if let Some(wait) = decision.wait_secs() {
@@ -405,7 +454,7 @@ fn admit(
                 Rule::Hour => state.stats.throttled.hour += 1,
             }
         }
-        return Err(throttled(wait));
+        return Err(Denied::Drf(throttled(wait)));
     }
     state.stats.accepted += 1;
     state.peaks.record(&inner.clock, now);
@@ -423,15 +472,30 @@ fn admit(
     });
     if let Some(status) = forced.or(random) {
         state.stats.faults += 1;
-        return Err(fault(status));
+        return Err(Denied::Fault(status));
     }
     Ok(user)
 }
 
+/// DRF's 405; [`answer_api`] adds the route's `Allow`.
 fn method_not_allowed(method: &Method) -> Response {
     detail(
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("Method \"{method}\" not allowed."),
+    )
+}
+
+/// `OPTIONS` on a DRF view: `SimpleMetadata` (the simulator's views render JSON and parse
+/// JSON and form data); [`answer_api`] adds the route's `Allow`.
+fn options(route: Route) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": route.name(),
+            "description": "",
+            "renders": ["application/json"],
+            "parses": ["application/json", "application/x-www-form-urlencoded"],
+        }),
     )
 }
 
@@ -459,16 +523,39 @@ async fn answer_api(sim: &Simulator, request: Request) -> Response {
     let Some(route) = Route::parse(parts.uri.path()) else {
         return not_found();
     };
-    let user = match admit(sim, route, &parts.method, &parts.headers) {
-        Ok(user) => user,
-        Err(response) => return response,
+    let mut response = match admit(sim, route, &parts.method, &parts.headers) {
+        Ok(user) => view(sim, route, &parts, body, &user).await,
+        Err(Denied::Drf(response)) => response,
+        Err(Denied::Fault(status)) => return fault(status),
     };
+    // DRF's `APIView.default_response_headers`, on every answer of the view.
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(route.allow()));
+    response
+}
+
+/// The view of `route`, for an admitted request of `user`. `HEAD` runs the `GET` handler
+/// (Django's `View.setup`; axum sends no body).
+async fn view(
+    sim: &Simulator,
+    route: Route,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    user: &str,
+) -> Response {
     let method = &parts.method;
-    match (route, method.clone()) {
+    let handler = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    match (route, handler) {
+        (_, Method::OPTIONS) => options(route),
         (Route::CurrentUser, Method::GET) => {
-            json_response(StatusCode::OK, &Practice::current_user(&user))
+            json_response(StatusCode::OK, &Practice::current_user(user))
         }
-        (Route::Patients, Method::GET) => list_patients(sim, &parts),
+        (Route::Patients, Method::GET) => list_patients(sim, parts),
         (Route::Patients, Method::POST) => {
             let object = match read_object(sim, &parts.headers, body).await {
                 Ok(object) => object,
