@@ -16,6 +16,18 @@ pub(crate) fn error_page(title: &str, details: &str) -> String {
     )
 }
 
+/// Django's `page_not_found` with `DEBUG = False`: the answer to a URL that no pattern
+/// matches, before any view (so before DRF) runs.
+pub(crate) fn not_found() -> Response {
+    let body = error_page(
+        "Not Found",
+        "The requested resource was not found on this server.",
+    );
+    let mut response = (StatusCode::NOT_FOUND, body).into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HTML);
+    response
+}
+
 /// `View.http_method_not_allowed`: `HttpResponseNotAllowed`, an empty HTML response with
 /// the view's methods in `Allow`.
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response {

@@ -13,8 +13,9 @@
 //!   `GET /api/patients/{id}`, `POST /api/appointments` (409
 //!   `Appointment overlaps with <id>` in the same exam room), `GET /api/appointments/{id}`;
 //!   405 `Method "PATCH" not allowed.` with `Allow` (DRF sends `Allow` on every answer of a
-//!   view; `HEAD` and `OPTIONS` answer as DRF's), 404 `Not found.`, 400 field errors, 403
-//!   without the endpoint's scopes.
+//!   view; `HEAD` and `OPTIONS` answer as DRF's), 404 `Not found.` for a missing object
+//!   (Django's HTML 404 page for a path no route matches), 400 field errors, 403 without the
+//!   endpoint's scopes.
 //! - **Throttling**, per application, checked after authentication and permissions as in
 //!   DRF: at most 9 accepted requests in any rolling second, 290 in any rolling 600 s, 500
 //!   per hour aligned to the Unix epoch (the UTC top of the hour); 429 with

@@ -1,7 +1,7 @@
 //! The HTTP surface: DrChrono's token endpoint, the `/api/*` resources, and `/sim/*`.
 //!
 //! Every `/api/*` request goes through the order Django REST Framework uses: the URL is
-//! resolved (404 when nothing matches), then authentication (401), permissions (403) and
+//! resolved (Django's HTML 404 page when nothing matches), then authentication (401), permissions (403) and
 //! throttling (429); only then does the view run (405 for a wrong method, 404 for a missing
 //! object, 400/409 from validation). Every answer of a DRF view carries `Allow` with the
 //! methods of its route, as DRF's `APIView` sets it; `HEAD` runs the `GET` handler (axum
@@ -82,6 +82,8 @@ fn detail(status: StatusCode, text: &str) -> Response {
     json_response(status, &json!({ "detail": text }))
 }
 
+/// DRF's 404 for a missing object under a known route (`Http404` in `get_object`). A URL
+/// no route matches gets Django's HTML page instead ([`django::not_found`]).
 fn not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "Not found.")
 }
@@ -504,12 +506,12 @@ fn field_errors(errors: FieldErrors) -> Response {
 }
 
 /// Every path the named routes do not match: `/api/*` answers come [`SimConfig::latency`]
-/// after the request was counted; other paths are 404 at once.
+/// after the request was counted; other paths get Django's HTML 404 at once.
 ///
 /// [`SimConfig::latency`]: crate::SimConfig::latency
 async fn api(State(sim): State<Simulator>, request: Request) -> Response {
     if !request.uri().path().starts_with("/api/") {
-        return not_found();
+        return django::not_found();
     }
     let response = answer_api(&sim, request).await;
     wait(sim.inner.config.latency).await;
@@ -520,8 +522,9 @@ async fn api(State(sim): State<Simulator>, request: Request) -> Response {
 async fn answer_api(sim: &Simulator, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     sim.inner.state().stats.requests += 1;
+    // No URL pattern matches: Django answers before any DRF view runs.
     let Some(route) = Route::parse(parts.uri.path()) else {
-        return not_found();
+        return django::not_found();
     };
     let mut response = match admit(sim, route, &parts.method, &parts.headers) {
         Ok(user) => view(sim, route, &parts, body, &user).await,

@@ -222,20 +222,82 @@ async fn bad_token_requests_get_oauth_errors() {
     );
 }
 
+/// Django's `page_not_found` with `DEBUG = False`, byte for byte.
+const DJANGO_404: &str = "\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n\
+    </head>\n<body>\n  <h1>Not Found</h1><p>The requested resource was not found on this \
+    server.</p>\n</body>\n</html>\n";
+
 #[tokio::test]
-async fn unknown_paths_are_404() {
+async fn unknown_paths_get_djangos_html_404() {
     let sim = spawn(SimConfig::default()).await.unwrap();
     let http = Http::new(&sim);
+    let token = http.access_token(&sim).await;
+    let auth = format!("Bearer {token}");
     for path in [
         "/",
         "/api",
+        "/api/",
+        "/api/doctors",
         "/api/patients/abc",
         "/api/patients/1/2",
         "/api/users/someone",
         "/o/authorize/",
     ] {
-        let reply = http.send(Method::GET, path, &[], Bytes::new()).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(reply.detail(), "Not found.");
+        // With a valid token or none: no view runs, so nothing is authenticated.
+        for headers in [vec![], vec![("authorization", auth.as_str())]] {
+            let reply = http.send(Method::GET, path, &headers, Bytes::new()).await;
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                reply.header("content-type"),
+                Some("text/html; charset=utf-8"),
+                "{path}"
+            );
+            assert_eq!(String::from_utf8_lossy(&reply.body), DJANGO_404, "{path}");
+            assert_eq!(reply.header("allow"), None, "{path}");
+        }
+        // Any method: the URL is resolved before the method is looked at.
+        let reply = http.send(Method::PATCH, path, &[], Bytes::new()).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "PATCH {path}");
     }
+    let stats = sim.stats();
+    assert_eq!((stats.unauthorized, stats.accepted), (0, 0));
+}
+
+#[tokio::test]
+async fn a_missing_object_under_a_known_route_keeps_drfs_json_404() {
+    let sim = spawn(SimConfig::default().patients(5)).await.unwrap();
+    let http = Http::new(&sim);
+    let token = http.access_token(&sim).await;
+    for path in [
+        "/api/patients/999999".to_owned(),
+        "/api/patients/6/".to_owned(),
+        format!("/api/appointments/{}", drchrono_sim::FIRST_APPOINTMENT_ID),
+    ] {
+        let reply = http.get(&path, &token).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(
+            reply.body,
+            Bytes::from_static(br#"{"detail":"Not found."}"#)
+        );
+    }
+    // It is the view's answer: authenticated first.
+    let reply = http.get("/api/patients/999999", "not-a-token").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_injected_500_is_djangos_server_error_page() {
+    let sim = spawn(SimConfig::default()).await.unwrap();
+    let http = Http::new(&sim);
+    let token = http.access_token(&sim).await;
+    sim.simulator()
+        .fail_next_api([StatusCode::INTERNAL_SERVER_ERROR]);
+    let reply = http.get("/api/patients/1", &token).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n\
+         </head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
+    );
 }
