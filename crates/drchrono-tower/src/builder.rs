@@ -390,6 +390,52 @@ impl DrChronoClientBuilder {
         Ok(DrChronoClient::new(layer, transport, base, config))
     }
 
+    /// Builds the client over the application's own [`reqwest::Client`](::reqwest::Client)
+    /// (feature `reqwest`): its TLS, proxy, pool, DNS and timeout settings carry every API
+    /// attempt and every call to the token endpoint, through a [`ReqwestTransport`](crate::ReqwestTransport).
+    ///
+    /// The same path as [`build_with_transport`](Self::build_with_transport): the stack, the
+    /// response-head and body bounds, origin pinning and redirects are the same. reqwest
+    /// connects its own way, so the [`connect_timeout`](Self::connect_timeout) set here does
+    /// not apply: set `connect_timeout` on the `reqwest::ClientBuilder` (a reqwest connect
+    /// error, its connect timeout included, counts as not sent). Build the client with
+    /// `redirect(reqwest::redirect::Policy::none())` so that redirects are this client's,
+    /// each one through the rate limiter and only on the API origin
+    /// ([`max_redirects`](Self::max_redirects)).
+    ///
+    /// # Example
+    /// ```
+    /// use drchrono_tower::DrChronoClient;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sim = drchrono_sim::spawn(drchrono_sim::SimConfig::default()).await?;
+    /// # let c = sim.credentials();
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .connect_timeout(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// let client = DrChronoClient::builder()
+    ///     .credentials(c.client_id, c.client_secret)
+    ///     .refresh_token(c.refresh_token)
+    /// #   .base_url(sim.base_url()).token_url(sim.token_url())
+    ///     .build_with_reqwest(http)?;
+    /// let me: serde_json::Value = client.get_json("/api/users/current").await?;
+    /// # assert!(me["is_doctor"].as_bool().unwrap());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// See [`BuildError`].
+    #[cfg(feature = "reqwest")]
+    pub fn build_with_reqwest(
+        self,
+        client: ::reqwest::Client,
+    ) -> Result<DrChronoClient, BuildError> {
+        self.build_with_transport(crate::ReqwestTransport::new(client))
+    }
+
     /// Builds only the layer (for composing with `tower::ServiceBuilder` yourself) with the
     /// token endpoint called through `token_transport`; returns it with the base URL.
     ///

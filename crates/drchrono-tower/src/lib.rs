@@ -55,8 +55,12 @@ mod metrics;
 mod origin;
 mod paging;
 mod redirect;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod transport;
 
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::ReqwestTransport;
 pub use attempt::{BodyTooLarge, TimedOut, TimeoutPhase};
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
 pub use client::DrChronoClient;
