@@ -1,4 +1,5 @@
-//! [`SimConfig`]: the simulated server's limits, token lifetime, timing, faults and data.
+//! [`SimConfig`]: the simulated server's limits, token lifetime, timing, faults, data and
+//! the shape of its lists ([`ListShape`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -6,7 +7,7 @@ use std::time::{Duration, SystemTime};
 ///
 /// ```
 /// use std::time::Duration;
-/// use drchrono_sim::SimConfig;
+/// use drchrono_sim::{ListShape, SimConfig};
 ///
 /// let config = SimConfig::default()
 ///     .max_per_second(9)
@@ -15,7 +16,8 @@ use std::time::{Duration, SystemTime};
 ///     .fault_rate(0.1)
 ///     .seed(7)
 ///     .token_delay(Duration::from_millis(300))
-///     .latency(Duration::from_millis(40));
+///     .latency(Duration::from_millis(40))
+///     .list_shape(ListShape::Data);
 /// assert_eq!(config.get_max_per_second(), 9);
 /// assert_eq!(config.get_token_delay(), Duration::from_millis(300));
 /// ```
@@ -35,6 +37,41 @@ pub struct SimConfig {
     pub(crate) max_body_bytes: usize,
     pub(crate) token_delay: Duration,
     pub(crate) latency: Duration,
+    pub(crate) list_shape: ListShape,
+}
+
+/// The name of the list field in a paginated answer, beside `next` and `previous`.
+///
+/// DrChrono's API description names it `data` in its schema and `results` in its prose (and
+/// Django REST Framework's paginators write `results`); a client that reads only one of them
+/// breaks on the other, so the simulator answers either.
+///
+/// ```
+/// use drchrono_sim::{ListShape, SimConfig};
+///
+/// assert_eq!(SimConfig::default().get_list_shape(), ListShape::Results);
+/// let config = SimConfig::default().list_shape(ListShape::Data);
+/// assert_eq!(config.get_list_shape(), ListShape::Data);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ListShape {
+    /// `{"next", "previous", "results"}`, as DrChrono's prose and DRF write it (the
+    /// default).
+    #[default]
+    Results,
+    /// `{"next", "previous", "data"}`, as DrChrono's schema names it.
+    Data,
+}
+
+impl ListShape {
+    /// The list field's name.
+    pub(crate) fn field(self) -> &'static str {
+        match self {
+            Self::Results => "results",
+            Self::Data => "data",
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -54,6 +91,7 @@ impl Default for SimConfig {
             max_body_bytes: 1024 * 1024,
             token_delay: Duration::ZERO,
             latency: Duration::ZERO,
+            list_shape: ListShape::Results,
         }
     }
 }
@@ -146,6 +184,12 @@ impl SimConfig {
         /// arrival times however late its answers come. Every `/api/*` answer waits (401,
         /// 403, 404, 429 and faults included). The wait follows tokio's clock.
         latency, get_latency: Duration
+    );
+    option!(
+        /// The name of the list field of every paginated answer (`GET /api/patients`):
+        /// [`ListShape::Results`] (the default) or [`ListShape::Data`]. `next` and
+        /// `previous` are the same in both.
+        list_shape, get_list_shape: ListShape
     );
 
     /// Anchor the simulator's wall clock: when the simulator is created, its wall clock

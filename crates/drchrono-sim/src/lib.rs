@@ -59,7 +59,7 @@ mod simulator;
 mod throttle;
 mod tokens;
 
-pub use config::SimConfig;
+pub use config::{ListShape, SimConfig};
 pub use data::{DOCTOR_ID, FIRST_APPOINTMENT_ID};
 pub use server::{RunningSimulator, spawn};
 pub use simulator::{Credentials, Simulator, Stats, Throttled};

@@ -596,7 +596,9 @@ async fn view(
 }
 
 /// `GET /api/patients?page_size=N&cursor=K`: DrChrono-style pages with absolute `next` and
-/// `previous` links.
+/// `previous` links, the list under [`SimConfig::list_shape`]'s name.
+///
+/// [`SimConfig::list_shape`]: crate::SimConfig::list_shape
 fn list_patients(sim: &Simulator, parts: &axum::http::request::Parts) -> Response {
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
@@ -621,8 +623,12 @@ fn list_patients(sim: &Simulator, parts: &axum::http::request::Parts) -> Respons
     let link = |at: u64| format!("http://{host}/api/patients?cursor={at}&page_size={page_size}");
     let next = (end < total).then(|| link(end));
     let previous = (cursor > 0).then(|| link(cursor.saturating_sub(page_size)));
-    json_response(
-        StatusCode::OK,
-        &json!({ "next": next, "previous": previous, "results": results }),
-    )
+    let mut page = Map::new();
+    page.insert("next".to_owned(), json!(next));
+    page.insert("previous".to_owned(), json!(previous));
+    page.insert(
+        sim.inner.config.list_shape.field().to_owned(),
+        Value::Array(results),
+    );
+    json_response(StatusCode::OK, &Value::Object(page))
 }
