@@ -9,7 +9,8 @@
 //!   401 `invalid_grant`, a wrong client 401 `invalid_client`, another grant type 400
 //!   `unsupported_grant_type`. Access tokens expire after the configured lifetime (48 h by
 //!   default). `POST /sim/reauthorize` acts out the user going through OAuth again.
-//! - **Resources**: `GET /api/users/current`, `GET`/`POST /api/patients`,
+//! - **Resources**: `GET /api/users/current`, `GET`/`POST /api/patients` (pages of 250 at
+//!   most, 50 with `verbose=true`, the list under `results` or `data`: [`ListShape`]),
 //!   `GET /api/patients/{id}`, `POST /api/appointments` (409
 //!   `Appointment overlaps with <id>` in the same exam room), `GET /api/appointments/{id}`;
 //!   405 `Method "PATCH" not allowed.` with `Allow` (DRF sends `Allow` on every answer of a
@@ -53,6 +54,7 @@ mod clock;
 mod config;
 mod data;
 mod django;
+mod pages;
 mod routes;
 mod server;
 mod simulator;

@@ -35,6 +35,7 @@ use serde_json::{Map, Value, json};
 
 use crate::data::{Created, FieldErrors, Practice};
 use crate::django;
+use crate::pages::{self, PageRequest};
 use crate::simulator::Simulator;
 use crate::throttle::Rule;
 use crate::tokens::{DEFAULT_USER, RefreshError, Rejection};
@@ -595,16 +596,14 @@ async fn view(
     }
 }
 
-/// `GET /api/patients?page_size=N&cursor=K`: DrChrono-style pages with absolute `next` and
-/// `previous` links, the list under [`SimConfig::list_shape`]'s name.
+/// `GET /api/patients?page_size=N&cursor=K[&verbose=true]`: DrChrono-style pages of
+/// [`PageRequest`]'s size with absolute `next` and `previous` links, the list under
+/// [`SimConfig::list_shape`]'s name.
 ///
 /// [`SimConfig::list_shape`]: crate::SimConfig::list_shape
 fn list_patients(sim: &Simulator, parts: &axum::http::request::Parts) -> Response {
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
-    let number = |name: &str| field(&query, name).and_then(|v| v.parse::<u64>().ok());
-    let page_size = number("page_size").unwrap_or(100).clamp(1, 1000);
-    let cursor = number("cursor").unwrap_or(0);
+    let request = PageRequest::parse(parts.uri.query());
+    let (page_size, cursor) = (request.page_size, request.cursor);
     let state = sim.inner.state();
     let total = state.practice.patient_count();
     let end = cursor.saturating_add(page_size).min(total);
@@ -620,15 +619,11 @@ fn list_patients(sim: &Simulator, parts: &axum::http::request::Parts) -> Respons
         .map(|a| a.as_str())
         .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("localhost");
-    let link = |at: u64| format!("http://{host}/api/patients?cursor={at}&page_size={page_size}");
+    let link = |at: u64| request.link(host, "/api/patients", at);
     let next = (end < total).then(|| link(end));
     let previous = (cursor > 0).then(|| link(cursor.saturating_sub(page_size)));
-    let mut page = Map::new();
-    page.insert("next".to_owned(), json!(next));
-    page.insert("previous".to_owned(), json!(previous));
-    page.insert(
-        sim.inner.config.list_shape.field().to_owned(),
-        Value::Array(results),
-    );
-    json_response(StatusCode::OK, &Value::Object(page))
+    json_response(
+        StatusCode::OK,
+        &pages::page(sim.inner.config.list_shape, next, previous, results),
+    )
 }
