@@ -1,7 +1,7 @@
 //! `DrChronoClient` against the simulator's router, in paused time.
 
-use drchrono_sim::{SimConfig, Simulator};
-use drchrono_tower::{BuildError, DrChronoClient, DrChronoError};
+use drchrono_sim::{ListShape, SimConfig, Simulator};
+use drchrono_tower::{BuildError, DrChronoClient, DrChronoError, with_page_size};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 
@@ -29,6 +29,45 @@ async fn pages_follow_next_links_to_the_end() {
     assert_eq!(ids, (1..=23).collect::<Vec<_>>());
     // Five pages, plus one token call.
     assert_eq!(sim.stats().accepted, 5);
+}
+
+/// DrChrono's prose and DRF name the list field `results`, its API schema `data`: `pages()`
+/// reads both, through the same `next` links.
+#[tokio::test(start_paused = true)]
+async fn pages_read_both_list_shapes() {
+    for shape in [ListShape::Results, ListShape::Data] {
+        let sim = Simulator::new(SimConfig::default().patients(12).list_shape(shape));
+        let client = client(&sim);
+        let raw: Value = client.get_json("/api/patients?page_size=5").await.unwrap();
+        let field = match shape {
+            ListShape::Data => "data",
+            _ => "results",
+        };
+        assert_eq!(raw[field].as_array().map(Vec::len), Some(5), "{raw}");
+        let ids: Vec<u64> = client
+            .pages::<Value>("/api/patients?page_size=5")
+            .map_ok(|p| p["id"].as_u64().unwrap())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(ids, (1..=12).collect::<Vec<_>>(), "{shape:?}");
+    }
+}
+
+/// A `page_size` over the endpoint's cap is asked for as the cap: 300 patients in pages of
+/// 250 (two requests), whatever was asked.
+#[tokio::test(start_paused = true)]
+async fn a_page_size_over_the_cap_is_asked_for_as_the_cap() {
+    let sim = Simulator::new(SimConfig::default().patients(300));
+    let client = client(&sim);
+    let path = with_page_size("/api/patients", 1000);
+    assert_eq!(path, "/api/patients?page_size=250");
+    let first: Value = client.get_json(&path).await.unwrap();
+    assert_eq!(first["results"].as_array().map(Vec::len), Some(250));
+    let before = sim.stats().accepted;
+    let all: Vec<Value> = client.pages(&path).try_collect().await.unwrap();
+    assert_eq!(all.len(), 300);
+    assert_eq!(sim.stats().accepted - before, 2);
 }
 
 #[tokio::test(start_paused = true)]
