@@ -7,6 +7,8 @@
 //! - [`hyper_stack`] (example `hyper`): the four layers composed by hand on hyper-util's
 //!   client.
 //! - [`loadgen_engine`] (example `loadgen`): the load generator's engine.
+//! - [`reqwest_transport`] (example `reqwest_client`): `DrChronoClient` on the application's
+//!   own `reqwest::Client`.
 //! - [`tonic_channel`] (example `tonic`): the rate-limit and retry layers on a tonic
 //!   `Channel`.
 //! - [`checks`]: the [`Report`](checks::Report) of checks the examples print.
@@ -15,6 +17,7 @@ pub mod axum_service;
 pub mod checks;
 pub mod hyper_stack;
 pub mod loadgen_engine;
+pub mod reqwest_transport;
 pub mod tonic_channel;
 
 /// The error the example modules return: anything, boxed (examples print it and exit 1).

@@ -1,8 +1,9 @@
-//! The `axum`, `hyper` and `tonic` examples, run in-process.
+//! The `axum`, `hyper`, `reqwest_client` and `tonic` examples, run in-process.
 //!
 //! Each example's `main` is a thin wrapper around a module of the `examples` library
-//! (`examples::axum_service`, `examples::hyper_stack`, `examples::tonic_channel`), so these tests
-//! run exactly what `cargo run -p examples --example <name>` runs, without spawning cargo.
+//! (`examples::axum_service`, `examples::hyper_stack`, `examples::reqwest_transport`,
+//! `examples::tonic_channel`), so these tests run exactly what
+//! `cargo run -p examples --example <name>` runs, without spawning cargo.
 //! They talk to real loopback sockets (an embedded `drchrono-sim`, a tonic-health server)
 //! in real time: the limiter's waits are real, so timing is only checked from below (a
 //! rule is never broken), never from above.
@@ -233,6 +234,24 @@ async fn hyper_example_passes() {
         "409_overlapping_id",
         "reauthorization_required",
         "resumes_after_set_tokens",
+    ] {
+        assert!(
+            report.check(name).is_some_and(|c| c.passed),
+            "{name}: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_example_passes() {
+    let report = examples::reqwest_transport::run().await.unwrap();
+    assert!(report.passed(), "{report}");
+    for name in [
+        "first_call_refreshes",
+        "409_overlapping_id",
+        "503_retried",
+        "token_refreshed_again",
+        "connect_error_not_sent",
     ] {
         assert!(
             report.check(name).is_some_and(|c| c.passed),
