@@ -18,6 +18,13 @@
 //! response head, 60 s and 32 MiB for a success body ([`TimedOut`], [`BodyTooLarge`]), all
 //! configurable on [`DrChronoClientBuilder`].
 //!
+//! # Features
+//! - `redis`: the limiter's state, the tokens and the refresh lease in Redis.
+//! - `metrics`: counters and gauges through the `metrics` crate.
+//! - `reqwest`: `DrChronoClientBuilder::build_with_reqwest` and `ReqwestTransport`: the
+//!   stack and the token endpoint on the application's own `reqwest::Client` (0.13), with
+//!   its TLS, proxy and pool settings.
+//!
 //! # Example
 //! ```
 //! use drchrono_tower::{DrChronoClient, DrChronoError};
