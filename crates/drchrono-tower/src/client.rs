@@ -148,7 +148,7 @@ impl DrChronoClient {
     }
 
     /// The stack's layers: the rate limiter's status, the token manager, retry statistics
-    /// and, with the `metrics` feature, [`DrChronoLayer::metrics`].
+    /// and, with the `metrics` feature, `DrChronoLayer::metrics`.
     pub fn layer(&self) -> &DrChronoLayer {
         &self.layer
     }
