@@ -72,7 +72,7 @@ pub use error::{BoxError, DrChronoError, ErrorContext, UnauthorizedKind};
 pub use fields::FieldErrors;
 pub use layer_error::LayerError;
 pub use payload::RequestPayload;
-pub use permit::PermitWait;
+pub use permit::{PermitWait, ResendCount};
 pub use report::{SUPPORT_EMAIL, SupportReport};
 pub use scopes::required_scopes;
 pub use source::RedactedJsonError;

@@ -1,4 +1,4 @@
-//! [`PermitWait`]: how long an attempt waited for the rate limiter, for the retry policy.
+//! [`PermitWait`] and [`ResendCount`]: what the rate limiter and the retry policy tell the layers around them about an attempt.
 
 /// How long an attempt waited for the rate limiter's permit before it was sent.
 ///
@@ -41,5 +41,30 @@ impl PermitWait {
     /// ```
     pub fn of_error(error: &crate::DrChronoError) -> Option<std::time::Duration> {
         error.context().extensions.get::<Self>().map(|wait| wait.0)
+    }
+}
+
+/// How many times a request was sent before this attempt: 0 for the first, 1 for the first
+/// resend, and so on (OpenTelemetry's `http.request.resend_count`).
+///
+/// `drchrono-retry`'s policy sets it on the request it sends again; a request without it is
+/// a first attempt. `drchrono-tower` names each attempt's span with it.
+///
+/// ```
+/// use drchrono_core::ResendCount;
+///
+/// let mut request = http::Request::new(());
+/// assert_eq!(ResendCount::of(&request), 0);
+/// request.extensions_mut().insert(ResendCount(2));
+/// assert_eq!(ResendCount::of(&request), 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResendCount(pub u32);
+
+impl ResendCount {
+    /// The resend count a request carries: 0 when it carries none.
+    #[inline]
+    pub fn of<B>(request: &http::Request<B>) -> u32 {
+        request.extensions().get::<Self>().map_or(0, |count| count.0)
     }
 }

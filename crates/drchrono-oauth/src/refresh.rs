@@ -191,7 +191,14 @@ impl Shared {
             };
             let from = current.generation();
             tracing::info!(generation = from, "token refresh started");
-            let result = self.client.refresh(&current.tokens.refresh_token).await;
+            // One span per call of the token endpoint (OpenTelemetry-shaped traces: the
+            // request that waited for a token shows what it waited for).
+            let span = tracing::info_span!("oauth.refresh", drchrono.token.generation = from);
+            let result = self
+                .client
+                .refresh(&current.tokens.refresh_token)
+                .instrument(span)
+                .await;
             self.attempts.fetch_add(1, Ordering::SeqCst);
             match result {
                 Ok(grant) => {

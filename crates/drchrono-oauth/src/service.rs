@@ -5,6 +5,7 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use tracing::Instrument;
 
 use drchrono_core::DrChronoError;
 use http::Request;
@@ -130,7 +131,9 @@ impl<S> OAuthRefresh<S> {
                 return Poll::Ready(Err(error));
             }
             let manager = self.manager.clone();
-            self.token = Some(tokio::spawn(async move { manager.bearer().await }));
+            // The task's spans (a refresh) belong to the request that started it.
+            let work = async move { manager.bearer().await }.in_current_span();
+            self.token = Some(tokio::spawn(work));
         }
         let Some(token) = &mut self.token else {
             return Poll::Ready(Ok(()));

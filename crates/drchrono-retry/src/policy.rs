@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use drchrono_core::{LayerError, PermitWait, parse};
+use drchrono_core::{LayerError, PermitWait, ResendCount, parse};
 use http::{Method, Request, Response};
 use rand::rngs::StdRng;
 use tokio::time::Instant;
@@ -320,6 +320,9 @@ where
                     delay_ms = u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX),
                     "retrying DrChrono request"
                 );
+                // The copy `req` is what goes next: it says how often it went before.
+                let resends = self.state.attempts().saturating_sub(1);
+                req.extensions_mut().insert(ResendCount(resends));
                 Some(if until <= now {
                     RetryFuture::now()
                 } else {

@@ -3,6 +3,7 @@
 use std::task::{Context, Poll};
 
 use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
+use drchrono_core::LayerError;
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
 use drchrono_retry::RetryPolicy;
@@ -10,12 +11,31 @@ use tower::layer::util::Stack;
 use tower::retry::Retry;
 use tower::{Layer, Service, ServiceBuilder};
 
-/// The layers of [`DrChronoService`], outermost first: retry, rate limit, OAuth refresh,
-/// error classification.
-pub type DrChronoStack<S> = Retry<RetryPolicy, DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>;
+use crate::span::{AttemptSpan, RequestFuture, request_span};
+
+/// The layers of [`DrChronoService`], outermost first: retry, one span per attempt, rate
+/// limit, OAuth refresh, error classification.
+pub type DrChronoStack<S> =
+    Retry<RetryPolicy, AttemptSpan<DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>>;
 
 /// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], with
-/// the same responses, errors and future, under one name.
+/// the same responses and errors, each request inside its own `tracing` span.
+///
+/// # Spans
+/// Shaped like OpenTelemetry's HTTP client conventions (`tracing-opentelemetry` exports
+/// them as they are; `otel.name` is the method):
+///
+/// ```text
+/// http.client.request   http.request.method, server.address, server.port, url.path,
+/// │                     url.full (query values redacted), http.response.status_code, error.type
+/// ├── http.client.attempt   http.request.resend_count = 0, otel.kind = client
+/// ├── http.client.attempt   http.request.resend_count = 1
+/// │   ├── rate_limit.wait   the rule that held it
+/// │   └── oauth.refresh     a token refresh it waited for
+/// └── http.client.attempt   http.request.resend_count = 2
+/// ```
+///
+/// No span field holds a query value, a body, a payload or a token.
 #[derive(Debug, Clone)]
 pub struct DrChronoService<S> {
     inner: DrChronoStack<S>,
@@ -38,13 +58,14 @@ impl<S> DrChronoService<S> {
     }
 }
 
-impl<S, Request> Service<Request> for DrChronoService<S>
+impl<S, B, ResBody> Service<http::Request<B>> for DrChronoService<S>
 where
-    DrChronoStack<S>: Service<Request>,
+    DrChronoStack<S>: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    <DrChronoStack<S> as Service<http::Request<B>>>::Error: LayerError,
 {
-    type Response = <DrChronoStack<S> as Service<Request>>::Response;
-    type Error = <DrChronoStack<S> as Service<Request>>::Error;
-    type Future = <DrChronoStack<S> as Service<Request>>::Future;
+    type Response = http::Response<ResBody>;
+    type Error = <DrChronoStack<S> as Service<http::Request<B>>>::Error;
+    type Future = RequestFuture<<DrChronoStack<S> as Service<http::Request<B>>>::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -52,8 +73,10 @@ where
     }
 
     #[inline]
-    fn call(&mut self, request: Request) -> Self::Future {
-        self.inner.call(request)
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let span = request_span(&request);
+        let future = span.in_scope(|| self.inner.call(request));
+        RequestFuture::new(future, span)
     }
 }
 
@@ -166,7 +189,7 @@ impl<S> Layer<S> for DrChronoLayer {
         let authorized = self.oauth.layer(classified);
         let limited = self.rate_limit.layer(authorized);
         DrChronoService {
-            inner: Retry::new(self.retry.clone(), limited),
+            inner: Retry::new(self.retry.clone(), AttemptSpan::new(limited)),
         }
     }
 }

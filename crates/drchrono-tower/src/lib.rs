@@ -64,6 +64,7 @@ mod paging;
 mod redirect;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+mod span;
 mod transport;
 
 #[cfg(feature = "reqwest")]
@@ -76,6 +77,7 @@ pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
 pub use paging::with_page_size;
+pub use span::{AttemptSpan, RequestFuture};
 pub use transport::{
     ConnectTimeout, HttpsClient, https_client, https_client_with_connect_timeout, not_sent,
 };

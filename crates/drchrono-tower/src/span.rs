@@ -1,0 +1,182 @@
+//! `tracing` spans shaped like OpenTelemetry's HTTP client conventions: one span per logical
+//! request ([`DrChronoService`](crate::DrChronoService)), one per attempt ([`AttemptSpan`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use drchrono_core::{LayerError, ResendCount, redact};
+use http::{Request, Response, Uri};
+use pin_project_lite::pin_project;
+use tower::Service;
+use tracing::instrument::{Instrument, Instrumented};
+use tracing::{Span, field};
+
+/// The span of one logical request, retries included: `http.request.method`,
+/// `server.address`, `server.port`, `url.path` (never the query), `url.full` (the query's
+/// values redacted), and, when it ends, `http.response.status_code` and `error.type`.
+pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
+    let span = tracing::info_span!(
+        "http.client.request",
+        otel.name = field::Empty,
+        http.request.method = %request.method(),
+        server.address = field::Empty,
+        server.port = field::Empty,
+        url.path = request.uri().path(),
+        url.full = field::Empty,
+        http.response.status_code = field::Empty,
+        error.type = field::Empty,
+    );
+    if !span.is_disabled() {
+        let uri = request.uri();
+        span.record("otel.name", request.method().as_str());
+        if let Some(host) = uri.host() {
+            span.record("server.address", host);
+        }
+        if let Some(port) = port_of(uri) {
+            span.record("server.port", port);
+        }
+        span.record("url.full", field::display(redacted_url(uri)));
+    }
+    span
+}
+
+/// The port a URI names, or its scheme's default.
+fn port_of(uri: &Uri) -> Option<u16> {
+    uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })
+}
+
+/// `uri` with every query value that may identify a patient replaced by `REDACT`.
+fn redacted_url(uri: &Uri) -> String {
+    let mut out = String::new();
+    if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+        out.push_str(scheme);
+        out.push_str("://");
+        out.push_str(authority.as_str());
+    }
+    out.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        out.push('?');
+        out.push_str(&redact::redact_query(query));
+    }
+    out
+}
+
+pin_project! {
+    /// The future of [`DrChronoService`](crate::DrChronoService): the stack's, polled inside
+    /// the request's span, which records the outcome when it ends.
+    pub struct RequestFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+    }
+}
+
+impl<F> RequestFuture<F> {
+    pub(crate) fn new(inner: F, span: Span) -> Self {
+        Self { inner, span }
+    }
+}
+
+impl<F, B, E> Future for RequestFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: LayerError,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = {
+            let _entered = this.span.enter();
+            ready!(this.inner.poll(cx))
+        };
+        if !this.span.is_disabled() {
+            record_outcome(this.span, &outcome);
+        }
+        Poll::Ready(outcome)
+    }
+}
+
+impl<F> std::fmt::Debug for RequestFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestFuture").finish_non_exhaustive()
+    }
+}
+
+/// `http.response.status_code` and, for a failure, `error.type`: the error's stable kind
+/// (`server`, `throttled`, `transport`, …), the status of an error response that came back
+/// as a response, or `_OTHER`.
+fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
+    match outcome {
+        Ok(response) => {
+            let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.as_u16() >= 400 {
+                span.record("error.type", status.as_str());
+            }
+        }
+        Err(error) => match error.as_drchrono() {
+            Some(error) => {
+                if let Some(status) = error.status() {
+                    span.record("http.response.status_code", status.as_u16());
+                }
+                span.record("error.type", error.kind_name());
+            }
+            None => {
+                span.record("error.type", "_OTHER");
+            }
+        },
+    }
+}
+
+/// One span per attempt (each resend of a request: OpenTelemetry's client span), with
+/// `http.request.resend_count` (0 for the first attempt, from [`ResendCount`]); the spans
+/// of what the attempt waits for (a permit, a token refresh) are its children.
+///
+/// [`DrChronoLayer`](crate::DrChronoLayer) puts it between the retry layer and the rate
+/// limiter. With no `tracing` subscriber interested, it costs a disabled span's check.
+#[derive(Debug, Clone)]
+pub struct AttemptSpan<S> {
+    inner: S,
+}
+
+impl<S> AttemptSpan<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for AttemptSpan<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Instrumented<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let span = tracing::info_span!(
+            "http.client.attempt",
+            otel.kind = "client",
+            http.request.resend_count = ResendCount::of(&request),
+        );
+        let future = span.in_scope(|| self.inner.call(request));
+        future.instrument(span)
+    }
+}
