@@ -75,7 +75,9 @@ where
     #[inline]
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let span = request_span(&request);
-        let future = span.in_scope(|| self.inner.call(request));
+        let entered = span.enter();
+        let future = self.inner.call(request);
+        drop(entered);
         RequestFuture::new(future, span)
     }
 }

@@ -15,6 +15,7 @@ use tracing::{Span, field};
 /// The span of one logical request, retries included: `http.request.method`,
 /// `server.address`, `server.port`, `url.path` (never the query), `url.full` (the query's
 /// values redacted), and, when it ends, `http.response.status_code` and `error.type`.
+#[inline]
 pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
     let span = tracing::info_span!(
         "http.client.request",
@@ -89,6 +90,7 @@ where
 {
     type Output = F::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let outcome = {
@@ -111,6 +113,7 @@ impl<F> std::fmt::Debug for RequestFuture<F> {
 /// `http.response.status_code` and, for a failure, `error.type`: the error's stable kind
 /// (`server`, `throttled`, `transport`, …), the status of an error response that came back
 /// as a response, or `_OTHER`.
+#[cold]
 fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
     match outcome {
         Ok(response) => {
@@ -170,13 +173,16 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let span = tracing::info_span!(
             "http.client.attempt",
             otel.kind = "client",
             http.request.resend_count = ResendCount::of(&request),
         );
-        let future = span.in_scope(|| self.inner.call(request));
+        let entered = span.enter();
+        let future = self.inner.call(request);
+        drop(entered);
         future.instrument(span)
     }
 }
