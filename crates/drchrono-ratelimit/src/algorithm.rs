@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use crate::time::{Reading, duration_nanos, from_nanos};
-use crate::{Priority, RateLimitConfig, Rule, RuleKind, RuleStatus, Status};
+use crate::{NotUntil, Priority, RateLimitConfig, Rule, RuleKind, RuleStatus, Status};
 
 /// A rule compiled for arithmetic: spans in nanoseconds, margin folded in.
 #[derive(Debug, Clone)]
@@ -32,6 +32,21 @@ pub(crate) fn background_max(max: u32, percent: u64) -> u32 {
         .unwrap_or(u32::MAX)
         .min(max.saturating_sub(1));
     max - reserve
+}
+
+/// A refused request: the earliest admissible instant, in nanoseconds, and the index of the
+/// rule that set it ([`Policy::binding`]; `None`: a server's pause).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) earliest: u64,
+    pub(crate) rule: Option<usize>,
+}
+
+impl Refusal {
+    /// As a [`NotUntil`], the instant on the wall clock, the rule `policy`'s.
+    pub(crate) fn not_until(self, policy: &Policy) -> NotUntil {
+        NotUntil::new(from_nanos(self.earliest), self.rule.map(|i| policy.rule(i)))
+    }
 }
 
 /// The rules and options of one limiter.
@@ -258,12 +273,49 @@ impl Policy {
     /// The earliest monotonic instant `>= now` that breaks no rule: the least fixed point of
     /// the per-rule earliest functions, each monotone and idempotent.
     pub(crate) fn earliest(&self, st: &State, now: Reading, p: Priority) -> u64 {
+        self.fixed_point(st, now, p, |_| {})
+    }
+
+    /// Which bound set the [`earliest`](Self::earliest) instant of a refused request: the
+    /// index of the rule that moved it last on the way to the fixed point, which is the rule
+    /// whose own earliest instant is the latest; `None` when no rule moves it past the end
+    /// of a server's pause (a rule that frees up at that very instant leaves it to the
+    /// pause). Asked only on refusal, so that admissions pay nothing for it.
+    pub(crate) fn binding(&self, st: &State, now: Reading, p: Priority) -> Option<usize> {
+        let mut binding = None;
+        self.fixed_point(st, now, p, |rule| binding = Some(rule));
+        binding
+    }
+
+    /// The rule at `index` of [`binding`](Self::binding).
+    ///
+    /// # Panics
+    /// When `index` is not one of the policy's rules.
+    pub(crate) fn rule(&self, index: usize) -> Rule {
+        self.rules[index].rule
+    }
+
+    /// The least fixed point from `now` (or the end of a pause), telling `moved` the index
+    /// of each rule that moves it. Inlined: for [`earliest`](Self::earliest), `moved` does
+    /// nothing and the bookkeeping compiles away.
+    #[inline(always)]
+    fn fixed_point(
+        &self,
+        st: &State,
+        now: Reading,
+        p: Priority,
+        mut moved: impl FnMut(usize),
+    ) -> u64 {
         let now = now.not_before(st.last_now);
         let mut t = now.mono.max(st.paused_until);
         loop {
             let before = t;
-            for (c, rs) in self.rules.iter().zip(&st.rules) {
-                t = self.rule_earliest(c, rs, st.last_charge, t, now, p);
+            for (index, (c, rs)) in self.rules.iter().zip(&st.rules).enumerate() {
+                let next = self.rule_earliest(c, rs, st.last_charge, t, now, p);
+                if next != t {
+                    moved(index);
+                }
+                t = next;
             }
             if t == before {
                 return t;
@@ -590,6 +642,89 @@ mod tests {
             policy
                 .try_acquire(&mut st, at(T0 + 41 * SEC, ahead), p)
                 .is_ok()
+        );
+    }
+
+    /// DrChrono's three rules (rolling second, rolling 10 minutes, clock hour) with these
+    /// maxima, no margin.
+    fn drchrono(second: u32, window: u32, hour: u32) -> Policy {
+        policy([
+            Rule::sliding(second, Duration::from_secs(1)).unwrap(),
+            Rule::sliding(window, Duration::from_secs(600)).unwrap(),
+            Rule::aligned(hour, Duration::from_secs(3600)).unwrap(),
+        ])
+    }
+
+    /// The binding rule of a request at `now` after `charges` at the top of the hour of
+    /// 11:00, and the earliest instant it names.
+    fn refused_by(policy: &Policy, charges: u32, now: Reading) -> (Option<usize>, u64) {
+        let mut st = policy.new_state();
+        let p = Priority::Interactive;
+        for _ in 0..charges {
+            policy.try_acquire(&mut st, at(HOUR_11, 0), p).unwrap();
+        }
+        let earliest = policy.try_acquire(&mut st, now, p).unwrap_err();
+        (policy.binding(&st, now, p), earliest)
+    }
+
+    #[test]
+    fn the_binding_rule_is_the_one_whose_earliest_instant_is_the_latest() {
+        let now = at(HOUR_11, 0);
+        // Each rule alone refusing.
+        let per_second = drchrono(1, 10, 10);
+        assert_eq!(refused_by(&per_second, 1, now), (Some(0), HOUR_11 + SEC));
+        let per_window = drchrono(5, 2, 10);
+        assert_eq!(
+            refused_by(&per_window, 2, now),
+            (Some(1), HOUR_11 + 600 * SEC)
+        );
+        let per_hour = drchrono(5, 10, 2);
+        assert_eq!(
+            refused_by(&per_hour, 2, now),
+            (Some(2), HOUR_11 + 3_600 * SEC)
+        );
+        // Several refusing: the one that frees up last.
+        let all = drchrono(1, 1, 1);
+        assert_eq!(refused_by(&all, 1, now), (Some(2), HOUR_11 + 3_600 * SEC));
+        let second_and_window = drchrono(1, 1, 5);
+        assert_eq!(
+            refused_by(&second_and_window, 1, now),
+            (Some(1), HOUR_11 + 600 * SEC)
+        );
+        // Later in the second, once it has passed, the window still refuses.
+        let later = at(HOUR_11 + 2 * SEC, 0);
+        assert_eq!(
+            refused_by(&second_and_window, 1, later),
+            (Some(1), HOUR_11 + 600 * SEC)
+        );
+    }
+
+    #[test]
+    fn a_pause_binds_unless_a_rule_holds_the_request_longer() {
+        let policy = drchrono(1, 10, 10);
+        let p = Priority::Interactive;
+        let now = at(HOUR_11, 0);
+        let mut st = policy.new_state();
+        // Nothing charged: the pause alone holds the request.
+        policy.pause(&mut st, now, HOUR_11 + 7 * SEC);
+        assert_eq!(policy.try_acquire(&mut st, now, p), Err(HOUR_11 + 7 * SEC));
+        assert_eq!(policy.binding(&st, now, p), None);
+        // A pause shorter than the rolling second: the rule holds it longer.
+        let mut st = policy.new_state();
+        policy.try_acquire(&mut st, now, p).unwrap();
+        policy.pause(&mut st, now, HOUR_11 + SEC / 2);
+        assert_eq!(policy.try_acquire(&mut st, now, p), Err(HOUR_11 + SEC));
+        assert_eq!(policy.binding(&st, now, p), Some(0));
+        // One ending as the second does: the pause set the instant first.
+        policy.pause(&mut st, now, HOUR_11 + SEC);
+        assert_eq!(policy.binding(&st, now, p), None);
+        // One past it.
+        policy.pause(&mut st, now, HOUR_11 + 2 * SEC);
+        assert_eq!(policy.try_acquire(&mut st, now, p), Err(HOUR_11 + 2 * SEC));
+        assert_eq!(policy.binding(&st, now, p), None);
+        assert_eq!(
+            policy.rule(0),
+            Rule::sliding(1, Duration::from_secs(1)).unwrap()
         );
     }
 

@@ -1,11 +1,15 @@
 //! Errors and refusals: [`ConfigError`] for a configuration that cannot work, [`NotUntil`] for
 //! a request that may not go yet, [`BackendError`] for a budget that could not be consulted.
 
+use std::cmp::Ordering;
 use std::error::Error as StdError;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, SystemTime};
 
 use drchrono_core::BoxError;
+
+use crate::Rule;
 
 /// A rule set or option that cannot be used, found when building a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,15 +53,21 @@ impl fmt::Display for ConfigError {
 impl StdError for ConfigError {}
 
 /// A request may not go before [`NotUntil::earliest`]: the earliest instant at which it
-/// breaks no rule, given everything charged so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// breaks no rule, given everything charged so far; [`NotUntil::rule`] tells which rule set
+/// that instant, when the backend can tell.
+///
+/// Two refusals compare, order and hash by their earliest instants alone: the rule explains
+/// the instant and is not part of it (a [`LocalLimiter`](crate::LocalLimiter) and a backend
+/// that cannot name rules refuse alike).
+#[derive(Debug, Clone, Copy)]
 pub struct NotUntil {
     earliest: SystemTime,
+    rule: Option<Rule>,
 }
 
 impl NotUntil {
-    pub(crate) fn new(earliest: SystemTime) -> Self {
-        Self { earliest }
+    pub(crate) fn new(earliest: SystemTime, rule: Option<Rule>) -> Self {
+        Self { earliest, rule }
     }
 
     /// The earliest instant (wall clock) at which the request breaks no rule.
@@ -70,6 +80,60 @@ impl NotUntil {
     /// How long after `now` that is (zero when it has passed).
     pub fn wait_time_from(&self, now: SystemTime) -> Duration {
         self.earliest.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// The configured rule that set [`earliest`](Self::earliest): of the rules that refuse
+    /// the request, the one that frees up last (for
+    /// [`DrChronoRateLimit`](crate::DrChronoRateLimit)'s spans, its
+    /// [`name`](Rule::name)).
+    ///
+    /// `None` when a server 429's pause holds the request at least as long as every rule
+    /// does, or when the backend cannot tell: [`LocalLimiter`](crate::LocalLimiter) and
+    /// [`FileRateLimitBackend`](crate::FileRateLimitBackend) always tell; the Redis backend
+    /// tells only while it decides in its local fallback (the script answers with a wait
+    /// alone).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use drchrono_ratelimit::{LocalLimiter, RateLimitConfig};
+    ///
+    /// let config = RateLimitConfig::builder().max_per_second(1).build()?;
+    /// let limiter = LocalLimiter::new(&config);
+    /// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
+    /// limiter.try_acquire(now).unwrap();
+    /// let refused = limiter.try_acquire(now).unwrap_err();
+    /// assert_eq!(refused.rule(), Some(config.rules()[0]));
+    /// assert_eq!(refused.rule().unwrap().name().to_string(), "sliding_1s");
+    /// # Ok::<(), drchrono_ratelimit::ConfigError>(())
+    /// ```
+    pub fn rule(&self) -> Option<Rule> {
+        self.rule
+    }
+}
+
+impl PartialEq for NotUntil {
+    fn eq(&self, other: &Self) -> bool {
+        self.earliest == other.earliest
+    }
+}
+
+impl Eq for NotUntil {}
+
+impl PartialOrd for NotUntil {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NotUntil {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.earliest.cmp(&other.earliest)
+    }
+}
+
+impl Hash for NotUntil {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.earliest.hash(state);
     }
 }
 

@@ -16,9 +16,9 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use crate::algorithm::snapshot::{InvalidSnapshot, Snapshot};
-use crate::algorithm::{Policy, State};
+use crate::algorithm::{Policy, Refusal, State};
 use crate::backend::{Backend, BackendFuture};
-use crate::time::{Reading, duration_nanos, from_nanos, to_nanos};
+use crate::time::{Reading, duration_nanos, to_nanos};
 use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
 
 pub use error::FileStateError;
@@ -351,7 +351,7 @@ impl Inner {
         now: SystemTime,
         started: Instant,
         priority: Priority,
-    ) -> Result<Result<(), u64>, FileStateError> {
+    ) -> Result<Result<(), NotUntil>, FileStateError> {
         let _held = self.hold()?;
         let now = decided_at(now, started);
         let (mut state, rebased) = self.load(now)?;
@@ -360,7 +360,10 @@ impl Inner {
             self.store(&state)?;
         }
         // One clock: a monotonic instant is a wall instant.
-        Ok(decision)
+        Ok(decision.map_err(|earliest| {
+            let rule = self.policy.binding(&state, agreeing(now), priority);
+            Refusal { earliest, rule }.not_until(&self.policy)
+        }))
     }
 
     fn pause(
@@ -416,10 +419,8 @@ impl Backend for FileRateLimitBackend {
     ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>> {
         let started = Instant::now();
         Box::pin(async move {
-            let decision = self
-                .blocking(move |inner| inner.decide(now, started, priority))
-                .await?;
-            Ok(decision.map_err(|earliest| NotUntil::new(from_nanos(earliest))))
+            self.blocking(move |inner| inner.decide(now, started, priority))
+                .await
         })
     }
 

@@ -11,11 +11,12 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Service;
+use tracing::{Instrument, Span};
 
 use crate::failure::{BACKEND_RETRY_INTERVAL, carry};
 use crate::observe::throttled_until;
 use crate::rate_limiter::Refused;
-use crate::{Priority, RateLimiter};
+use crate::{NotUntil, Priority, RateLimiter};
 
 /// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
 /// turn, the backend and a timer, and must own its limiter.
@@ -120,9 +121,13 @@ where
 /// A backend failure ends the wait when the error type can carry it (see
 /// [`carry`](crate::failure)); otherwise the backend is asked again every
 /// [`BACKEND_RETRY_INTERVAL`].
+///
+/// The wait runs in a `rate_limit.wait` span (see [`wait_span`]), created here, in the
+/// layer's `call`: a child of the span current where the request was called. It closes
+/// when the permit is charged, before the inner service is called.
 fn send_when_admitted<S, Req>(
     mut service: S,
-    request: Req,
+    mut request: Req,
     limiter: RateLimiter,
     priority: Priority,
     context_of: fn(&Req) -> ErrorContext,
@@ -132,32 +137,67 @@ where
     Req: Send + 'static,
     S::Error: LayerError + Send + 'static,
 {
+    let span = wait_span(priority);
     Box::pin(async move {
         let queued_at = Instant::now();
-        loop {
-            let admitted = limiter
-                .acquire_when_ready(priority, |cx| service.poll_ready(cx))
-                .await;
-            let error = match admitted {
-                Ok(_) => {
-                    let waited = Instant::now().saturating_duration_since(queued_at);
-                    return Ok((service.call(request), waited));
+        // The wait borrows what it needs; the request mutably, so that the wait is `Send`
+        // whenever the request is.
+        let (pending, ready, recorder, limiter) = (&mut request, &mut service, &span, &limiter);
+        let wait = async move {
+            loop {
+                let admitted = limiter
+                    .acquire_when_ready(
+                        priority,
+                        |cx| ready.poll_ready(cx),
+                        |refused| record_rule(recorder, refused),
+                    )
+                    .await;
+                let error = match admitted {
+                    Ok(_) => return Ok(()),
+                    Err(Refused::NotReady(error)) => return Err(error),
+                    Err(Refused::Backend(error)) => error,
+                };
+                let backend = error.backend();
+                if let Some(error) = carry::<S::Error>(error, context_of(pending)) {
+                    return Err(error);
                 }
-                Err(Refused::NotReady(error)) => return Err(error),
-                Err(Refused::Backend(error)) => error,
-            };
-            let backend = error.backend();
-            if let Some(error) = carry::<S::Error>(error, context_of(&request)) {
-                return Err(error);
+                tracing::warn!(
+                    application = limiter.config().application(),
+                    backend,
+                    "rate-limit backend unavailable: holding the request until it answers"
+                );
+                tokio::time::sleep(BACKEND_RETRY_INTERVAL).await;
             }
-            tracing::warn!(
-                application = limiter.config().application(),
-                backend,
-                "rate-limit backend unavailable: holding the request until it answers"
-            );
-            tokio::time::sleep(BACKEND_RETRY_INTERVAL).await;
-        }
+        };
+        let admitted = wait.instrument(span.clone()).await;
+        // The wait is over: the span closes before the call, which is not part of it.
+        drop(span);
+        admitted?;
+        let waited = Instant::now().saturating_duration_since(queued_at);
+        Ok((service.call(request), waited))
     })
+}
+
+/// The span of one request's wait for its permit:
+/// `rate_limit.wait { drchrono.rate_limit.rule, drchrono.rate_limit.priority }`.
+fn wait_span(priority: Priority) -> Span {
+    tracing::info_span!(
+        "rate_limit.wait",
+        drchrono.rate_limit.rule = tracing::field::Empty,
+        drchrono.rate_limit.priority = priority.as_str(),
+    )
+}
+
+/// Records in the wait's span the rule a refusal names ([`Rule::name`](crate::Rule::name)),
+/// replacing an earlier one: the span ends up naming the last rule that held the request.
+/// A refusal that names none (a server's pause, a backend that cannot tell) records nothing.
+fn record_rule(span: &Span, refused: &NotUntil) {
+    if let Some(rule) = refused.rule() {
+        span.record(
+            "drchrono.rate_limit.rule",
+            tracing::field::display(rule.name()),
+        );
+    }
 }
 
 impl<S, Req, ResBody> Future for ResponseFuture<S, Req>

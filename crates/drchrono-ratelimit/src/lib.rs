@@ -128,7 +128,8 @@
 //! A request that finds nobody waiting is decided when the service is called, if the
 //! backend can decide synchronously ([`Backend::try_acquire_now`]; [`LocalLimiter`] can):
 //! admitted, it is charged and sent at once, and its response future holds only the inner
-//! one, with no allocation. Otherwise it queues as above.
+//! one, with no allocation. Otherwise it queues as above, inside a `rate_limit.wait`
+//! `tracing` span that names the rule that held it (see [`DrChronoRateLimit`]).
 //!
 //! # One host, restarts: the file backend
 //!

@@ -1,11 +1,11 @@
 //! [`LocalLimiter`]: the in-memory backend, one application's budget behind one lock.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use crate::algorithm::{Policy, State};
+use crate::algorithm::{Policy, Refusal, State};
 use crate::backend::{Backend, BackendFuture};
 use crate::time::{Reading, from_nanos, to_nanos};
 use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
@@ -16,9 +16,10 @@ use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
 /// checks all rules and charges all of them atomically, or returns the exact earliest
 /// instant that breaks no rule. It costs one uncontended lock and O(1) work per rule (a
 /// ring of the last `max` instants per sliding rule, a few counters per aligned rule). A
-/// refusal is cheaper still: the earliest instant of the last refusal is kept in an atomic
-/// (written only under the lock, cleared by every charge and pause, so it is always exact
-/// for the current state), and a request before it is refused without taking the lock.
+/// refusal is cheaper still: the earliest instant of the last refusal and the rule that set
+/// it are kept in atomics (written only under the lock, cleared by every charge and pause,
+/// so they are always exact for the current state), and a request before that instant is
+/// refused without taking the lock, naming the same rule ([`NotUntil::rule`]).
 /// [`RateLimiter`](crate::RateLimiter) adds the waiting, the clock and first-come
 /// first-served order on top.
 ///
@@ -59,12 +60,17 @@ pub struct LocalLimiter {
     /// last charge or pause (0 = none). Nothing is admissible before it while the clocks
     /// keep the offset it was computed at.
     refused_until: [AtomicU64; 2],
-    /// Per priority: that refusal's offset between the clocks ([`Reading::offset`]),
-    /// written before it. A step of the wall clock changes the offset: the request is then
-    /// decided under the lock. (Two refusals racing across a step may pair one's instant
-    /// with the other's offset: a refusal then names an instant off by the step, and the
-    /// waiter decides again; the cache never admits.)
+    /// Per priority: that refusal's offset between the clocks ([`Reading::offset`]). A step
+    /// of the wall clock changes the offset: the request is then decided under the lock.
     refused_offset: [AtomicU64; 2],
+    /// Per priority: the rule that set that instant ([`Policy::binding`]), as its index plus
+    /// one (0 = a server's pause).
+    refused_rule: [AtomicUsize; 2],
+    /// Per priority: odd while a refusal is being cached (under the lock), bumped again once
+    /// it is. A request refused from the cache reads the three fields above between two
+    /// equal even readings of it (a seqlock), so the instant, the offset and the rule it
+    /// answers with are one refusal's, never a mix of two racing ones.
+    refused_seq: [AtomicUsize; 2],
 }
 
 fn slot(priority: Priority) -> usize {
@@ -84,6 +90,8 @@ impl LocalLimiter {
             state,
             refused_until: [AtomicU64::new(0), AtomicU64::new(0)],
             refused_offset: [AtomicU64::new(0), AtomicU64::new(0)],
+            refused_rule: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            refused_seq: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
@@ -114,17 +122,24 @@ impl LocalLimiter {
         priority: Priority,
     ) -> Result<(), NotUntil> {
         self.try_acquire_reading(now.into().reading(), priority)
-            .map_err(|earliest| NotUntil::new(from_nanos(earliest)))
+            .map_err(|refusal| refusal.not_until(&self.policy))
     }
 
     /// [`try_acquire_with`](Self::try_acquire_with) on a reading in nanoseconds; the refusal
-    /// is the earliest admissible wall instant, in nanoseconds since the Unix epoch.
+    /// is the earliest admissible wall instant, in nanoseconds since the Unix epoch, and the
+    /// index of the rule that set it. Which rule is worked out on refusal only.
     #[inline]
-    pub(crate) fn try_acquire_reading(&self, now: Reading, priority: Priority) -> Result<(), u64> {
+    pub(crate) fn try_acquire_reading(
+        &self,
+        now: Reading,
+        priority: Priority,
+    ) -> Result<(), Refusal> {
         let slot = slot(priority);
-        let cached = self.refused_until[slot].load(Ordering::Acquire);
-        if now.mono < cached && self.refused_offset[slot].load(Ordering::Relaxed) == now.offset() {
-            return Err(now.wall_at(cached));
+        // One load when nothing is cached (0), as after every charge.
+        if now.mono < self.refused_until[slot].load(Ordering::Relaxed)
+            && let Some(refusal) = self.cached_refusal(slot, now)
+        {
+            return Err(refusal);
         }
         let mut state = self.state();
         match self.policy.try_acquire(&mut state, now, priority) {
@@ -133,15 +148,57 @@ impl LocalLimiter {
                 Ok(())
             }
             Err(earliest) => {
-                self.refused_offset[slot].store(now.offset(), Ordering::Relaxed);
-                self.refused_until[slot].store(earliest, Ordering::Release);
-                Err(now.wall_at(earliest))
+                let rule = self.policy.binding(&state, now, priority);
+                self.cache_refusal(slot, now, earliest, rule);
+                Err(Refusal {
+                    earliest: now.wall_at(earliest),
+                    rule,
+                })
             }
         }
     }
 
+    /// The cached refusal of `slot`, if it still refuses a request at `now`: read as one
+    /// (see `refused_seq`), or `None` (decide under the lock) while one is being written.
+    fn cached_refusal(&self, slot: usize, now: Reading) -> Option<Refusal> {
+        let seq = self.refused_seq[slot].load(Ordering::Acquire);
+        if seq % 2 == 1 {
+            return None;
+        }
+        let until = self.refused_until[slot].load(Ordering::Relaxed);
+        let offset = self.refused_offset[slot].load(Ordering::Relaxed);
+        let rule = self.refused_rule[slot].load(Ordering::Relaxed);
+        // Orders the loads above before the second reading of the sequence.
+        fence(Ordering::Acquire);
+        if self.refused_seq[slot].load(Ordering::Relaxed) != seq
+            || now.mono >= until
+            || offset != now.offset()
+        {
+            return None;
+        }
+        Some(Refusal {
+            earliest: now.wall_at(until),
+            rule: rule.checked_sub(1),
+        })
+    }
+
+    /// Caches a refusal computed under the lock (the only writer).
+    fn cache_refusal(&self, slot: usize, now: Reading, earliest: u64, rule: Option<usize>) {
+        let seq = self.refused_seq[slot].load(Ordering::Relaxed);
+        self.refused_seq[slot].store(seq.wrapping_add(1), Ordering::Relaxed);
+        // The odd number is seen by any reader that sees a store below.
+        fence(Ordering::Release);
+        self.refused_offset[slot].store(now.offset(), Ordering::Relaxed);
+        self.refused_rule[slot].store(rule.map_or(0, |i| i + 1), Ordering::Relaxed);
+        self.refused_until[slot].store(earliest, Ordering::Relaxed);
+        self.refused_seq[slot].store(seq.wrapping_add(2), Ordering::Release);
+    }
+
     /// Forgets the cached refusals; called with the state locked, after it changed. A slot
-    /// already clear is not written: the admitted request's path writes nothing shared.
+    /// already clear is not written: the admitted request's path writes nothing shared. The
+    /// sequence is not bumped: a request that read the instant before it was cleared is
+    /// refused as of before the change, with that refusal's rule and offset (only a new
+    /// refusal writes them, and it bumps the sequence).
     fn clear_refusals(&self) {
         for refused_until in &self.refused_until {
             if refused_until.load(Ordering::Relaxed) != 0 {
@@ -239,5 +296,53 @@ mod tests {
         limiter.pause_until(now, now + Duration::from_secs(7));
         let refused = limiter.try_acquire(now).unwrap_err();
         assert_eq!(refused.earliest(), now + Duration::from_secs(7));
+    }
+
+    /// Refused twice at `now`: under the lock, then (as the cache shows) from the cache.
+    fn refused_twice(limiter: &LocalLimiter, now: SystemTime, p: Priority) -> [NotUntil; 2] {
+        let locked = limiter.try_acquire_with(now, p).unwrap_err();
+        let reading = Now::from(now).reading();
+        assert!(limiter.cached_refusal(slot(p), reading).is_some());
+        let cached = limiter.try_acquire_with(now, p).unwrap_err();
+        assert_eq!(locked.earliest(), cached.earliest());
+        [locked, cached]
+    }
+
+    #[test]
+    fn a_cached_refusal_names_the_rule_the_lock_named() {
+        let config = RateLimitConfig::builder()
+            .max_per_second(1)
+            .max_per_window(2)
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let rules = config.rules();
+        let limiter = LocalLimiter::new(&config);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_609_420);
+        let p = Priority::Interactive;
+        limiter.try_acquire(now).unwrap();
+        for refused in refused_twice(&limiter, now, p) {
+            assert_eq!(refused.rule(), Some(rules[0]));
+        }
+        // Background work has its own cached refusal.
+        for refused in refused_twice(&limiter, now, Priority::Background) {
+            assert_eq!(refused.rule(), Some(rules[0]));
+        }
+        // A second later the window is full: the charge cleared the cache.
+        let later = now + Duration::from_secs(1);
+        limiter.try_acquire(later).unwrap();
+        for refused in refused_twice(&limiter, later, p) {
+            assert_eq!(refused.rule(), Some(rules[1]));
+            assert_eq!(refused.earliest(), now + Duration::from_secs(600));
+        }
+        // A pause past the window: it names no rule, cached or not.
+        limiter.pause_until(later, now + Duration::from_secs(700));
+        for refused in refused_twice(&limiter, later, p) {
+            assert_eq!(refused.rule(), None);
+            assert_eq!(refused.earliest(), now + Duration::from_secs(700));
+        }
+        // Refusals compare by their instants alone.
+        let paused = limiter.try_acquire(later).unwrap_err();
+        assert_eq!(paused, NotUntil::new(paused.earliest(), Some(rules[2])));
     }
 }

@@ -27,6 +27,15 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// The value of the `drchrono.rate_limit.priority` span field: `interactive` or
+    /// `background`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Interactive => "interactive",
+            Self::Background => "background",
+        }
+    }
+
     /// The priority a request carries in its extensions, [`Priority::Interactive`] if none.
     pub fn of<B>(request: &http::Request<B>) -> Self {
         request

@@ -192,7 +192,10 @@ impl RateLimiter {
     /// never fails.
     pub async fn acquire(&self, priority: Priority) -> Result<SystemTime, BackendError> {
         let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
-        match self.acquire_when_ready(priority, always_ready).await {
+        match self
+            .acquire_when_ready(priority, always_ready, |_| ())
+            .await
+        {
             Ok(released) => Ok(released),
             Err(Refused::Backend(error)) => Err(error),
             Err(Refused::NotReady(never)) => match never {},
@@ -204,10 +207,14 @@ impl RateLimiter {
     /// `poll_ready`: a token refresh, a connection) before each decision, so that the
     /// instant a permit is charged is the instant the request can leave. The turn is held
     /// meanwhile: nobody is charged ahead of the head waiter while it gets ready.
+    ///
+    /// `refused` is told of every refusal before the waiter sleeps until it (the layer's
+    /// `rate_limit.wait` span records the rule it names).
     pub(crate) async fn acquire_when_ready<E>(
         &self,
         priority: Priority,
         mut ready: impl FnMut(&mut Context<'_>) -> Poll<Result<(), E>>,
+        mut refused: impl FnMut(&NotUntil),
     ) -> Result<SystemTime, Refused<E>> {
         let inner = &*self.inner;
         let _background_turn = if priority == Priority::Background {
@@ -234,13 +241,15 @@ impl RateLimiter {
                             backend.try_acquire(now.wall(), priority).await?
                         }
                     };
-                    match decision {
+                    let not_until = match decision {
                         Ok(()) => return Ok(now.wall()),
-                        Err(not_until) if priority == Priority::Background => {
-                            break (now.wall(), not_until);
-                        }
-                        Err(not_until) => self.sleep(now.wall(), not_until).await,
+                        Err(not_until) => not_until,
+                    };
+                    refused(&not_until);
+                    if priority == Priority::Background {
+                        break (now.wall(), not_until);
                     }
+                    self.sleep(now.wall(), not_until).await;
                 }
             };
             self.sleep(now, not_until).await;

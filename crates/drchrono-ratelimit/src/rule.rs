@@ -93,6 +93,67 @@ impl Rule {
     pub fn period(&self) -> Duration {
         self.period
     }
+
+    /// A short, stable name for telemetry (the `drchrono.rate_limit.rule` field of
+    /// [`DrChronoRateLimit`](crate::DrChronoRateLimit)'s `rate_limit.wait` span), derived
+    /// from the kind and the period alone: `sliding_` or `aligned_`, then the period in
+    /// whole seconds (`1s`), else whole milliseconds (`1500ms`), else nanoseconds.
+    /// DrChrono's three rules read `sliding_1s`, `sliding_600s` and `aligned_3600s`.
+    ///
+    /// The maximum is not part of it: raising the hourly maximum keeps the name, and only
+    /// rules of the same kind and period share one. Formatting it allocates nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use drchrono_ratelimit::{RateLimitConfig, Rule};
+    ///
+    /// let names: Vec<String> = RateLimitConfig::default()
+    ///     .rules()
+    ///     .iter()
+    ///     .map(|rule| rule.name().to_string())
+    ///     .collect();
+    /// assert_eq!(names, ["sliding_1s", "sliding_600s", "aligned_3600s"]);
+    /// let rule = Rule::sliding(5, Duration::from_millis(1500))?;
+    /// assert_eq!(rule.name().to_string(), "sliding_1500ms");
+    /// # Ok::<(), drchrono_ratelimit::ConfigError>(())
+    /// ```
+    pub fn name(&self) -> impl fmt::Display + fmt::Debug + Copy + Send + Sync + use<> {
+        RuleName {
+            kind: self.kind,
+            period: self.period,
+        }
+    }
+}
+
+/// [`Rule::name`].
+#[derive(Clone, Copy)]
+struct RuleName {
+    kind: RuleKind,
+    period: Duration,
+}
+
+impl fmt::Display for RuleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            RuleKind::Sliding => "sliding",
+            RuleKind::Aligned => "aligned",
+        };
+        let period = self.period;
+        if period.subsec_nanos() == 0 {
+            write!(f, "{kind}_{}s", period.as_secs())
+        } else if period.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{kind}_{}ms", period.as_millis())
+        } else {
+            write!(f, "{kind}_{}ns", period.as_nanos())
+        }
+    }
+}
+
+/// As its [`Display`](fmt::Display): `sliding_1s`.
+impl fmt::Debug for RuleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl fmt::Display for Rule {
@@ -102,5 +163,29 @@ impl fmt::Display for Rule {
             RuleKind::Aligned => "aligned",
         };
         write!(f, "{} per {kind} {:?}", self.max, self.period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_use_the_coarsest_whole_unit() {
+        let name = |rule: Result<Rule, ConfigError>| rule.unwrap().name().to_string();
+        assert_eq!(
+            name(Rule::aligned(1, Duration::from_secs(60))),
+            "aligned_60s"
+        );
+        assert_eq!(
+            name(Rule::sliding(1, Duration::from_millis(250))),
+            "sliding_250ms"
+        );
+        assert_eq!(
+            name(Rule::sliding(1, Duration::new(2, 5))),
+            "sliding_2000000005ns"
+        );
+        let name = Rule::sliding(9, Duration::from_secs(1)).unwrap().name();
+        assert_eq!(format!("{name:?}"), "sliding_1s");
     }
 }

@@ -46,6 +46,28 @@ use crate::{DrChronoRateLimitLayer, Priority, RateLimiter};
 /// [`BackendError`](crate::BackendError) as its source, so a retry policy may retry it. A
 /// type that cannot hold one (`Infallible`) cannot carry it: the request then waits, asking
 /// the backend again every second.
+///
+/// # Tracing: the `rate_limit.wait` span
+/// A request that must wait for its permit waits inside one `tracing` span, at the `INFO`
+/// level, shaped for OpenTelemetry (`tracing-opentelemetry` exports it as it is):
+///
+/// ```text
+/// rate_limit.wait   drchrono.rate_limit.rule      sliding_1s | sliding_600s | aligned_3600s
+///                   drchrono.rate_limit.priority  interactive | background
+/// ```
+///
+/// - It is created in `call`, as a child of the span current there (in `drchrono-tower`'s
+///   stack, the attempt's `http.client.attempt`), whichever span polls the response future.
+/// - It is entered around every poll of the wait and closes when the permit is charged,
+///   before the inner service is called: its duration is the wait, and the call is not
+///   part of it. What the inner service does in `poll_ready` at the head of the queue (a
+///   token refresh) is part of the wait, so its spans are this one's children.
+/// - `drchrono.rate_limit.rule` is the [name](crate::Rule::name) of the rule that held the
+///   request: the one named by the last refusal before it was admitted that named one
+///   ([`NotUntil::rule`](crate::NotUntil::rule)). It stays empty when none did: the request
+///   waited only for those queued ahead of it, or for a server 429's pause, or on a
+///   backend that cannot tell (Redis).
+/// - A request admitted at once creates no span (and allocates nothing).
 #[derive(Debug, Clone)]
 pub struct DrChronoRateLimit<S> {
     inner: S,

@@ -221,6 +221,8 @@ async fn a_pause_and_the_status_are_shared_through_the_file() {
         .unwrap()
         .unwrap_err();
     assert_eq!(refused.earliest(), until);
+    // The pause, not a rule, held it.
+    assert_eq!(refused.rule(), None);
     assert_eq!(other.status(now).await.unwrap().paused_until, Some(until));
     other
         .try_acquire(until, Priority::Interactive)
@@ -228,6 +230,20 @@ async fn a_pause_and_the_status_are_shared_through_the_file() {
         .unwrap()
         .unwrap();
     assert_eq!(one.status(until).await.unwrap().rules[2].remaining, 496);
+    // Eight more fill the rolling second: the refusal names that rule.
+    for _ in 0..8 {
+        one.try_acquire(until, Priority::Interactive)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let refused = other
+        .try_acquire(until, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.earliest(), until + Duration::from_secs(1));
+    assert_eq!(refused.rule(), Some(config.rules()[0]));
 }
 
 fn file_state_error(error: &BackendError) -> &FileStateError {

@@ -43,7 +43,14 @@ fn allowed(rule: &R, background: bool, reserve_percent: u8) -> u64 {
 
 /// Does every rule admit one more request at `t`, given the releases so far?
 fn admits(case: &Case, released: &[u64], t: u64, background: bool) -> bool {
-    case.rules.iter().all(|rule| {
+    case.rules
+        .iter()
+        .all(|rule| admits_by(case, rule, released, t, background))
+}
+
+/// Does `rule` alone admit one more request at `t`?
+fn admits_by(case: &Case, rule: &R, released: &[u64], t: u64, background: bool) -> bool {
+    {
         let count = match rule.kind {
             Kind::Sliding => {
                 let window = rule.period + case.margin;
@@ -69,7 +76,7 @@ fn admits(case: &Case, released: &[u64], t: u64, background: bool) -> bool {
             }
         };
         (count as u64) < allowed(rule, background, case.reserve_percent)
-    })
+    }
 }
 
 /// The aligned periods a request at `t` may fall in: those of `t - margin ..= t + margin`.
@@ -188,9 +195,20 @@ fn run(case: &Case) {
                 let at = at.as_millis() as u64;
                 assert!(at > t0);
                 assert_eq!(limiter.earliest(ms(t0), priority), ms(at));
-                // Nothing earlier is admitted (the refusal charged nothing).
+                // The rule it names holds the request until then: alone, it refuses a
+                // millisecond before (no pause here, so a rule is always named).
+                let named = not_until.rule().expect("no pause: a rule is named");
+                assert!(
+                    case.rules.iter().any(|rule| rule.rule() == named
+                        && !admits_by(case, rule, &released, at - 1, background)),
+                    "{named:?} does not hold request {} of {case:?} until {at}",
+                    released.len()
+                );
+                // Nothing earlier is admitted (the refusal charged nothing), and a refusal
+                // from the cache names the same rule.
                 if at > t0 + 1 {
-                    assert!(limiter.try_acquire_with(ms(at - 1), priority).is_err());
+                    let again = limiter.try_acquire_with(ms(at - 1), priority).unwrap_err();
+                    assert_eq!((again.earliest(), again.rule()), (ms(at), Some(named)));
                 }
                 limiter
                     .try_acquire_with(ms(at), priority)

@@ -245,11 +245,11 @@ impl Backend for RedisRateLimitBackend {
                         return Ok(if decision.admitted {
                             Ok(())
                         } else {
-                            Err(NotUntil::new(self.local_instant(
-                                now,
-                                started,
-                                decision.wait,
-                            )))
+                            // The script answers with a wait alone: no rule named.
+                            Err(NotUntil::new(
+                                self.local_instant(now, started, decision.wait),
+                                None,
+                            ))
                         });
                     }
                     Err(error) => failure = Some(error),

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{ConfigError, LocalLimiter, NotUntil, Priority, RateLimitConfig, Rule, RuleKind};
+use crate::time::from_nanos;
+use crate::{ConfigError, LocalLimiter, NotUntil, Now, Priority, RateLimitConfig, Rule, RuleKind};
 
 /// The local budget used while Redis is unreachable.
 pub(crate) struct Fallback {
@@ -45,6 +46,8 @@ pub(crate) struct Fallback {
 /// One rule, for the arithmetic of an outage.
 #[derive(Debug, Clone, Copy)]
 struct Bound {
+    /// As configured (the share's refusals name it).
+    rule: Rule,
     kind: RuleKind,
     max: u32,
     /// ns; rolling: window + margin; aligned: the period.
@@ -86,7 +89,8 @@ impl Fallback {
         let rules = config
             .rules()
             .iter()
-            .map(|rule| Bound {
+            .map(|&rule| Bound {
+                rule,
                 kind: rule.kind(),
                 max: rule.max(),
                 span: match rule.kind() {
@@ -245,7 +249,7 @@ impl Fallback {
         // answer ended the outage): the failure was seen by now.
         let phases = outage.get_or_insert_with(|| self.phases(now, known.as_ref()));
         let Some(limiter) = &self.limiter else {
-            return Err(NotUntil::new(retry_at));
+            return Err(NotUntil::new(retry_at, None));
         };
         let spent_until = phases
             .iter()
@@ -253,9 +257,13 @@ impl Fallback {
             .map(|phase| phase.until)
             .max();
         if let Some(until) = spent_until {
-            return Err(NotUntil::new(until.min(retry_at)));
+            return Err(NotUntil::new(until.min(retry_at), None));
         }
-        limiter.try_acquire_with(now, priority)?;
+        if let Err(refused) = limiter.try_acquire_reading(Now::from(now).reading(), priority) {
+            // The share's rule at that index is a cut of the configured one: name that.
+            let rule = refused.rule.map(|index| self.rules[index].rule);
+            return Err(NotUntil::new(from_nanos(refused.earliest), rule));
+        }
         for phase in phases.iter_mut().filter(|phase| now < phase.until) {
             phase.allowance -= 1;
         }
@@ -401,6 +409,8 @@ mod tests {
             .try_acquire(fail_at, Priority::Interactive, hour)
             .unwrap_err();
         assert_eq!(refused.earliest(), fail_at + Duration::from_millis(1_100));
+        // A spent allowance names no rule.
+        assert_eq!(refused.rule(), None);
         let mut now = fail_at + Duration::from_millis(1_100);
         let mut total = 0;
         for _ in 0..10 {
@@ -419,6 +429,12 @@ mod tests {
         }
         assert_eq!(total, 80);
         assert_eq!(admitted(&fallback, hour, 10), 4);
+        // The share of the rolling second refuses the fifth: named as configured (9, not 4).
+        let refused = fallback
+            .try_acquire(hour, Priority::Interactive, hour + Duration::from_secs(9))
+            .unwrap_err();
+        assert_eq!(refused.rule(), Some(drchrono(margin).rules()[0]));
+        assert_eq!(refused.earliest(), hour + Duration::from_millis(1_100));
         // A Redis answer ends the outage; the next one starts from what Redis says then,
         // less the fallback's releases Redis was not charged for yet (99).
         fallback.learned(hour, vec![0, 0, 0]);
