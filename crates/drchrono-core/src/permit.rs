@@ -65,6 +65,9 @@ impl ResendCount {
     /// The resend count a request carries: 0 when it carries none.
     #[inline]
     pub fn of<B>(request: &http::Request<B>) -> u32 {
-        request.extensions().get::<Self>().map_or(0, |count| count.0)
+        request
+            .extensions()
+            .get::<Self>()
+            .map_or(0, |count| count.0)
     }
 }
