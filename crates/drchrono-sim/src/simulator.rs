@@ -245,6 +245,37 @@ impl Simulator {
         )
     }
 
+    /// Successful refresh grants of `username`'s tokens (its share of
+    /// [`Stats::token_refreshes`]): a refresh counts for the user whose refresh token it
+    /// spent, so a client that refreshed with another user's token shows here.
+    ///
+    /// ```
+    /// use drchrono_sim::{SimConfig, Simulator};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let sim = Simulator::new(SimConfig::default());
+    /// let nurse = sim.authorize_user("nurse", None);
+    /// let c = sim.credentials();
+    /// let form = format!(
+    ///     "grant_type=refresh_token&refresh_token={}&client_id={}&client_secret={}",
+    ///     nurse.refresh_token, c.client_id, c.client_secret,
+    /// );
+    /// let refresh = http::Request::post("/o/token/")
+    ///     .header("content-type", "application/x-www-form-urlencoded")
+    ///     .body(axum::body::Body::from(form))
+    ///     .unwrap();
+    /// let answer = sim.router().oneshot(refresh).await.unwrap();
+    /// assert_eq!(answer.status(), http::StatusCode::OK);
+    /// assert_eq!(sim.token_refreshes_of("nurse"), 1);
+    /// assert_eq!(sim.token_refreshes_of(drchrono_sim::DEFAULT_USER), 0);
+    /// # }
+    /// ```
+    pub fn token_refreshes_of(&self, username: &str) -> u64 {
+        self.inner.state().tokens.refreshes_of(username)
+    }
+
     /// The next `/api/*` requests that pass throttling are answered with these statuses, in
     /// order, before any random fault is drawn.
     pub fn fail_next_api(&self, statuses: impl IntoIterator<Item = StatusCode>) {

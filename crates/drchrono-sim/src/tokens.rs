@@ -63,6 +63,8 @@ pub(crate) struct Tokens {
     lifetime: Duration,
     access: HashMap<String, AccessToken>,
     refresh: HashMap<String, RefreshToken>,
+    /// Successful refresh grants per user.
+    refreshes: HashMap<String, u64>,
 }
 
 fn random_token(rng: &mut StdRng) -> String {
@@ -75,6 +77,7 @@ impl Tokens {
             lifetime,
             access: HashMap::new(),
             refresh: HashMap::new(),
+            refreshes: HashMap::new(),
         }
     }
 
@@ -145,7 +148,13 @@ impl Tokens {
             None => return Err(RefreshError::InvalidGrant),
         };
         self.revoke_user(&user);
+        *self.refreshes.entry(user.clone()).or_default() += 1;
         Ok(self.issue(rng, now, &user, scope))
+    }
+
+    /// Successful refresh grants of `user`'s tokens.
+    pub(crate) fn refreshes_of(&self, user: &str) -> u64 {
+        self.refreshes.get(user).copied().unwrap_or(0)
     }
 
     /// `user` went through OAuth again: every earlier token of that user is revoked.
