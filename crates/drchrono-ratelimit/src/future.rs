@@ -16,7 +16,7 @@ use tracing::{Instrument, Span};
 use crate::failure::{BACKEND_RETRY_INTERVAL, carry};
 use crate::observe::throttled_until;
 use crate::rate_limiter::Refused;
-use crate::{NotUntil, Priority, RateLimiter};
+use crate::{NotUntil, Priority, RateLimiter, Tenant};
 
 /// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
 /// turn, the backend and a timer, and must own its limiter.
@@ -98,6 +98,7 @@ where
         request: Req,
         limiter: RateLimiter,
         priority: Priority,
+        tenant: Option<Tenant>,
         context_of: fn(&Req) -> ErrorContext,
     ) -> Self
     where
@@ -105,7 +106,14 @@ where
         Req: Send + 'static,
         S::Error: LayerError + Send + 'static,
     {
-        let sending = send_when_admitted(service, request, limiter.clone(), priority, context_of);
+        let sending = send_when_admitted(
+            service,
+            request,
+            limiter.clone(),
+            priority,
+            tenant,
+            context_of,
+        );
         Self {
             state: State::Waiting { sending },
             limiter,
@@ -130,6 +138,7 @@ fn send_when_admitted<S, Req>(
     mut request: Req,
     limiter: RateLimiter,
     priority: Priority,
+    tenant: Option<Tenant>,
     context_of: fn(&Req) -> ErrorContext,
 ) -> Sending<S, Req>
 where
@@ -148,6 +157,7 @@ where
                 let admitted = limiter
                     .acquire_when_ready(
                         priority,
+                        tenant.as_ref(),
                         |cx| ready.poll_ready(cx),
                         |refused| record_rule(recorder, refused),
                     )

@@ -220,6 +220,7 @@ mod clock;
 mod config;
 mod error;
 mod failure;
+mod fair;
 mod file_backend;
 mod future;
 mod layer;
@@ -232,6 +233,7 @@ mod redis;
 mod rule;
 mod service;
 mod status;
+mod tenant;
 mod time;
 
 pub use backend::{Backend, BackendFuture};
@@ -241,6 +243,7 @@ pub use config::{
     RateLimitConfig, RateLimitConfigBuilder,
 };
 pub use error::{BackendError, ConfigError, NotUntil};
+pub use fair::TenantStatus;
 pub use file_backend::{FileRateLimitBackend, FileStateError};
 pub use future::ResponseFuture;
 pub use layer::DrChronoRateLimitLayer;
@@ -255,3 +258,4 @@ pub use redis::{
 pub use rule::{MAX_PERIOD, Rule, RuleKind};
 pub use service::DrChronoRateLimit;
 pub use status::{RuleStatus, Status};
+pub use tenant::{FairShares, Tenant};

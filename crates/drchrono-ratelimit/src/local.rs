@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use crate::algorithm::{Policy, Refusal, State};
 use crate::backend::{Backend, BackendFuture};
+use crate::fair::Held;
 use crate::time::{Reading, from_nanos, to_nanos};
 use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
 
@@ -154,6 +155,37 @@ impl LocalLimiter {
                     earliest: now.wall_at(earliest),
                     rule,
                 })
+            }
+        }
+    }
+
+    /// [`try_acquire_reading`](Self::try_acquire_reading) for a tenant's request that must
+    /// leave other tenants' protected shares: under the same lock, `keep` is asked (with the
+    /// status at `now`, computed when it needs it) whether the budget leaves enough, and the
+    /// request is charged only if it does and every rule admits it. A refusal for the shares
+    /// is not cached: it holds only this tenant.
+    pub(crate) fn try_acquire_keeping(
+        &self,
+        now: Reading,
+        priority: Priority,
+        keep: impl FnOnce(&dyn Fn() -> Status) -> Result<(), u64>,
+    ) -> Result<(), Held> {
+        let mut state = self.state();
+        let status = || self.policy.status(&state, now);
+        keep(&status).map_err(Held::Reserved)?;
+        match self.policy.try_acquire(&mut state, now, priority) {
+            Ok(()) => {
+                self.clear_refusals();
+                Ok(())
+            }
+            Err(earliest) => {
+                let rule = self.policy.binding(&state, now, priority);
+                self.cache_refusal(slot(priority), now, earliest, rule);
+                let refusal = Refusal {
+                    earliest: now.wall_at(earliest),
+                    rule,
+                };
+                Err(Held::Refused(refusal.not_until(&self.policy)))
             }
         }
     }

@@ -4,15 +4,17 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use crate::time::{Reading, ceil_ms_time, to_nanos};
+use crate::fair::{FairQueue, Held};
+use crate::time::{Reading, ceil_ms_time, from_nanos, to_nanos};
 use crate::{
-    Backend, BackendError, Clock, LocalLimiter, NotUntil, Now, Priority, RateLimitConfig, Status,
-    TokioClock,
+    Backend, BackendError, Clock, FairShares, LocalLimiter, NotUntil, Now, Priority,
+    RateLimitConfig, Status, Tenant, TenantStatus, TokioClock,
 };
 
 /// One application's budget: a [`Backend`] holding the state, a [`Clock`], and the queue of
@@ -55,14 +57,9 @@ struct Inner {
     config: RateLimitConfig,
     store: Store,
     clocks: Clocks,
-    /// Fair (FIFO) turn of the waiters; its holder sleeps until its earliest instant.
-    turn: tokio::sync::Mutex<()>,
-    /// Fair turn among background waiters.
-    background_turn: tokio::sync::Mutex<()>,
-    /// Waiters for (or holders of) `turn`. While there is one, nobody skips the queue.
-    queued: AtomicUsize,
-    /// Background waiters for (or holders of) `background_turn`.
-    background_queued: AtomicUsize,
+    /// The waiters: one turn, given in fair order among tenants, interactive first and
+    /// first-come first-served within each.
+    queue: FairQueue,
 }
 
 /// Where the budget is kept.
@@ -116,22 +113,6 @@ impl Inner {
     }
 }
 
-/// Counts its holder among the waiters of a turn while it lives (cancel-safe).
-struct Queued<'a>(&'a AtomicUsize);
-
-impl<'a> Queued<'a> {
-    fn join(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 type Registry = Mutex<HashMap<String, Weak<Inner>>>;
 
 fn registry() -> &'static Registry {
@@ -167,6 +148,7 @@ impl RateLimiter {
             config,
             clock: None,
             backend: None,
+            fair_shares: FairShares::new(),
         }
     }
 
@@ -193,7 +175,29 @@ impl RateLimiter {
     pub async fn acquire(&self, priority: Priority) -> Result<SystemTime, BackendError> {
         let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
         match self
-            .acquire_when_ready(priority, always_ready, |_| ())
+            .acquire_when_ready(priority, None, always_ready, |_| ())
+            .await
+        {
+            Ok(released) => Ok(released),
+            Err(Refused::Backend(error)) => Err(error),
+            Err(Refused::NotReady(never)) => match never {},
+        }
+    }
+
+    /// [`acquire`](Self::acquire) for `tenant`'s request: waiters are served fairly among
+    /// tenants ([`FairShares`]).
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_as(
+        &self,
+        tenant: &Tenant,
+        priority: Priority,
+    ) -> Result<SystemTime, BackendError> {
+        let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
+        self.inner.queue.may_skip(priority, true);
+        match self
+            .acquire_when_ready(priority, Some(tenant), always_ready, |_| ())
             .await
         {
             Ok(released) => Ok(released),
@@ -213,58 +217,82 @@ impl RateLimiter {
     pub(crate) async fn acquire_when_ready<E>(
         &self,
         priority: Priority,
+        tenant: Option<&Tenant>,
         mut ready: impl FnMut(&mut Context<'_>) -> Poll<Result<(), E>>,
         mut refused: impl FnMut(&NotUntil),
     ) -> Result<SystemTime, Refused<E>> {
         let inner = &*self.inner;
-        let _background_turn = if priority == Priority::Background {
-            // Background waiters queue on their own turn and take the shared one only to
-            // decide, never to sleep, so that interactive work overtakes them.
-            let queued = Queued::join(&inner.background_queued);
-            Some((inner.background_turn.lock().await, queued))
-        } else {
-            None
-        };
+        let mut ticket = inner.queue.join(tenant, priority, inner.reading().mono);
         loop {
-            let (now, not_until) = {
-                // Dropped after the turn: the count covers holding it.
-                let _queued = Queued::join(&inner.queued);
-                let _turn = inner.turn.lock().await;
-                loop {
-                    std::future::poll_fn(&mut ready)
-                        .await
-                        .map_err(Refused::NotReady)?;
-                    let now = inner.now();
-                    let decision = match &inner.store {
-                        Store::Memory(local) => local.try_acquire_with(now, priority),
-                        Store::Backend(backend) => {
-                            backend.try_acquire(now.wall(), priority).await?
-                        }
-                    };
-                    let not_until = match decision {
-                        Ok(()) => return Ok(now.wall()),
-                        Err(not_until) => not_until,
-                    };
-                    refused(&not_until);
-                    if priority == Priority::Background {
-                        break (now.wall(), not_until);
-                    }
-                    self.sleep(now.wall(), not_until).await;
+            poll_fn(|cx| ticket.poll_turn(cx)).await;
+            // Get ready at the head of the queue; a waiter that takes the turn meanwhile
+            // (fairer, or interactive before background) goes first.
+            let got_ready = poll_fn(|cx| {
+                if let Poll::Ready(ready) = ready(cx) {
+                    return Poll::Ready(Some(ready));
                 }
+                ticket.poll_preempted(cx).map(|()| None)
+            })
+            .await;
+            match got_ready {
+                None => continue,
+                Some(ready) => ready.map_err(Refused::NotReady)?,
+            }
+            let now = inner.now();
+            let held = match &inner.store {
+                Store::Memory(local) => ticket.decide_local(local, now.reading()),
+                Store::Backend(backend) => match backend.try_acquire(now.wall(), priority).await? {
+                    Ok(()) => {
+                        ticket.charged_elsewhere(now.reading());
+                        Ok(())
+                    }
+                    Err(not_until) => Err(Held::Refused(not_until)),
+                },
             };
-            self.sleep(now, not_until).await;
+            match held {
+                Ok(()) => return Ok(now.wall()),
+                Err(Held::Refused(not_until)) => {
+                    refused(&not_until);
+                    let sleep = self.sleep(now.wall(), not_until);
+                    let mut sleep = pin!(sleep);
+                    // Until the instant, unless another waiter takes the turn meanwhile.
+                    poll_fn(|cx| {
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                        ticket.poll_preempted(cx)
+                    })
+                    .await;
+                }
+                Err(Held::Reserved(recheck)) => {
+                    // Only other tenants' protected shares hold it: the turn goes to whoever
+                    // else waits, until a share may have shrunk.
+                    ticket.park();
+                    let until = from_nanos(now.reading().wall_at(recheck));
+                    let sleep = tokio::time::sleep_until(
+                        inner.clocks.wall().instant_at(ceil_ms_time(until)),
+                    );
+                    let mut sleep = pin!(sleep);
+                    poll_fn(|cx| {
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                        ticket.poll_unparked(cx)
+                    })
+                    .await;
+                    ticket.unpark();
+                }
+            }
         }
     }
 
-    /// Admits and charges a request at once, if nobody waits ahead of it (for its turn) and
-    /// the backend decides synchronously and admits it. `false`: nothing was charged; the
-    /// request must [`acquire`](Self::acquire) its permit in the queue.
-    pub(crate) fn try_acquire_now(&self, priority: Priority) -> bool {
+    /// Admits and charges a request at once, if nobody waits ahead of it and the backend
+    /// decides synchronously and admits it. `false`: nothing was charged; the request must
+    /// [`acquire`](Self::acquire) its permit in the queue. A request naming a [`Tenant`]
+    /// (with [`FairShares`] on) always queues, and so does every request after it.
+    pub(crate) fn try_acquire_now(&self, priority: Priority, names_tenant: bool) -> bool {
         let inner = &*self.inner;
-        if inner.queued.load(Ordering::Acquire) != 0
-            || (priority == Priority::Background
-                && inner.background_queued.load(Ordering::Acquire) != 0)
-        {
+        if !inner.queue.may_skip(priority, names_tenant) {
             return false;
         }
         match &inner.store {
@@ -274,6 +302,33 @@ impl RateLimiter {
                 matches!(backend.try_acquire_now(now, priority), Some(Ok(Ok(()))))
             }
         }
+    }
+
+    /// Per [`Tenant`] that waited for a permit within the longest rule's period: its
+    /// weight, its requests waiting now, whether it is active, and the permits it was given
+    /// (this hour, and in all).
+    ///
+    /// ```
+    /// use drchrono_ratelimit::{Priority, RateLimitConfig, RateLimiter, Tenant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = RateLimiter::new(RateLimitConfig::default());
+    /// limiter.acquire_as(&Tenant::new("practice-17"), Priority::Interactive).await?;
+    /// let tenants = limiter.tenants();
+    /// assert_eq!(tenants[0].tenant, Some(Tenant::new("practice-17")));
+    /// assert_eq!((tenants[0].served_this_hour, tenants[0].waiting), (1, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tenants(&self) -> Vec<TenantStatus> {
+        self.inner.queue.tenants(self.inner.reading())
+    }
+
+    /// The queue's record of joins and grants, for a test's model.
+    #[cfg(test)]
+    pub(crate) fn queue_log(&self) -> Vec<crate::fair::Event> {
+        self.inner.queue.log()
     }
 
     async fn sleep(&self, now: SystemTime, not_until: NotUntil) {
@@ -365,9 +420,18 @@ pub struct RateLimiterBuilder {
     config: RateLimitConfig,
     clock: Option<Clocks>,
     backend: Option<Arc<dyn Backend>>,
+    fair_shares: FairShares,
 }
 
 impl RateLimiterBuilder {
+    /// How the budget is divided among [`Tenant`](crate::Tenant)s. Default:
+    /// [`FairShares::new`] (fair queueing and protected shares, equal weights);
+    /// [`FairShares::off`] for one first-come first-served queue.
+    pub fn fair_shares(mut self, fair_shares: FairShares) -> Self {
+        self.fair_shares = fair_shares;
+        self
+    }
+
     /// The wall clock, which the aligned rules follow (the monotonic clock, for the sliding
     /// rules and every wait, is tokio's). Default: [`TokioClock::new`], the system clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -404,13 +468,10 @@ impl RateLimiterBuilder {
             .unwrap_or_else(|| Clocks::Tokio(TokioClock::new()));
         RateLimiter {
             inner: Arc::new(Inner {
-                config: self.config,
                 store,
                 clocks,
-                turn: tokio::sync::Mutex::new(()),
-                background_turn: tokio::sync::Mutex::new(()),
-                queued: AtomicUsize::new(0),
-                background_queued: AtomicUsize::new(0),
+                queue: FairQueue::new(&self.config, self.fair_shares),
+                config: self.config,
             }),
         }
     }
@@ -472,8 +533,12 @@ mod tests {
             } else {
                 Priority::Interactive
             };
-            let decision = typed.try_acquire_now(priority);
-            assert_eq!(decision, general.try_acquire_now(priority), "step {step}");
+            let decision = typed.try_acquire_now(priority, false);
+            assert_eq!(
+                decision,
+                general.try_acquire_now(priority, false),
+                "step {step}"
+            );
             admitted += u32::from(decision);
             tokio::time::advance(Duration::from_millis(u64::from(97 + step % 211))).await;
         }
@@ -488,9 +553,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_decided_at_once_never_overtakes_a_waiter() {
         let limiter = one_per_second();
-        assert!(limiter.try_acquire_now(Priority::Interactive));
+        assert!(limiter.try_acquire_now(Priority::Interactive, false));
         // The budget is spent: refused, and nothing charged.
-        assert!(!limiter.try_acquire_now(Priority::Interactive));
+        assert!(!limiter.try_acquire_now(Priority::Interactive, false));
         let waiter = tokio::spawn({
             let limiter = limiter.clone();
             async move { limiter.acquire(Priority::Interactive).await }
@@ -498,19 +563,19 @@ mod tests {
         tokio::task::yield_now().await;
         tokio::time::advance(Duration::from_secs(1)).await;
         // The second has passed, but the waiter is ahead: no skipping the queue.
-        assert!(!limiter.try_acquire_now(Priority::Interactive));
+        assert!(!limiter.try_acquire_now(Priority::Interactive, false));
         let released = waiter.await.unwrap().unwrap();
         assert_eq!(released, limiter.clock().now());
-        assert!(!limiter.try_acquire_now(Priority::Interactive));
+        assert!(!limiter.try_acquire_now(Priority::Interactive, false));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(limiter.try_acquire_now(Priority::Interactive));
+        assert!(limiter.try_acquire_now(Priority::Interactive, false));
         assert_eq!(limiter.status().await.unwrap().rules[2].remaining, 497);
     }
 
     #[tokio::test(start_paused = true)]
     async fn interactive_work_overtakes_waiting_background_work_only() {
         let limiter = one_per_second();
-        assert!(limiter.try_acquire_now(Priority::Background));
+        assert!(limiter.try_acquire_now(Priority::Background, false));
         let background = tokio::spawn({
             let limiter = limiter.clone();
             async move { limiter.acquire(Priority::Background).await }
@@ -518,8 +583,8 @@ mod tests {
         tokio::task::yield_now().await;
         tokio::time::advance(Duration::from_secs(1)).await;
         // The background waiter sleeps holding only its own turn.
-        assert!(!limiter.try_acquire_now(Priority::Background));
-        assert!(limiter.try_acquire_now(Priority::Interactive));
+        assert!(!limiter.try_acquire_now(Priority::Background, false));
+        assert!(limiter.try_acquire_now(Priority::Interactive, false));
         background.await.unwrap().unwrap();
         assert_eq!(limiter.status().await.unwrap().rules[2].remaining, 497);
     }

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::{DrChronoRateLimitLayer, Priority, RateLimiter};
+use crate::{DrChronoRateLimitLayer, Priority, RateLimiter, Tenant};
 
 /// Waits for a permit of the shared [`RateLimiter`] before each request, and pauses every
 /// caller when the server answers 429.
@@ -124,12 +124,14 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let priority = Priority::of(&request);
-        if self.limiter.try_acquire_now(priority) {
+        let tenant = Tenant::of(&request);
+        if self.limiter.try_acquire_now(priority, tenant.is_some()) {
             // Admitted and charged: the service that was polled ready is called at once.
             let future = self.inner.call(request);
             return ResponseFuture::called(future, self.limiter.clone());
         }
-        self.wait_for_permit(request, priority)
+        let tenant = tenant.cloned();
+        self.wait_for_permit(request, priority, tenant)
     }
 }
 
@@ -142,6 +144,7 @@ impl<S> DrChronoRateLimit<S> {
         &mut self,
         request: Request<ReqBody>,
         priority: Priority,
+        tenant: Option<Tenant>,
     ) -> ResponseFuture<S, Request<ReqBody>>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -155,6 +158,7 @@ impl<S> DrChronoRateLimit<S> {
             request,
             self.limiter.clone(),
             priority,
+            tenant,
             ErrorContext::from_request::<ReqBody>,
         )
     }
