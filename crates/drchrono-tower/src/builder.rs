@@ -11,7 +11,7 @@ use drchrono_oauth::{
     ClientCredentials, ReauthorizationEvent, RefreshLease, RefreshTiming, TokenClient,
     TokenManager, TokenSet, TokenStore,
 };
-use drchrono_ratelimit::{RateLimitConfig, RateLimiter};
+use drchrono_ratelimit::{RateLimitConfig, RateLimiter, Tenant};
 use drchrono_retry::RetryPolicy;
 use http::{Request, Response, Uri};
 use http_body::Body;
@@ -90,6 +90,14 @@ type Hook = Arc<dyn Fn(&ReauthorizationEvent) + Send + Sync>;
 
 /// Configures a [`DrChronoClient`]: credentials, tokens and where they are kept, URLs, and
 /// each layer's options. Every setting has a default but the credentials and the tokens.
+///
+/// Clones share what was handed over already built: the rate limiter (once
+/// [`rate_limit`](Self::rate_limit) or [`rate_limiter`](Self::rate_limiter) was called), the
+/// retry policy's budget and statistics, a shared token store, the lease and the hook. Two
+/// clients built from clones of one builder with a limiter set draw on one budget, as
+/// DrChrono counts it; [`DrChronoApp`](crate::DrChronoApp) keeps such a builder as the
+/// template of every user's client.
+#[derive(Clone)]
 #[must_use]
 pub struct DrChronoClientBuilder {
     base_url: String,
@@ -107,6 +115,7 @@ pub struct DrChronoClientBuilder {
     connect_timeout: Duration,
     limits: Limits,
     max_redirects: usize,
+    tenant: Option<Tenant>,
 }
 
 impl fmt::Debug for DrChronoClientBuilder {
@@ -123,6 +132,7 @@ impl fmt::Debug for DrChronoClientBuilder {
             .field("body_read_timeout", &self.limits.body_read)
             .field("max_body_size", &self.limits.max_body)
             .field("max_redirects", &self.max_redirects)
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +155,7 @@ impl Default for DrChronoClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             limits: Limits::default(),
             max_redirects: DEFAULT_MAX_REDIRECTS,
+            tenant: None,
         }
     }
 }
@@ -340,6 +351,23 @@ impl DrChronoClientBuilder {
         self
     }
 
+    /// Whose requests these are, when one rate limiter serves several users (practices) of
+    /// the application: every request the client sends (each attempt, redirect and page)
+    /// carries this [`Tenant`] in its extensions, which the
+    /// [`RateLimiter`](drchrono_ratelimit::RateLimiter) reads to divide the application's
+    /// budget among its tenants. It replaces any `Tenant` a request given to
+    /// [`send`](DrChronoClient::send) carried: the tenant names whose token the request
+    /// carries. Default: none (the limiter's unnamed tenant).
+    ///
+    /// [`DrChronoApp`](crate::DrChronoApp) sets it to the user's key. It applies to the
+    /// clients [`build`](Self::build) and its siblings make; a layer from
+    /// [`into_layer`](Self::into_layer) sends what it is given, so put the `Tenant` in your
+    /// requests' extensions yourself.
+    pub fn tenant(mut self, tenant: impl Into<Tenant>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
     /// The retry policy (default: [`RetryPolicy::default`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
@@ -385,6 +413,7 @@ impl DrChronoClientBuilder {
         let config = ClientConfig {
             limits: self.limits,
             max_redirects: self.max_redirects,
+            tenant: self.tenant.clone(),
         };
         let (layer, base) = self.into_layer(transport.clone())?;
         Ok(DrChronoClient::new(layer, transport, base, config))

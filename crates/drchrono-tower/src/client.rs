@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use drchrono_core::{BoxError, DrChronoError, ErrorContext, RequestPayload};
+use drchrono_ratelimit::Tenant;
 use futures::Stream;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, Uri};
@@ -70,13 +71,15 @@ pub struct DrChronoClient {
     base: Uri,
     origin: ApiOrigin,
     max_redirects: usize,
+    tenant: Option<Tenant>,
 }
 
 /// What the builder configures beyond the layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientConfig {
     pub(crate) limits: Limits,
     pub(crate) max_redirects: usize,
+    pub(crate) tenant: Option<Tenant>,
 }
 
 impl fmt::Debug for DrChronoClient {
@@ -85,6 +88,7 @@ impl fmt::Debug for DrChronoClient {
             .field("base", &self.base)
             .field("layer", &self.layer)
             .field("max_redirects", &self.max_redirects)
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +148,7 @@ impl DrChronoClient {
             origin: ApiOrigin::new(&base),
             base,
             max_redirects: config.max_redirects,
+            tenant: config.tenant,
         }
     }
 
@@ -151,6 +156,13 @@ impl DrChronoClient {
     /// and, with the `metrics` feature, `DrChronoLayer::metrics`.
     pub fn layer(&self) -> &DrChronoLayer {
         &self.layer
+    }
+
+    /// The [`Tenant`] every request of this client carries, if one was set
+    /// ([`DrChronoClientBuilder::tenant`]; the user's key for a client of a
+    /// [`DrChronoApp`](crate::DrChronoApp)).
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.tenant.as_ref()
     }
 
     /// Resolves a path (`/api/patients?since=…`) against the base URL; absolute URLs (such as
@@ -214,6 +226,11 @@ impl DrChronoClient {
         } else {
             self.pin(request.method(), uri)?
         };
+        if let Some(tenant) = &self.tenant {
+            // Outside the retry layer: every attempt and every redirect is a copy of this
+            // request, extensions included, so the limiter sees the tenant each time.
+            request.extensions_mut().insert(tenant.clone());
+        }
         let mut followed = 0;
         loop {
             let replay = (followed < self.max_redirects).then(|| redirect::copy(&request));
