@@ -465,6 +465,38 @@ impl DrChronoClientBuilder {
         self.build_with_transport(crate::ReqwestTransport::new(client))
     }
 
+    /// Checks what can be checked before any token is given: the credentials and both
+    /// URLs.
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        absolute("base_url", &self.base_url, self.allow_insecure_http)?;
+        if self.credentials.is_none() {
+            return Err(BuildError::MissingCredentials);
+        }
+        if let Some(url) = &self.token_url {
+            absolute("token_url", url, self.allow_insecure_http)?;
+        }
+        Ok(())
+    }
+
+    /// The configured rate limiter, created with DrChrono's defaults and kept in the builder
+    /// when none was set, so that every client built from clones of it shares one budget.
+    pub(crate) fn shared_rate_limiter(&mut self) -> RateLimiter {
+        self.rate_limiter
+            .get_or_insert_with(|| RateLimiter::new(RateLimitConfig::default()))
+            .clone()
+    }
+
+    /// Keeps a retry policy in the builder ([`RetryPolicy::default`] when none was set), so
+    /// that every client built from clones of it shares the policy's budget and statistics.
+    pub(crate) fn share_retry_policy(&mut self) {
+        self.retry.get_or_insert_with(RetryPolicy::default);
+    }
+
+    /// The configured connect timeout (for a transport built once and shared).
+    pub(crate) fn connect_timeout_value(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// Builds only the layer (for composing with `tower::ServiceBuilder` yourself) with the
     /// token endpoint called through `token_transport`; returns it with the base URL.
     ///

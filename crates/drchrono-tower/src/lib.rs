@@ -2,8 +2,10 @@
 //! tower layers composed in the order DrChrono's guidance calls for.
 //!
 //! [`DrChronoClient`] gives an application one client that does everything right;
-//! [`DrChronoLayer`] gives the same stack as one `tower::Layer` for any transport; and each
-//! layer crate is re-exported for those who compose or replace the parts themselves.
+//! [`DrChronoApp`] gives an application that serves many practices one client per practice,
+//! each with its own tokens, all on the application's one rate limit; [`DrChronoLayer`]
+//! gives the same stack as one `tower::Layer` for any transport; and each layer crate is
+//! re-exported for those who compose or replace the parts themselves.
 //!
 //! | layer (outermost first) | crate | does |
 //! |---|---|---|
@@ -53,6 +55,7 @@
 //! # }
 //! ```
 
+mod app;
 mod attempt;
 mod builder;
 mod client;
@@ -69,6 +72,7 @@ mod transport;
 
 #[cfg(feature = "reqwest")]
 pub use self::reqwest::ReqwestTransport;
+pub use app::{DrChronoApp, DrChronoAppBuilder, UserClientBuilder};
 pub use attempt::{BodyTooLarge, TimedOut, TimeoutPhase};
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
 pub use client::DrChronoClient;
