@@ -9,6 +9,8 @@
 //! - [`loadgen_engine`] (example `loadgen`): the load generator's engine.
 //! - [`reqwest_transport`] (example `reqwest_client`): `DrChronoClient` on the application's
 //!   own `reqwest::Client`.
+//! - [`tenants_scenario`] (example `tenants`): three practices of one application sharing
+//!   its budget fairly.
 //! - [`tonic_channel`] (example `tonic`): the rate-limit and retry layers on a tonic
 //!   `Channel`.
 //! - [`checks`]: the [`Report`](checks::Report) of checks the examples print.
@@ -18,6 +20,7 @@ pub mod checks;
 pub mod hyper_stack;
 pub mod loadgen_engine;
 pub mod reqwest_transport;
+pub mod tenants_scenario;
 pub mod tonic_channel;
 
 /// The error the example modules return: anything, boxed (examples print it and exit 1).
