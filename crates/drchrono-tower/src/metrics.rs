@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use drchrono_ratelimit::Status;
+use drchrono_ratelimit::{Status, TenantStatus};
 use drchrono_retry::RetryStats;
 
 use crate::DrChronoLayer;
@@ -21,6 +21,14 @@ use crate::DrChronoLayer;
 /// | `drchrono_next_release_seconds` | gauge | seconds until the next request may go |
 /// | `drchrono_throttle_pause_seconds` | gauge | seconds left of a server 429's pause |
 /// | `drchrono_token_generation` | gauge | increments with each refresh (each token refresh) |
+/// | `drchrono_tenant_waiting` | gauge | `tenant`: requests of that tenant waiting for a permit |
+/// | `drchrono_tenant_served_this_hour` | gauge | `tenant`: permits it was given this clock hour |
+/// | `drchrono_tenant_permits_total` | counter | `tenant`: permits it was given |
+///
+/// The `tenant` metrics cover the [`Tenant`](drchrono_ratelimit::Tenant)s the limiter
+/// serves ([`DrChronoApp`](crate::DrChronoApp) names one per user; `""` for requests that
+/// name none), one series per tenant: a label per practice, so keep tenant keys to stable
+/// ids.
 ///
 /// Call it on an interval, e.g. from a task:
 /// `loop { client.layer().metrics().await.record(); sleep(15 s) }`.
@@ -33,6 +41,8 @@ pub struct MetricsSnapshot {
     pub limiter: Option<Status>,
     /// The current token generation, once tokens are loaded.
     pub token_generation: Option<u64>,
+    /// Per tenant of the limiter: [`RateLimiter::tenants`](drchrono_ratelimit::RateLimiter::tenants).
+    pub tenants: Vec<TenantStatus>,
 }
 
 impl DrChronoLayer {
@@ -42,6 +52,7 @@ impl DrChronoLayer {
             retries: self.retry_policy().stats(),
             limiter: self.rate_limiter().status().await.ok(),
             token_generation: self.token_manager().generation(),
+            tenants: self.rate_limiter().tenants(),
         }
     }
 }
@@ -79,6 +90,18 @@ impl MetricsSnapshot {
                     .paused_until
                     .map_or(0.0, |until| seconds_until(until, now)),
             );
+        }
+        for tenant in &self.tenants {
+            let key = tenant
+                .tenant
+                .as_ref()
+                .map_or_else(String::new, |t| t.as_str().to_owned());
+            metrics::gauge!("drchrono_tenant_waiting", "tenant" => key.clone())
+                .set(tenant.waiting as f64);
+            metrics::gauge!("drchrono_tenant_served_this_hour", "tenant" => key.clone())
+                .set(f64::from(tenant.served_this_hour));
+            metrics::counter!("drchrono_tenant_permits_total", "tenant" => key)
+                .absolute(tenant.served);
         }
         if let Some(generation) = self.token_generation {
             // Generations are small integers: exact in an f64.

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use drchrono_sim::{SimConfig, Simulator};
 use drchrono_tower::DrChronoClient;
+use drchrono_tower::ratelimit::{RateLimitConfig, RateLimiter};
 use drchrono_tower::retry::RetryPolicy;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
@@ -110,4 +111,42 @@ async fn snapshot_reports_attempts_retries_budget_and_token() {
         budgets.contains(&496.0) && budgets.contains(&286.0),
         "{values:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reports_each_tenants_permits() {
+    let sim = Simulator::new(SimConfig::default());
+    let c = sim.credentials();
+    let client = DrChronoClient::builder()
+        .credentials(c.client_id, c.client_secret)
+        .refresh_token(c.refresh_token)
+        .base_url("https://sim.test")
+        .token_url("https://sim.test/o/token/")
+        .tenant("practice-17")
+        // 10:37 UTC: the retry's delay stays within the clock hour.
+        .rate_limiter(
+            RateLimiter::builder(RateLimitConfig::default())
+                .start_at(UNIX_EPOCH + Duration::from_secs(1_767_609_420))
+                .build(),
+        )
+        .build_with_transport(sim.router())
+        .unwrap();
+    sim.fail_next_api([http::StatusCode::SERVICE_UNAVAILABLE]);
+    for id in 1..=2 {
+        client.get(&format!("/api/patients/{id}")).await.unwrap();
+    }
+    let captured = Captured::default();
+    let snapshot = client.layer().metrics().await;
+    metrics::with_local_recorder(&captured, || snapshot.record());
+    let values = captured.0.lock().unwrap().clone();
+    // Two requests, one retried: three permits, each counted against the tenant.
+    assert_eq!(
+        values["drchrono_tenant_permits_total{tenant=practice-17}"],
+        3.0
+    );
+    assert_eq!(
+        values["drchrono_tenant_served_this_hour{tenant=practice-17}"],
+        3.0
+    );
+    assert_eq!(values["drchrono_tenant_waiting{tenant=practice-17}"], 0.0);
 }
