@@ -85,6 +85,9 @@ struct TenantState {
     /// Interactive, background.
     lanes: [VecDeque<Entry>; 2],
     parked: bool,
+    /// Its head could not get ready (a token refresh, a connection): the other tenants go
+    /// meanwhile, and it keeps its place.
+    unready: bool,
     /// The monotonic instant of the last request that joined or was charged.
     last_active: u64,
     served: u64,
@@ -232,6 +235,7 @@ impl FairQueue {
                 finish: 0,
                 lanes: Default::default(),
                 parked: false,
+                unready: false,
                 last_active: now,
                 served: 0,
                 usage: vec![Usage::None; rules],
@@ -263,6 +267,7 @@ impl FairQueue {
             id,
             key,
             priority,
+            stepped_aside: false,
         }
     }
 
@@ -271,7 +276,7 @@ impl FairQueue {
         // (lane, start tag, waiter): interactive work first, then the least served tenant.
         let mut best: Option<(usize, u64, u64, &Option<Tenant>)> = None;
         for (key, ts) in &st.tenants {
-            if ts.parked {
+            if ts.parked || ts.unready {
                 continue;
             }
             let Some((lane, front)) = ts
@@ -357,6 +362,8 @@ pub(crate) struct Ticket<'q> {
     id: u64,
     key: Option<Tenant>,
     priority: Priority,
+    /// Whether this waiter stepped aside (see [`step_aside`](Self::step_aside)).
+    stepped_aside: bool,
 }
 
 impl Ticket<'_> {
@@ -406,6 +413,41 @@ impl Ticket<'_> {
         }
         self.register(&mut st, cx);
         Poll::Pending
+    }
+
+    /// Whether this waiter holds the turn.
+    pub(crate) fn holds_turn(&self) -> bool {
+        self.is_head(&self.queue.state())
+    }
+
+    /// This (head) waiter could not get ready: its tenant leaves the choice of head, keeping
+    /// its place, so that other tenants' waiters go meanwhile (one practice's token refresh
+    /// holds no other practice). Within a tenant nobody overtakes it.
+    pub(crate) fn step_aside(&mut self) {
+        let mut st = self.queue.state();
+        if let Some(ts) = st.tenants.get_mut(&self.key) {
+            ts.unready = true;
+            self.stepped_aside = true;
+        }
+        self.queue.elect(&mut st);
+    }
+
+    /// Whether this waiter stepped aside and has not stepped back.
+    pub(crate) fn stepped_aside(&self) -> bool {
+        self.stepped_aside
+    }
+
+    /// This waiter got ready after stepping aside: its tenant is back in the choice of head.
+    pub(crate) fn step_back(&mut self) {
+        if !self.stepped_aside {
+            return;
+        }
+        self.stepped_aside = false;
+        let mut st = self.queue.state();
+        if let Some(ts) = st.tenants.get_mut(&self.key) {
+            ts.unready = false;
+        }
+        self.queue.elect(&mut st);
     }
 
     /// Takes this waiter's tenant out of the choice of head (see [`Held::Reserved`]).
@@ -485,6 +527,9 @@ impl Drop for Ticket<'_> {
         }
         let mut st = self.queue.state();
         if let Some(ts) = st.tenants.get_mut(&self.key) {
+            if self.stepped_aside {
+                ts.unready = false;
+            }
             let lane = &mut ts.lanes[lane(self.priority)];
             if let Some(at) = lane.iter().position(|e| e.id == self.id) {
                 lane.remove(at);
@@ -783,6 +828,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_that_cannot_get_ready_holds_only_itself() {
+        use std::convert::Infallible;
+        use std::future::Future;
+
+        let limiter = RateLimiter::builder(config()).start_at(start()).build();
+        let origin = tokio::time::Instant::now();
+        let (a, b) = (Tenant::new("a"), Tenant::new("b"));
+        // A's first request gets ready only after 3 s (a token refresh at the head).
+        let first = tokio::spawn({
+            let (limiter, a) = (limiter.clone(), a.clone());
+            async move {
+                let mut refresh = Box::pin(tokio::time::sleep(Duration::from_secs(3)));
+                let ready =
+                    |cx: &mut Context<'_>| refresh.as_mut().poll(cx).map(Ok::<_, Infallible>);
+                limiter
+                    .acquire_when_ready(Priority::Interactive, Some(&a), ready, |_| ())
+                    .await
+                    .unwrap()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A second request of A, ready at once, keeps its place behind the first.
+        let second = tokio::spawn({
+            let (limiter, a) = (limiter.clone(), a.clone());
+            async move { limiter.acquire_as(&a, Priority::Interactive).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // B is not held by A's refresh: it goes at once.
+        let released = limiter.acquire_as(&b, Priority::Interactive).await.unwrap();
+        assert_eq!(released, start() + Duration::from_secs(1));
+        assert_eq!(origin.elapsed(), Duration::from_secs(1));
+        assert_eq!(first.await.unwrap(), start() + Duration::from_secs(3));
+        assert_eq!(second.await.unwrap(), start() + Duration::from_secs(3));
+        let log = limiter.queue_log();
+        let grants: Vec<_> = log
+            .iter()
+            .filter_map(|e| match e {
+                Event::Grant(t, _) => t.as_ref().map(Tenant::as_str),
+                Event::Join(..) => None,
+            })
+            .collect();
+        assert_eq!(grants, ["b", "a", "a"]);
     }
 
     proptest! {

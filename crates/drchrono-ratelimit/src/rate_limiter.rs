@@ -210,7 +210,8 @@ impl RateLimiter {
     /// sent: at the head of the queue, `ready` is polled to completion (the inner service's
     /// `poll_ready`: a token refresh, a connection) before each decision, so that the
     /// instant a permit is charged is the instant the request can leave. The turn is held
-    /// meanwhile: nobody is charged ahead of the head waiter while it gets ready.
+    /// meanwhile against the waiters of its own tenant: nobody of its tenant is charged
+    /// ahead of it while it gets ready; other tenants' waiters go meanwhile.
     ///
     /// `refused` is told of every refusal before the waiter sleeps until it (the layer's
     /// `rate_limit.wait` span records the rule it names).
@@ -226,17 +227,30 @@ impl RateLimiter {
         loop {
             poll_fn(|cx| ticket.poll_turn(cx)).await;
             // Get ready at the head of the queue; a waiter that takes the turn meanwhile
-            // (fairer, or interactive before background) goes first.
+            // (fairer, or interactive before background) goes first. While this one cannot
+            // get ready, it steps aside: other tenants go, nobody of its own overtakes it.
             let got_ready = poll_fn(|cx| {
                 if let Poll::Ready(ready) = ready(cx) {
                     return Poll::Ready(Some(ready));
                 }
-                ticket.poll_preempted(cx).map(|()| None)
+                if ticket.stepped_aside() {
+                    return Poll::Pending;
+                }
+                if ticket.poll_preempted(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                ticket.step_aside();
+                Poll::Pending
             })
             .await;
+            ticket.step_back();
             match got_ready {
                 None => continue,
                 Some(ready) => ready.map_err(Refused::NotReady)?,
+            }
+            if !ticket.holds_turn() {
+                // Got ready after stepping aside, behind a fairer waiter: queue again.
+                continue;
             }
             let now = inner.now();
             let held = match &inner.store {
