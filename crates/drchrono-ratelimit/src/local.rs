@@ -163,7 +163,9 @@ impl LocalLimiter {
     /// leave other tenants' protected shares: under the same lock, `keep` is asked (with the
     /// status at `now`, computed when it needs it) whether the budget leaves enough, and the
     /// request is charged only if it does and every rule admits it. A refusal for the shares
-    /// is not cached: it holds only this tenant.
+    /// is not cached: it holds only this tenant. A background request refused while an
+    /// interactive one would be admitted is [`Held::Reserved`] until its earliest instant:
+    /// others may go meanwhile.
     pub(crate) fn try_acquire_keeping(
         &self,
         now: Reading,
@@ -181,6 +183,12 @@ impl LocalLimiter {
             Err(earliest) => {
                 let rule = self.policy.binding(&state, now, priority);
                 self.cache_refusal(slot(priority), now, earliest, rule);
+                if priority == Priority::Background
+                    && self.policy.earliest(&state, now, Priority::Interactive) <= now.mono
+                {
+                    // Only the background reserve holds it: interactive work may go now.
+                    return Err(Held::Reserved(earliest));
+                }
                 let refusal = Refusal {
                     earliest: now.wall_at(earliest),
                     rule,

@@ -80,13 +80,19 @@ impl From<String> for Tenant {
 ///   from the service of the last permit given, not from what it did not use while idle). A
 ///   light tenant never waits behind a heavy tenant's backlog; within a tenant, interactive
 ///   work goes before background work and each goes first-come first-served. Fair queueing
-///   is work-conserving: a permit is never left unused while anyone waits, so the total
-///   makespan is the single queue's.
-/// - **Protected shares.** A tenant that is active but not waiting (it sent a request
-///   within `idle_after`) keeps its share of each rule (the rule's maximum times its weight
-///   over the active tenants' total) free of other tenants: they may not take what it has
-///   not used of its share, so its next request goes at once instead of behind a
-///   backlog that filled the 10-minute window or the hour. The share of an aligned rule
+///   is work-conserving: a permit is never left unused while someone waits whom no rule
+///   refuses (a less served tenant's background work that the background reserve refuses
+///   is passed by others' interactive work), so for work of one priority the total
+///   makespan is the single queue's. A waiter that cannot get ready (its token is being
+///   refreshed) lets other tenants go meanwhile and keeps its place.
+/// - **Protected shares.** A tenant that is active (it is waiting, or sent a request within
+///   `idle_after`) keeps its share of each rule of a minute or more (the 10-minute window
+///   and the hour: the rule's maximum times its weight over the active tenants' total) free
+///   of other tenants: they may not take what it has not used of its share, so its next
+///   request goes at once instead of behind a backlog that filled the 10-minute window or
+///   the hour. (The per-second rule refills within a second, and fair queueing alone bounds
+///   a tenant's wait there.) A tenant below its share always fits beside the others'
+///   shares, so shares never deadlock the queue. The share of an aligned rule
 ///   (the hour) shrinks with the time left in the period, so what an active tenant will not
 ///   use by the top of the hour goes to the others before it ends (max-min fairness). This
 ///   holds back permits that a backlog could have taken now; it never breaks a rule. It
@@ -140,8 +146,8 @@ impl FairShares {
         self
     }
 
-    /// How long a tenant that stopped sending keeps its protected share. Zero: only waiting
-    /// tenants count as active, so nothing is held back (fair queueing alone).
+    /// How long a tenant that stopped sending keeps its protected share. Zero: no share is
+    /// protected, nothing is held back (fair queueing alone).
     pub fn idle_after(mut self, idle_after: Duration) -> Self {
         self.idle_after = idle_after;
         self
