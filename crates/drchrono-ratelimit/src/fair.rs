@@ -45,6 +45,9 @@ pub(crate) struct FairQueue {
     protected: Vec<Option<Protected>>,
     /// The index of the first aligned rule (the hour), for [`TenantStatus`].
     hour_rule: Option<usize>,
+    /// How long an idle tenant is remembered (ns): the longest rule's period or
+    /// `idle_after`, whichever is longer. After that nothing it did counts any more.
+    forget_after: u64,
     state: Mutex<State>,
     /// Waiters of any priority.
     waiting: AtomicUsize,
@@ -134,7 +137,8 @@ pub struct TenantStatus {
     pub active: bool,
     /// Permits it was given in the current period of the first aligned rule (this hour).
     pub served_this_hour: u32,
-    /// Permits it was given since the limiter first saw it wait.
+    /// Permits it was given since the limiter last saw it after an idle spell longer than
+    /// the longest rule's period (and `idle_after`): a tenant idle that long is forgotten.
     pub served: u64,
 }
 
@@ -173,10 +177,13 @@ impl FairQueue {
             .rules()
             .iter()
             .position(|rule| rule.kind() == RuleKind::Aligned);
+        let longest = config.rules().iter().map(|r| r.period()).max();
+        let forget_after = duration_nanos(longest.unwrap_or_default().max(shares.idle_after));
         Self {
             shares,
             protected,
             hour_rule,
+            forget_after,
             state: Mutex::default(),
             waiting: AtomicUsize::new(0),
             interactive_waiting: AtomicUsize::new(0),
@@ -253,6 +260,16 @@ impl FairQueue {
         }
         #[cfg(test)]
         st.log.push(Event::Join(key.clone(), priority));
+        if id % 64 == 0 {
+            // Forget the tenants idle for longer than any rule remembers, now and then.
+            let forget_after = self.forget_after;
+            st.tenants.retain(|_, ts| {
+                ts.lanes.iter().any(|l| !l.is_empty())
+                    || ts.parked
+                    || ts.unready
+                    || ts.last_active.saturating_add(forget_after) > now
+            });
+        }
         {
             // A parked tenant stood back for a share that may now be waiting (and so
             // unreserved), or for interactive work that may now be its own: it decides again.
@@ -874,6 +891,24 @@ mod tests {
             })
             .collect();
         assert_eq!(grants, ["b", "a", "a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_idle_longer_than_any_rule_remembers_is_forgotten() {
+        let limiter = RateLimiter::builder(config()).start_at(start()).build();
+        let (a, b) = (Tenant::new("a"), Tenant::new("b"));
+        limiter.acquire_as(&a, Priority::Interactive).await.unwrap();
+        tokio::time::advance(Duration::from_secs(HOUR + 1)).await;
+        for _ in 0..64 {
+            limiter.acquire_as(&b, Priority::Interactive).await.unwrap();
+        }
+        let tenants = limiter.tenants();
+        assert_eq!(tenants.len(), 1, "{tenants:?}");
+        assert_eq!(
+            (tenants[0].tenant.as_ref(), tenants[0].served),
+            (Some(&b), 64)
+        );
+        assert!(tenants[0].active);
     }
 
     proptest! {

@@ -318,7 +318,8 @@ impl RateLimiter {
         }
     }
 
-    /// Per [`Tenant`] that waited for a permit within the longest rule's period: its
+    /// Per [`Tenant`] that waited for a permit within the longest rule's period (or
+    /// [`FairShares::idle_after`], if longer; the unnamed tenant is `None`): its
     /// weight, its requests waiting now, whether it is active, and the permits it was given
     /// (this hour, and in all).
     ///
