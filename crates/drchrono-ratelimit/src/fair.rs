@@ -260,7 +260,7 @@ impl FairQueue {
         }
         #[cfg(test)]
         st.log.push(Event::Join(key.clone(), priority));
-        if id % 64 == 0 {
+        if id.is_multiple_of(64) {
             // Forget the tenants idle for longer than any rule remembers, now and then.
             let forget_after = self.forget_after;
             st.tenants.retain(|_, ts| {
