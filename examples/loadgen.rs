@@ -5,7 +5,8 @@
 //! cargo run --release --example loadgen -- --base-url URL --token-url URL --client-id ID \
 //!   --client-secret S --refresh-token RT --requests N --concurrency C [--max-per-second 9] \
 //!   [--max-per-window 290] [--window-secs 600] [--max-per-hour 500] [--hour-secs 3600] \
-//!   [--safety-margin-ms 100] [--retry-base-ms 25000] [--max-retries 3] [--redis redis://…] [--json]
+//!   [--safety-margin-ms 100] [--retry-base-ms 25000] [--max-retries 3] \
+//!   [--redis redis://…|rediss://user:password@…] [--redis-cluster URL[,URL…]] [--redis-ca FILE] [--json]
 //! ```
 //!
 //! It sends `GET {base}/api/patients/{i}` for i = 1..=N from C concurrent tasks sharing one
@@ -13,9 +14,10 @@
 //! `{"requests":N,"succeeded":N,"failed":0,"throttled_by_server":k,"retries":r,"refreshes":f,"elapsed_secs":x,"failures":{}}`
 //! (`failures` counts failed requests by the kind of their final error, e.g.
 //! `{"server":2,"throttled":1}`; each failure is also printed on stderr, with a count by
-//! kind at the end). It exits 0 iff every request succeeded. With `--redis`, the limiter's state, the tokens
-//! and the refresh lease live in Redis, so several processes share one application's budget
-//! and token family.
+//! kind at the end). It exits 0 iff every request succeeded. With `--redis` (or
+//! `--redis-cluster`, a Redis Cluster's nodes), the limiter's state, the tokens and the
+//! refresh lease live in Redis, so several processes share one application's budget and
+//! token family; `--redis-ca` trusts a private CA for `rediss://`.
 
 use std::process::ExitCode;
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use drchrono_tower::oauth::{RedisRefreshLease, RedisTokenStore};
-use drchrono_tower::ratelimit::{RateLimitConfig, RateLimiter, RedisRateLimitBackend};
+use drchrono_tower::ratelimit::{
+    RateLimitConfig, RateLimiter, RedisConnect, RedisRateLimitBackend,
+};
 use drchrono_tower::retry::RetryPolicy;
 use drchrono_tower::{DrChronoClient, DrChronoClientBuilder};
 use http::{Request, Uri};
@@ -71,9 +73,16 @@ pub struct Args {
     /// Retry: retries after a 5xx or a transport error (DrChrono advises 2–3).
     #[arg(long, default_value_t = 3)]
     pub max_retries: u32,
-    /// Keep the limiter's state, the tokens and the refresh lease in this Redis.
-    #[arg(long)]
+    /// Keep the limiter's state, the tokens and the refresh lease in this Redis
+    /// (`redis://` or `rediss://` for TLS; an ACL user as `rediss://user:password@host:port`).
+    #[arg(long, conflicts_with = "redis_cluster")]
     pub redis: Option<String>,
+    /// The same in a Redis Cluster: one or more of its nodes' URLs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub redis_cluster: Option<Vec<String>>,
+    /// Trust this CA certificate (PEM file) for `rediss://` instead of the system's roots.
+    #[arg(long)]
+    pub redis_ca: Option<std::path::PathBuf>,
     /// Print the summary as one JSON line on stdout.
     #[arg(long)]
     pub json: bool,
@@ -161,8 +170,8 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
         .base_url(args.base_url.clone())
         .token_url(args.token_url.clone())
         .retry(retry);
-    let builder = match &args.redis {
-        Some(url) => shared_in_redis(builder, url, limits).await?,
+    let builder = match redis_target(&args)? {
+        Some(target) => shared_in_redis(builder, &target, limits).await?,
         None => builder.rate_limit(limits),
     };
     let client = builder.build_with_transport(transport)?;
@@ -246,20 +255,42 @@ pub async fn run(args: Args, progress: bool) -> Result<Summary, crate::Error> {
     })
 }
 
-/// `--redis`: the limiter's state, the tokens and the refresh lease in Redis, keyed by the
-/// limiter's application key, so that every process of the application shares them.
+/// The Redis named by `--redis` or `--redis-cluster`, trusting `--redis-ca`.
+fn redis_target(args: &Args) -> Result<Option<RedisConnect>, crate::Error> {
+    let target = match (&args.redis, &args.redis_cluster) {
+        (Some(url), _) => RedisConnect::url(url.clone()),
+        (None, Some(urls)) => RedisConnect::cluster(urls.iter().cloned()),
+        (None, None) if args.redis_ca.is_some() => {
+            return Err("--redis-ca needs --redis or --redis-cluster".into());
+        }
+        (None, None) => return Ok(None),
+    };
+    let target = match &args.redis_ca {
+        Some(path) => target.root_ca_pem(
+            std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?,
+        ),
+        None => target,
+    };
+    Ok(Some(target))
+}
+
+/// `--redis` or `--redis-cluster`: the limiter's state, the tokens and the refresh lease in
+/// Redis, keyed by the limiter's application key, so that every process of the
+/// application shares them.
 async fn shared_in_redis(
     builder: DrChronoClientBuilder,
-    url: &str,
+    target: &RedisConnect,
     limits: RateLimitConfig,
 ) -> Result<DrChronoClientBuilder, crate::Error> {
-    let backend = RedisRateLimitBackend::connect(url, &limits).await?;
+    let backend = RedisRateLimitBackend::builder(&limits)
+        .connect_with(target)
+        .await?;
     let app = limits.application().to_owned();
     let limiter = RateLimiter::builder(limits).backend(backend).build();
-    let store = RedisTokenStore::connect(url, format!("drchrono:tokens:{app}")).await?;
-    let lease = RedisRefreshLease::connect(
-        url,
-        format!("drchrono:lease:{app}"),
+    let store = RedisTokenStore::connect_with(target, format!("drchrono:tokens:{{{app}}}")).await?;
+    let lease = RedisRefreshLease::connect_with(
+        target,
+        format!("drchrono:lease:{{{app}}}"),
         Duration::from_secs(10),
     )
     .await?;

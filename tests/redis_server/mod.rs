@@ -181,3 +181,271 @@ pub fn get(url: &str, key: &str) -> Option<String> {
         assert!(read > 0, "Redis closed the connection");
     }
 }
+
+fn redis_binary() -> String {
+    std::env::var("DRCHRONO_TEST_REDIS_SERVER")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| "redis-server".to_owned())
+}
+
+/// Runs `program` with `args` in `dir`; panics with its output if it fails.
+fn run(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program} (scripts/test installs it): {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_for_listener(port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {addr} after 10 s");
+}
+
+/// The ACL user the TLS server knows (the default user is off).
+pub const ACL_USER: &str = "drchrono-app";
+/// Its password.
+pub const ACL_PASSWORD: &str = "s3cret-Pa55";
+
+/// A private `redis-server` that speaks only TLS, with a certificate for 127.0.0.1 signed by
+/// a CA made for this test (`openssl`), and one ACL user ([`ACL_USER`]); the default user is
+/// off, so a client without the user's password is refused.
+pub struct TlsRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl TlsRedis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
+        let path = dir.path();
+        let openssl = |args: &[&str]| {
+            run(path, "openssl", args);
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=drchrono-tower test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            path.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write the certificate extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        std::fs::write(
+            path.join("users.acl"),
+            format!("user default off\nuser {ACL_USER} on >{ACL_PASSWORD} ~* &* +@all\n"),
+        )
+        .expect("write the ACL file");
+        let port = free_port();
+        let child = Command::new(redis_binary())
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string()])
+            .args([
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            .args(["--aclfile", "users.acl"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .current_dir(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server with TLS");
+        wait_for_listener(port);
+        Self { port, dir, child }
+    }
+
+    /// `rediss://USER:PASSWORD@127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!(
+            "rediss://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{}/0",
+            self.port
+        )
+    }
+
+    /// The same server, with a wrong password.
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!("rediss://{ACL_USER}:{password}@127.0.0.1:{}/0", self.port)
+    }
+
+    /// The test CA's certificate (PEM) and its path.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca_path()).expect("the test CA")
+    }
+
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), each a private `redis-server` on a free
+/// loopback port, joined by `redis-cli --cluster create`.
+pub struct TestCluster {
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl TestCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for the cluster");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let children: Vec<Child> = ports
+            .iter()
+            .map(|port| {
+                let node = dir.path().join(port.to_string());
+                std::fs::create_dir(&node).expect("node directory");
+                Command::new(redis_binary())
+                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .current_dir(&node)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start a cluster node")
+            })
+            .collect();
+        let cluster = Self {
+            ports,
+            _dir: dir,
+            children,
+        };
+        for port in &cluster.ports {
+            wait_for_listener(*port);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(nodes.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        run(cluster._dir.path(), "redis-cli", &args);
+        // Every node agrees that all slots are served.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = cluster.ports.iter().all(|port| {
+                run(
+                    cluster._dir.path(),
+                    "redis-cli",
+                    &["-p", &port.to_string(), "cluster", "info"],
+                )
+                .contains("cluster_state:ok")
+            });
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT/` of each node.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// How many keys each node holds (`DBSIZE`).
+    pub fn keys_per_node(&self) -> Vec<u64> {
+        self.ports
+            .iter()
+            .map(|port| {
+                run(
+                    self._dir.path(),
+                    "redis-cli",
+                    &["-p", &port.to_string(), "dbsize"],
+                )
+                .trim()
+                .parse()
+                .expect("DBSIZE is a number")
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -62,6 +62,8 @@ mod permit;
 #[cfg(test)]
 mod proptests;
 pub mod redact;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod report;
 mod scopes;
 mod source;

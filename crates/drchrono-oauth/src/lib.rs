@@ -134,6 +134,8 @@ mod unauthorized;
 
 pub use backoff::RefreshBackoff;
 pub use client::{ClientCredentials, DRCHRONO_TOKEN_URL, TokenClient};
+#[cfg(feature = "redis")]
+pub use drchrono_core::redis::{RedisConnect, RedisConnection};
 pub use error::{MalformedTokenResponse, RefreshFailed};
 pub use future::ResponseFuture;
 pub use layer::OAuthRefreshLayer;

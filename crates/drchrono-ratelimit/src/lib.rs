@@ -253,7 +253,7 @@ pub use rate_limiter::{RateLimiter, RateLimiterBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{
     DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_RETRY_INTERVAL, DEFAULT_REDIS_TIMEOUT,
-    RedisBackendBuilder, RedisClock, RedisRateLimitBackend,
+    RedisBackendBuilder, RedisClock, RedisConnect, RedisConnection, RedisRateLimitBackend,
 };
 pub use rule::{MAX_PERIOD, Rule, RuleKind};
 pub use service::DrChronoRateLimit;

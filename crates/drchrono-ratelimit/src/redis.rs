@@ -15,3 +15,4 @@ pub use self::builder::{
     RedisBackendBuilder,
 };
 pub use self::script::RedisClock;
+pub use drchrono_core::redis::{RedisConnect, RedisConnection};

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use drchrono_core::redis::{RedisConnect, RedisConnection};
 use futures::future::BoxFuture;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -94,7 +94,7 @@ return 0
 /// # Ok(()) }
 /// ```
 pub struct RedisRefreshLease {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     key: String,
     server: String,
     ttl: Duration,
@@ -124,20 +124,34 @@ impl RedisRefreshLease {
         key: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, StoreError> {
-        let connected = connect(url).await?;
-        let mut lease = Self::with_connection(connected.manager, key, ttl);
+        Self::connect_with(&RedisConnect::url(url), key, ttl).await
+    }
+
+    /// [`connect`](Self::connect) as `target` says: TLS with a private CA, an ACL user, a
+    /// Redis Cluster (the lease is one key: any hash slot).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the URL is invalid or the server cannot be reached.
+    pub async fn connect_with(
+        target: &RedisConnect,
+        key: impl Into<String>,
+        ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        let connected = connect(target).await?;
+        let mut lease = Self::with_connection(connected.connection, key, ttl);
         lease.server = connected.server;
         Ok(lease)
     }
 
-    /// A lease at `key` over a connection the application already has.
+    /// A lease at `key` over a connection the application already has (a
+    /// `ConnectionManager`, a `ClusterConnection` or a [`RedisConnection`]).
     pub fn with_connection(
-        connection: ConnectionManager,
+        connection: impl Into<RedisConnection>,
         key: impl Into<String>,
         ttl: Duration,
     ) -> Self {
         Self {
-            connection,
+            connection: connection.into(),
             key: key.into(),
             server: "(shared connection)".to_owned(),
             ttl: ttl.max(MIN_LEASE_TTL),
@@ -248,7 +262,7 @@ impl RefreshLease for RedisRefreshLease {
 }
 
 /// Renews the lease every third of its TTL while we still own it.
-async fn renew(mut connection: ConnectionManager, key: String, owner: String, ttl: Duration) {
+async fn renew(mut connection: RedisConnection, key: String, owner: String, ttl: Duration) {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     loop {
         tokio::time::sleep(ttl / 3).await;

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
+use drchrono_core::redis::{RedisConnect, RedisConnection};
 use futures::future::BoxFuture;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use secrecy::zeroize::Zeroize;
 
 use super::conn::{backend, connect};
@@ -75,14 +75,15 @@ return {1, false}
 /// ```
 #[derive(Clone)]
 pub struct RedisTokenStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     key: Arc<str>,
     server: Arc<str>,
 }
 
 impl RedisTokenStore {
-    /// Connects to the Redis server at `url` (`redis://[:password@]host:port[/db]`,
-    /// `rediss://…` for TLS, `unix://…`) and stores the pair at `key`.
+    /// Connects to the Redis server at `url` (`redis://[user[:password]@]host:port[/db]`,
+    /// `rediss://…` for TLS with the system's roots, `unix://…`) and stores the pair at
+    /// `key`. For a private CA or a Cluster, see [`connect_with`](Self::connect_with).
     ///
     /// The connection reconnects by itself; each connection attempt times out after 1 s
     /// and each command after 2 s.
@@ -90,18 +91,31 @@ impl RedisTokenStore {
     /// # Errors
     /// [`StoreError::Backend`] when the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str, key: impl Into<String>) -> Result<Self, StoreError> {
-        let connected = connect(url).await?;
+        Self::connect_with(&RedisConnect::url(url), key).await
+    }
+
+    /// Connects as `target` says (TLS with a private CA, an ACL user, a Redis Cluster) and
+    /// stores the pair at `key` (one key: any hash slot).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the URL is invalid or the server cannot be reached.
+    pub async fn connect_with(
+        target: &RedisConnect,
+        key: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        let connected = connect(target).await?;
         Ok(Self {
-            connection: connected.manager,
+            connection: connected.connection,
             key: key.into().into(),
             server: connected.server.into(),
         })
     }
 
-    /// A store at `key` over a connection the application already has.
-    pub fn with_connection(connection: ConnectionManager, key: impl Into<String>) -> Self {
+    /// A store at `key` over a connection the application already has (a
+    /// `ConnectionManager`, a `ClusterConnection` or a [`RedisConnection`]).
+    pub fn with_connection(connection: impl Into<RedisConnection>, key: impl Into<String>) -> Self {
         Self {
-            connection,
+            connection: connection.into(),
             key: key.into().into(),
             server: "(shared connection)".into(),
         }

@@ -7,8 +7,8 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use drchrono_core::redis::RedisConnection;
 use redis::RedisError;
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::script::{LimiterScript, Op, RedisClock, micros_since_epoch};
@@ -81,7 +81,7 @@ pub(crate) use fallback::Fallback;
 /// # Ok(()) }
 /// ```
 pub struct RedisRateLimitBackend {
-    pub(crate) connection: ConnectionManager,
+    pub(crate) connection: RedisConnection,
     pub(crate) server: String,
     pub(crate) application: String,
     pub(crate) rules: Vec<Rule>,

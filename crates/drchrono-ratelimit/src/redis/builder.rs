@@ -3,8 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::Client;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use drchrono_core::redis::{RedisConnect, RedisConnection};
 
 use super::backend::{Fallback, redis_error};
 use super::script::LimiterScript;
@@ -110,40 +109,51 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// Connects to the Redis server at `url` (`redis://[:password@]host:port[/db]`,
-    /// `rediss://…`, `unix://…`) with a reconnecting, multiplexed `ConnectionManager`.
+    /// Connects to the Redis server at `url` (`redis://[user[:password]@]host:port[/db]`,
+    /// `rediss://…` for TLS with the system's roots, `unix://…`) with a reconnecting,
+    /// multiplexed `ConnectionManager`. For a private CA or a Redis Cluster, see
+    /// [`connect_with`](Self::connect_with).
     ///
     /// # Errors
     /// [`BackendError`] when the URL is invalid or the server cannot be reached.
     pub async fn connect(self, url: &str) -> Result<RedisRateLimitBackend, BackendError> {
-        let client = Client::open(url).map_err(redis_error)?;
-        let info = client.get_connection_info();
-        let server = format!("{}/{}", info.addr(), info.redis_settings().db());
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client, settings)
-            .await
-            .map_err(redis_error)?;
-        self.build(connection, server)
+        let target = RedisConnect::url(url)
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout)
+            .reconnect_retries(1);
+        self.connect_with(&target).await
     }
 
-    /// The backend over a connection the application already has (its timeouts apply).
+    /// Connects as `target` says: TLS with a private CA, an ACL user, or a Redis Cluster
+    /// (the application's keys share one hash slot, so each decision is one script on one
+    /// node). `target`'s timeouts apply, not [`timeout`](Self::timeout).
+    ///
+    /// # Errors
+    /// [`BackendError`] when a URL is invalid or no server can be reached.
+    pub async fn connect_with(
+        self,
+        target: &RedisConnect,
+    ) -> Result<RedisRateLimitBackend, BackendError> {
+        let connection = target.connect().await.map_err(redis_error)?;
+        self.build(connection, target.server())
+    }
+
+    /// The backend over a connection the application already has (its timeouts apply): a
+    /// `ConnectionManager`, a `ClusterConnection` or a [`RedisConnection`].
     ///
     /// # Errors
     /// Never in practice: [`BackendError`] if the fallback's configuration could not be
     /// derived from the limiter's.
     pub fn with_connection(
         self,
-        connection: ConnectionManager,
+        connection: impl Into<RedisConnection>,
     ) -> Result<RedisRateLimitBackend, BackendError> {
-        self.build(connection, "(shared connection)".to_owned())
+        self.build(connection.into(), "(shared connection)".to_owned())
     }
 
     fn build(
         self,
-        connection: ConnectionManager,
+        connection: RedisConnection,
         server: String,
     ) -> Result<RedisRateLimitBackend, BackendError> {
         let fallback = match self.fallback_percent {
