@@ -30,7 +30,7 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use rand::Rng;
+use rand::RngExt;
 use serde_json::{Map, Value, json};
 
 use crate::data::{Created, FieldErrors, Practice};
