@@ -252,8 +252,9 @@ pub use priority::Priority;
 pub use rate_limiter::{RateLimiter, RateLimiterBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{
-    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_RETRY_INTERVAL, DEFAULT_REDIS_TIMEOUT,
-    RedisBackendBuilder, RedisClock, RedisConnect, RedisConnection, RedisRateLimitBackend,
+    DEFAULT_FAILOVER_HOLD, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_RETRY_INTERVAL,
+    DEFAULT_REDIS_TIMEOUT, RedisBackendBuilder, RedisClock, RedisConnect, RedisConnection,
+    RedisRateLimitBackend,
 };
 pub use rule::{MAX_PERIOD, Rule, RuleKind};
 pub use service::DrChronoRateLimit;

@@ -309,7 +309,8 @@ async fn every_decision_is_one_round_trip() {
     assert_eq!(calls("eval") + calls("script|load"), 0, "{info}");
     // Every other command the server counted ran inside the script, or is this test's own.
     let inside_the_script = [
-        "time", "hmget", "hset", "llen", "lindex", "rpush", "ltrim", "lrange", "pexpire",
+        "time", "hmget", "hget", "hset", "llen", "lindex", "rpush", "ltrim", "lrange", "pexpire",
+        "get", "set",
     ];
     let outside: u64 = info
         .lines()
@@ -413,9 +414,12 @@ async fn a_fallback_spends_its_share_locally_and_charges_redis_when_it_returns()
         .application("fallback")
         .build()
         .unwrap();
+    // The fallback alone: Redis comes back empty, and the journal would re-assert this
+    // process's charge and hold decisions (`a_server_that_lost_charges_gets_them_back`).
     let backend = RedisRateLimitBackend::builder(&config)
         .fallback_percent(50)
         .retry_interval(Duration::from_millis(200))
+        .failover_journal(false)
         .connect(redis.url())
         .await
         .unwrap();
@@ -481,9 +485,11 @@ async fn a_long_outages_backlog_is_charged_in_one_decision() {
         .application("backlog")
         .build()
         .unwrap();
+    // The fallback alone (see `a_fallback_spends_its_share_locally…`).
     let backend = RedisRateLimitBackend::builder(&config)
         .fallback_percent(100)
         .retry_interval(Duration::from_millis(100))
+        .failover_journal(false)
         .connect(redis.url())
         .await
         .unwrap();
@@ -561,4 +567,91 @@ async fn an_error_type_that_cannot_carry_the_failure_holds_the_request_instead()
         .unwrap()
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A server that lost this process's charges (a failover to a replica that lacked them; here
+/// a restart, empty) gets them back before anything is decided, and holds every decision
+/// briefly so that the other processes re-assert theirs; without the journal it forgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_charges_gets_them_back() {
+    let mut redis = TestRedis::private();
+    let config = one_window(10, Duration::from_secs(60), "journal");
+    let forgetful_config = one_window(10, Duration::from_secs(60), "no-journal");
+    // The caller's clock: the hold and the windows run on the instants this test passes.
+    let backend = RedisRateLimitBackend::builder(&config)
+        .clock(RedisClock::Caller)
+        .failover_hold(Duration::from_millis(800))
+        .connect(redis.url())
+        .await
+        .unwrap();
+    let forgetful = RedisRateLimitBackend::builder(&forgetful_config)
+        .clock(RedisClock::Caller)
+        .failover_journal(false)
+        .connect(redis.url())
+        .await
+        .unwrap();
+    let start = SystemTime::now();
+    for i in 0..4 {
+        let at = start + Duration::from_millis(i * 10);
+        assert!(
+            backend
+                .try_acquire(at, Priority::Interactive)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            forgetful
+                .try_acquire(at, Priority::Interactive)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    redis.stop();
+    redis.restart();
+    let now = start + Duration::from_secs(1);
+    // The first decision re-asserts the 4 charges, then is held (asked again within 50 ms).
+    let refused = loop {
+        match backend.try_acquire(now, Priority::Interactive).await {
+            Ok(decision) => break decision.unwrap_err(),
+            // Redis is still starting: the backend is not asked again for a moment.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(
+        refused.wait_time_from(now) <= Duration::from_millis(50),
+        "{refused:?}"
+    );
+    assert_eq!(backend.status(now).await.unwrap().rules[0].remaining, 6);
+    // Re-asserted once: asking again adds nothing.
+    assert!(
+        backend
+            .try_acquire(now, Priority::Interactive)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert_eq!(backend.status(now).await.unwrap().rules[0].remaining, 6);
+    // After the hold, decisions resume on what the server holds again.
+    let later = now + Duration::from_millis(900);
+    assert!(
+        backend
+            .try_acquire(later, Priority::Interactive)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(backend.status(later).await.unwrap().rules[0].remaining, 5);
+
+    // Without the journal the server has forgotten: the window looks empty. (Its
+    // connection broke with the restart: the first command fails, the next reconnects.)
+    let status = loop {
+        match forgetful.status(later).await {
+            Ok(status) => break status,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(status.rules[0].remaining, 10);
 }

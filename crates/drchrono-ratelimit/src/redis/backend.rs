@@ -11,8 +11,9 @@ use drchrono_core::redis::RedisConnection;
 use redis::RedisError;
 use tokio::time::Instant;
 
+use super::journal::Journal;
 use super::script::{LimiterScript, Op, RedisClock, micros_since_epoch};
-use super::status::{decode_decision, decode_status};
+use super::status::{Answer, decode_decision, decode_status};
 use crate::backend::{Backend, BackendFuture};
 use crate::{BackendError, NotUntil, Priority, RateLimitConfig, RedisBackendBuilder, Rule, Status};
 
@@ -90,6 +91,9 @@ pub struct RedisRateLimitBackend {
     pub(crate) retry_interval: Duration,
     /// Until when Redis is not asked again (after a failure).
     pub(crate) down_until: Mutex<Option<Instant>>,
+    /// This process's charges, re-asserted to a server that lost them.
+    pub(crate) journal: Option<Journal>,
+    pub(crate) failover_hold: Duration,
 }
 
 impl RedisRateLimitBackend {
@@ -174,7 +178,7 @@ impl RedisRateLimitBackend {
     /// Runs `op`; `restore` runs on a failure before it is recorded.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        op: &Op,
+        op: &Op<'_>,
         now: SystemTime,
         started: Instant,
         restore: impl FnOnce(),
@@ -207,6 +211,31 @@ impl RedisRateLimitBackend {
         }
     }
 
+    /// Re-asserts the charges of this process that a server holding only `held` lost.
+    async fn reassert(&self, held: u64, now: SystemTime) -> Result<(), RedisError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let (told, instants) = journal.since(held);
+        tracing::warn!(
+            application = %self.application,
+            server = %self.server,
+            held,
+            told,
+            reasserted = instants.len(),
+            "rate-limit Redis lost charges of this process (a failover?): re-asserting them"
+        );
+        let op = Op::Assert {
+            journal: journal.id(),
+            told,
+            hold: self.failover_hold,
+            instants,
+        };
+        self.run::<Vec<i64>>(&op, now, Instant::now(), || ())
+            .await
+            .map(drop)
+    }
+
     fn unavailable(&self, error: Option<RedisError>) -> BackendError {
         match error {
             Some(error) => redis_error(error),
@@ -223,7 +252,9 @@ impl Backend for RedisRateLimitBackend {
     ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>> {
         Box::pin(async move {
             let mut failure = None;
-            if !self.skipped() {
+            // A decision, or a re-assertion of charges a failover lost and then a decision.
+            let mut resyncs = 0;
+            while failure.is_none() && !self.skipped() {
                 let backlog = self.fallback.as_ref().map_or(0, Fallback::take_backlog);
                 let started = Instant::now();
                 let restore = || {
@@ -231,29 +262,57 @@ impl Backend for RedisRateLimitBackend {
                         fallback.restore_backlog(backlog);
                     }
                 };
-                match self
-                    .run::<Vec<i64>>(&Op::Acquire { priority, backlog }, now, started, restore)
-                    .await
-                {
-                    Ok(reply) => {
-                        // The script ran: the backlog is charged, whatever the reply says.
-                        let decision = decode_decision(&reply, self.rules.len())
-                            .ok_or_else(|| BackendError::new("redis", "malformed acquire reply"))?;
-                        if let Some(fallback) = &self.fallback {
-                            fallback.learned(now, decision.used);
-                        }
-                        return Ok(if decision.admitted {
-                            Ok(())
-                        } else {
-                            // The script answers with a wait alone: no rule named.
-                            Err(NotUntil::new(
-                                self.local_instant(now, started, decision.wait),
-                                None,
-                            ))
-                        });
+                let journal = self.journal.as_ref().map(|j| (j.id(), j.told()));
+                let op = Op::Acquire {
+                    priority,
+                    backlog,
+                    journal,
+                };
+                let reply = match self.run::<Vec<i64>>(&op, now, started, restore).await {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
                     }
-                    Err(error) => failure = Some(error),
+                };
+                let answer = decode_decision(&reply, self.rules.len())
+                    .ok_or_else(|| BackendError::new("redis", "malformed acquire reply"))?;
+                let decision = match answer {
+                    Answer::Decided(decision) => decision,
+                    Answer::Resync { held } => {
+                        // Nothing was charged, the backlog included.
+                        if let Some(fallback) = &self.fallback {
+                            fallback.restore_backlog(backlog);
+                        }
+                        resyncs += 1;
+                        if resyncs > 2 {
+                            return Err(BackendError::new(
+                                "redis",
+                                "lost charges could not be re-asserted",
+                            ));
+                        }
+                        if let Err(error) = self.reassert(held, now).await {
+                            failure = Some(error);
+                        }
+                        continue;
+                    }
+                };
+                // The script ran: the backlog is charged, whatever the reply says.
+                if let Some(journal) = &self.journal {
+                    journal.record(backlog + u64::from(decision.admitted), decision.now);
                 }
+                if let Some(fallback) = &self.fallback {
+                    fallback.learned(now, decision.used);
+                }
+                return Ok(if decision.admitted {
+                    Ok(())
+                } else {
+                    // The script answers with a wait alone: no rule named.
+                    Err(NotUntil::new(
+                        self.local_instant(now, started, decision.wait),
+                        None,
+                    ))
+                });
             }
             match &self.fallback {
                 Some(fallback) => Ok(fallback.try_acquire(now, priority, self.retry_at(now))),

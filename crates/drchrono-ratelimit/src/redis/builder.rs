@@ -6,6 +6,7 @@ use std::time::Duration;
 use drchrono_core::redis::{RedisConnect, RedisConnection};
 
 use super::backend::{Fallback, redis_error};
+use super::journal::Journal;
 use super::script::LimiterScript;
 use crate::{BackendError, RateLimitConfig, RedisClock, RedisRateLimitBackend};
 
@@ -17,6 +18,10 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Default time during which an unreachable Redis is not asked again: 1 s.
 pub const DEFAULT_REDIS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default hold of every decision after a failover lost charges, so that the other
+/// processes re-assert theirs before anyone is admitted: 1 s.
+pub const DEFAULT_FAILOVER_HOLD: Duration = Duration::from_secs(1);
 
 /// Builds a [`RedisRateLimitBackend`]; see [`RedisRateLimitBackend::builder`]. Every option
 /// states its default.
@@ -45,6 +50,8 @@ pub struct RedisBackendBuilder {
     fallback_percent: u8,
     timeout: Duration,
     retry_interval: Duration,
+    journal: bool,
+    failover_hold: Duration,
 }
 
 impl RedisBackendBuilder {
@@ -56,7 +63,36 @@ impl RedisBackendBuilder {
             fallback_percent: 0,
             timeout: DEFAULT_REDIS_TIMEOUT,
             retry_interval: DEFAULT_REDIS_RETRY_INTERVAL,
+            journal: true,
+            failover_hold: DEFAULT_FAILOVER_HOLD,
         }
+    }
+
+    /// Whether this process keeps a journal of its own charges and re-asserts them to a
+    /// server that lost them. Default `true`.
+    ///
+    /// Redis replicates asynchronously: a replica promoted after a failover lacks the last
+    /// decisions of the old primary, and every process would then believe the window and
+    /// the hour hold fewer requests than DrChrono counted. With the journal, each decision
+    /// carries the number of charges this process was told of; a server that holds fewer
+    /// answers so, and the process re-asserts the instants of the missing ones (those still
+    /// within the longest rule; idempotently) before it decides again, while every process's
+    /// decisions are held for [`failover_hold`](Self::failover_hold) so that the others
+    /// re-assert theirs first. What remains possible: the charges of a process that sends
+    /// nothing during the hold (idle, or dead) are missing until it next decides (or for
+    /// good), at most what it charged in the replication lag. `false` only to measure what
+    /// the journal prevents.
+    pub fn failover_journal(mut self, journal: bool) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// How long every decision is held after a process found charges lost, so that the
+    /// other processes, each asking again every 50 ms at most meanwhile, re-assert theirs
+    /// first. Default [`DEFAULT_FAILOVER_HOLD`] (1 s).
+    pub fn failover_hold(mut self, hold: Duration) -> Self {
+        self.failover_hold = hold;
+        self
     }
 
     /// The prefix of every key. Default [`DEFAULT_REDIS_KEY_PREFIX`]; the application key
@@ -160,7 +196,17 @@ impl RedisBackendBuilder {
             0 => None,
             percent => Some(Fallback::new(&self.config, percent).map_err(invalid)?),
         };
+        let horizon = self
+            .config
+            .rules()
+            .iter()
+            .map(|rule| rule.period())
+            .max()
+            .unwrap_or_default()
+            + self.config.safety_margin();
         Ok(RedisRateLimitBackend {
+            journal: self.journal.then(|| Journal::new(horizon)),
+            failover_hold: self.failover_hold,
             connection,
             server,
             application: self.config.application().to_owned(),

@@ -30,13 +30,21 @@ use crate::{Priority, RateLimitConfig, RuleKind};
 
 /// `ARGV`: op, caller's now in µs (empty: Redis `TIME`), margin µs, pacing, rule count, then
 /// per rule kind (`s`/`a`), max, background max, span µs (sliding: window + margin;
-/// aligned: period); then the op's arguments (`acquire`: priority `i`/`b`, backlog count;
-/// `pause`: wait µs).
+/// aligned: period); then the op's arguments (`acquire`: priority `i`/`b`, backlog count,
+/// the process's journal id (empty: no journal) and the charges it was told of; `assert`:
+/// journal id, charges told of, hold µs, then the instants (µs) of the charges to
+/// re-assert, oldest first; `pause`: wait µs). With a journal id, the last key is the
+/// process's: the number of its charges this server holds.
 ///
 /// Replies (µs are offsets from the clock reading the script used):
-/// - `acquire`: `{1, 0, used_1, …}` admitted and charged, `{0, wait, used_1, …}` refused;
-///   `used_i` is what rule `i` holds after the decision (the live entries of a rolling
-///   window, the count of the aligned period: the `used` of `status`), for the fallback;
+/// - `acquire`: `{1, 0, now, used_1, …}` admitted and charged, `{0, wait, now, used_1, …}`
+///   refused (`now`: the script's clock, µs since the epoch); `used_i` is what rule `i`
+///   holds after the decision (the live entries of a rolling window, the count of the
+///   aligned period: the `used` of `status`), for the fallback; `{2, held, now}` when this
+///   server holds fewer of the process's charges than it was told of (a failover lost
+///   them): nothing decided, the process re-asserts its journal first;
+/// - `assert`: `{1}`: the charges merged into the rules, the count set, every decision held
+///   for the hold (so that the other processes re-assert theirs first);
 /// - `pause`: `{1, 0}`;
 /// - `status`: `{now, used_1, resets_1 (-1: none), …, next, next_background, paused (-1)}`.
 const SOURCE: &str = r"
@@ -222,19 +230,97 @@ local function decision(admitted, wait)
   return out
 end
 
+-- The process's count of charges held here, and its key's expiry.
+local pkey = KEYS[n + 2]
+local function held_count()
+  if not pkey then return 0 end
+  return tonumber(redis.call('GET', pkey)) or 0
+end
+local function set_held(count)
+  if pkey then redis.call('SET', pkey, fmt(count), 'PX', ms(longest)) end
+end
+local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until')) or 0
+
 if op == 'acquire' then
-  last_now = now
   local bg = ARGV[rest] == 'b'
   local backlog = tonumber(ARGV[rest + 1]) or 0
+  local told = tonumber(ARGV[rest + 3]) or 0
+  local held = held_count()
+  if held < told then
+    -- This server lost charges of this process (a failover): re-assert them first.
+    return {2, held, now}
+  end
+  last_now = now
   if backlog > 0 then charge(now, backlog) end
   local e = earliest(now, bg)
+  if hold_until > now then
+    -- Just after a failover: the other processes re-assert their charges first. Ask
+    -- again soon (at most 50 ms), so that a waiting process comes back within the hold.
+    e = math.max(e, now + math.min(hold_until - now, 50000))
+  end
   if e > now then
+    if backlog > 0 then set_held(math.max(held, told) + backlog) end
     save_meta(now)
-    return decision(0, e - server_now)
+    local out = decision(0, e - server_now)
+    table.insert(out, 3, now)
+    return out
   end
   charge(now, 1)
+  set_held(math.max(held, told) + backlog + 1)
   save_meta(now)
-  return decision(1, 0)
+  local out = decision(1, 0)
+  table.insert(out, 3, now)
+  return out
+elseif op == 'assert' then
+  local told = tonumber(ARGV[rest + 1]) or 0
+  local hold = tonumber(ARGV[rest + 2]) or 0
+  last_now = now
+  for j = rest + 3, #ARGV do
+    local t = tonumber(ARGV[j])
+    for i = 1, n do
+      local r = rules[i]
+      if r.kind == 's' then
+        if t + r.span > now then
+          -- Sorted insert: the first entry later than t, found by binary search.
+          local lo, hi = 0, r.len
+          while lo < hi do
+            local mid = math.floor((lo + hi) / 2)
+            if tonumber(redis.call('LINDEX', r.key, mid)) <= t then lo = mid + 1 else hi = mid end
+          end
+          if lo == r.len then
+            redis.call('RPUSH', r.key, fmt(t))
+          else
+            redis.call('LINSERT', r.key, 'BEFORE', redis.call('LINDEX', r.key, lo), fmt(t))
+          end
+          r.len = r.len + 1
+          if r.len > r.max then
+            redis.call('LTRIM', r.key, -r.max, -1)
+            r.len = r.max
+          end
+          redis.call('PEXPIRE', r.key, ms(r.span))
+        end
+      else
+        local k, k2 = periods_of(r, t)
+        if k >= r.period then
+          shift_to(r, k)
+          r.count = r.count + 1
+          if k2 > k then r.next = r.next + 1 end
+        elseif k2 == r.period then
+          r.count = r.count + 1
+        end
+      end
+    end
+  end
+  for i = 1, n do
+    if rules[i].kind == 'a' then save_aligned(rules[i], now) end
+  end
+  set_held(math.max(held_count(), told))
+  if #ARGV >= rest + 3 and now + hold > hold_until then
+    -- Charges were lost: the other processes' too, likely.
+    redis.call('HSET', KEYS[1], 'hold_until', fmt(now + hold))
+  end
+  save_meta(now)
+  return {1}
 elseif op == 'pause' then
   local untilt = server_now + tonumber(ARGV[rest])
   if untilt > paused_until then paused_until = untilt end
@@ -314,9 +400,24 @@ pub(crate) struct LimiterScript {
 }
 
 /// An operation of the script.
-pub(crate) enum Op {
-    Acquire { priority: Priority, backlog: u64 },
-    Pause { wait: Duration },
+pub(crate) enum Op<'a> {
+    /// A decision; with a journal, its id and the charges this process was told of.
+    Acquire {
+        priority: Priority,
+        backlog: u64,
+        journal: Option<(&'a str, u64)>,
+    },
+    /// Re-asserts charges a failover lost: the journal's id, the charges told of, how long
+    /// to hold every decision, and the instants (µs, oldest first).
+    Assert {
+        journal: &'a str,
+        told: u64,
+        hold: Duration,
+        instants: Vec<u64>,
+    },
+    Pause {
+        wait: Duration,
+    },
     Status,
 }
 
@@ -359,14 +460,32 @@ impl LimiterScript {
         self.clock
     }
 
+    /// The key of journal `id`: the count of its charges the server holds.
+    fn journal_key(&self, id: &str) -> String {
+        // The meta key with `:p:<id>` in place of `:meta`: the same hash slot.
+        let meta = &self.keys[0];
+        format!("{}:p:{id}", meta.trim_end_matches(":meta"))
+    }
+
     /// The invocation of `op` at the caller's `now`.
-    pub(crate) fn invocation(&self, op: &Op, now: SystemTime) -> ScriptInvocation<'static> {
+    pub(crate) fn invocation(&self, op: &Op<'_>, now: SystemTime) -> ScriptInvocation<'static> {
         let mut invocation = SCRIPT.prepare_invoke();
         for key in &self.keys {
             invocation.key(key);
         }
+        match op {
+            Op::Acquire {
+                journal: Some((id, _)),
+                ..
+            }
+            | Op::Assert { journal: id, .. } => {
+                invocation.key(self.journal_key(id));
+            }
+            _ => {}
+        }
         let name = match op {
             Op::Acquire { .. } => "acquire",
+            Op::Assert { .. } => "assert",
             Op::Pause { .. } => "pause",
             Op::Status => "status",
         };
@@ -379,12 +498,31 @@ impl LimiterScript {
             invocation.arg(arg);
         }
         match op {
-            Op::Acquire { priority, backlog } => {
+            Op::Acquire {
+                priority,
+                backlog,
+                journal,
+            } => {
                 let priority = match priority {
                     Priority::Background => "b",
                     _ => "i",
                 };
                 invocation.arg(priority).arg(*backlog);
+                match journal {
+                    Some((id, told)) => invocation.arg(*id).arg(*told),
+                    None => invocation.arg("").arg(0),
+                };
+            }
+            Op::Assert {
+                journal,
+                told,
+                hold,
+                instants,
+            } => {
+                invocation.arg(*journal).arg(*told).arg(micros_ceil(*hold));
+                for instant in instants {
+                    invocation.arg(*instant);
+                }
             }
             Op::Pause { wait } => {
                 invocation.arg(micros_ceil(*wait));

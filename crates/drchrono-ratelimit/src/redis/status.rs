@@ -6,29 +6,48 @@ use crate::{Rule, RuleStatus, Status};
 
 /// The script's answer to `acquire`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Decided.
+    Decided(Decision),
+    /// The server holds only `held` of this process's charges, fewer than it was told of
+    /// (a failover lost the rest): nothing decided; re-assert them first.
+    Resync { held: u64 },
+}
+
+/// A decision of the script.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Decision {
     /// Admitted and charged.
     pub(crate) admitted: bool,
     /// Refused: µs from the script's clock reading until the earliest admissible instant.
     pub(crate) wait: i64,
+    /// The script's clock reading, µs since the Unix epoch: the instant of the charge.
+    pub(crate) now: i64,
     /// What each rule holds after the decision (the `used` of `status`).
     pub(crate) used: Vec<u32>,
 }
 
-/// `reply` = `{admitted (1/0), wait, used_1, …, used_n}` for `rules` rules.
-pub(crate) fn decode_decision(reply: &[i64], rules: usize) -> Option<Decision> {
-    let (&[admitted, wait], used) = reply.split_first_chunk::<2>()?;
+/// `reply` = `{admitted (1/0), wait, now, used_1, …, used_n}` for `rules` rules, or
+/// `{2, held, now}`.
+pub(crate) fn decode_decision(reply: &[i64], rules: usize) -> Option<Answer> {
+    if let [2, held, _now] = reply {
+        return Some(Answer::Resync {
+            held: u64::try_from(*held).ok()?,
+        });
+    }
+    let (&[admitted, wait, now], used) = reply.split_first_chunk::<3>()?;
     if used.len() != rules || !matches!(admitted, 0 | 1) {
         return None;
     }
-    Some(Decision {
+    Some(Answer::Decided(Decision {
         admitted: admitted == 1,
         wait,
+        now,
         used: used
             .iter()
             .map(|&used| u32::try_from(used.max(0)).unwrap_or(u32::MAX))
             .collect(),
-    })
+    }))
 }
 
 /// `reply` = `{now, used_1, resets_1, …, next, next_background, paused}` (offsets in µs from
@@ -92,16 +111,28 @@ mod tests {
         assert!(decode_status(&[0, 1], &rules, at).is_none());
     }
 
+    fn decided(answer: Option<Answer>) -> Decision {
+        match answer {
+            Some(Answer::Decided(decision)) => decision,
+            other => panic!("not a decision: {other:?}"),
+        }
+    }
+
     #[test]
-    fn decisions_carry_what_each_rule_holds() {
-        let admitted = decode_decision(&[1, 0, 4, 280, 300], 3).unwrap();
+    fn decisions_carry_the_instant_and_what_each_rule_holds() {
+        let admitted = decided(decode_decision(&[1, 0, 77, 4, 280, 300], 3));
         assert!(admitted.admitted);
-        assert_eq!(admitted.used, [4, 280, 300]);
-        let refused = decode_decision(&[0, 1_500, 9, 9, -1], 3).unwrap();
+        assert_eq!((admitted.now, admitted.used), (77, vec![4, 280, 300]));
+        let refused = decided(decode_decision(&[0, 1_500, 77, 9, 9, -1], 3));
         assert_eq!((refused.admitted, refused.wait), (false, 1_500));
         assert_eq!(refused.used, [9, 9, 0]);
-        assert!(decode_decision(&[1, 0, 4], 3).is_none());
-        assert!(decode_decision(&[2, 0], 0).is_none());
+        assert_eq!(
+            decode_decision(&[2, 12, 77], 3),
+            Some(Answer::Resync { held: 12 })
+        );
+        assert!(decode_decision(&[1, 0, 77, 4], 3).is_none());
+        assert!(decode_decision(&[3, 0, 77], 0).is_none());
+        assert!(decode_decision(&[2, -1, 77], 0).is_none());
         assert!(decode_decision(&[1], 0).is_none());
     }
 }
