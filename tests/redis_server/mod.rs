@@ -68,6 +68,52 @@ impl TestRedis {
         }
     }
 
+    /// Makes this private server a replica of `primary`, and waits until it has synced.
+    pub fn replicate(&self, primary: &TestRedis) {
+        let private = self
+            .private
+            .as_ref()
+            .expect("only a private server replicates");
+        let (host, port) = primary
+            .url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .split_once(':')
+            .expect("host:port");
+        let me = private.port.to_string();
+        run(
+            private.dir.path(),
+            "redis-cli",
+            &["-p", &me, "replicaof", host, port],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !run(
+            private.dir.path(),
+            "redis-cli",
+            &["-p", &me, "info", "replication"],
+        )
+        .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Detaches this replica from its primary (`REPLICAOF NO ONE`): it keeps what it has and
+    /// takes writes from now on.
+    pub fn detach(&self) {
+        let private = self
+            .private
+            .as_ref()
+            .expect("only a private server detaches");
+        let me = private.port.to_string();
+        run(
+            private.dir.path(),
+            "redis-cli",
+            &["-p", &me, "replicaof", "no", "one"],
+        );
+    }
+
     /// Starts the private server again on the same port, empty.
     pub fn restart(&mut self) {
         let private = self
