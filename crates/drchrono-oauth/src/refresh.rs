@@ -8,16 +8,19 @@ use drchrono_core::{DrChronoError, ErrorContext};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::TokenSet;
 use crate::active::{Active, Need};
 use crate::error::{store_failure, surface};
 use crate::manager::{Health, Latch, Shared, SlowState};
 use crate::response::TokenGrant;
 use crate::status::ReauthorizationReason;
+use crate::{StoreError, TokenSet};
 
 /// Refresh rounds after which an `invalid_grant` latches without another look at the store
 /// (each round adopted a newer stored pair whose refresh token was rejected too).
 const MAX_REFRESH_ROUNDS: usize = 4;
+
+/// How long a refresh waits before it reads an unreadable token store once more: 100 ms.
+const STORE_REREAD_DELAY: Duration = Duration::from_millis(100);
 
 /// What a request needs once the family is loaded and healthy.
 pub(crate) enum Prepared {
@@ -177,10 +180,13 @@ impl Shared {
         slow: &mut SlowState,
         need: Need,
     ) -> Result<Arc<Active>, DrChronoError> {
-        if let Some(active) = self.adopt_stored(slow).await
-            && active.usable(need, Instant::now())
-        {
-            return Ok(active);
+        // The store must be read before the refresh token is spent: a process that could not
+        // read it may hold a refresh token another process already rotated (the store is
+        // shared; after a Redis failover its connection breaks for a moment).
+        match self.adopt_stored_or_fail(slow).await {
+            Ok(Some(active)) if active.usable(need, Instant::now()) => return Ok(active),
+            Ok(_) => {}
+            Err(error) => return Err(store_failure(error, context())),
         }
         let mut rounds = 0;
         loop {
@@ -265,11 +271,35 @@ impl Shared {
         }
     }
 
-    /// Installs the stored pair if another writer stored a newer generation.
-    pub(crate) async fn adopt_stored(&self, slow: &mut SlowState) -> Option<Arc<Active>> {
+    /// [`adopt_stored`](Self::adopt_stored) before a refresh: a store that cannot be read
+    /// is asked once more after [`STORE_REREAD_DELAY`], then the refresh is given up (the
+    /// request fails unsent, and is retried): spending a refresh token without knowing
+    /// whether another process rotated it would get `invalid_grant`.
+    async fn adopt_stored_or_fail(
+        &self,
+        slow: &mut SlowState,
+    ) -> Result<Option<Arc<Active>>, StoreError> {
+        let mut last = None;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(STORE_REREAD_DELAY).await;
+            }
+            match self.store.load().await {
+                Ok(stored) => return Ok(self.adopt(slow, stored)),
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the token store before a refresh");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.expect("two attempts"))
+    }
+
+    /// Installs `stored` if it is a newer generation than this process has.
+    fn adopt(&self, slow: &mut SlowState, stored: Option<TokenSet>) -> Option<Arc<Active>> {
         let current = self.current().map_or(0, |active| active.generation());
-        match self.store.load().await {
-            Ok(Some(stored)) if stored.generation > current.max(slow.persisted_generation) => {
+        match stored {
+            Some(stored) if stored.generation > current.max(slow.persisted_generation) => {
                 tracing::info!(
                     old_generation = current,
                     generation = stored.generation,
@@ -278,7 +308,14 @@ impl Shared {
                 slow.persisted_generation = stored.generation;
                 Some(self.install(stored, None, Health::Ready))
             }
-            Ok(_) => None,
+            _ => None,
+        }
+    }
+
+    /// Installs the stored pair if another writer stored a newer generation.
+    pub(crate) async fn adopt_stored(&self, slow: &mut SlowState) -> Option<Arc<Active>> {
+        match self.store.load().await {
+            Ok(stored) => self.adopt(slow, stored),
             Err(error) => {
                 tracing::warn!(error = %error, "could not reload the token store");
                 None

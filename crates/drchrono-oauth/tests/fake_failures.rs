@@ -274,3 +274,41 @@ async fn an_empty_store_without_initial_tokens_requires_authorisation() {
     assert_eq!(fired.load(Ordering::SeqCst), 1);
     assert_eq!(auth.calls(), 0);
 }
+
+/// A refresh never spends the refresh token blind: the shared store may hold a pair another
+/// process rotated to (after a Redis failover, its connection breaks for a moment). A store
+/// that cannot be read twice, 100 ms apart, fails the request unsent; the next one, with the
+/// store back, refreshes.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_cannot_read_the_store_is_given_up_not_done_blind() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let store = Arc::new(FlakyStore::default());
+    let manager = manager(&auth, store.clone());
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.refreshes(), 1);
+
+    // The pair expires; the store cannot be read when the refresh is due.
+    tokio::time::advance(Duration::from_secs(600)).await;
+    store.fail_loads.store(2, Ordering::SeqCst);
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        auth.refreshes(),
+        1,
+        "no refresh without a look at the store"
+    );
+
+    // Readable again after one failure: the refresh goes ahead.
+    store.fail_loads.store(1, Ordering::SeqCst);
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.refreshes(), 2);
+    assert_eq!(auth.invalid_grants(), 0);
+}

@@ -311,6 +311,8 @@ impl<Res> Policy<Request<Full<Bytes>>, Res, DrChronoError> for ReplayOnce {
 pub struct FlakyStore {
     pub inner: MemoryTokenStore,
     pub fail_saves: AtomicBool,
+    /// The next this many loads fail.
+    pub fail_loads: AtomicUsize,
     pub saves: AtomicUsize,
     pub loads: AtomicUsize,
 }
@@ -318,6 +320,15 @@ pub struct FlakyStore {
 impl TokenStore for FlakyStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .fail_loads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Box::pin(ready(Err(StoreError::Backend {
+                source: "connection reset".into(),
+            })));
+        }
         self.inner.load()
     }
 
