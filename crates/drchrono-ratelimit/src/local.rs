@@ -142,19 +142,32 @@ impl LocalLimiter {
         {
             return Err(refusal);
         }
-        let mut state = self.state();
-        match self.policy.try_acquire(&mut state, now, priority) {
+        self.decide(&mut self.state(), now, priority)
+            .map_err(|(_, refusal)| refusal)
+    }
+
+    /// Admits and charges, or refuses and caches the refusal, with the state locked; a
+    /// refusal comes with its earliest monotonic instant.
+    #[inline]
+    fn decide(
+        &self,
+        state: &mut State,
+        now: Reading,
+        priority: Priority,
+    ) -> Result<(), (u64, Refusal)> {
+        match self.policy.try_acquire(state, now, priority) {
             Ok(()) => {
                 self.clear_refusals();
                 Ok(())
             }
             Err(earliest) => {
-                let rule = self.policy.binding(&state, now, priority);
-                self.cache_refusal(slot, now, earliest, rule);
-                Err(Refusal {
+                let rule = self.policy.binding(state, now, priority);
+                self.cache_refusal(slot(priority), now, earliest, rule);
+                let refusal = Refusal {
                     earliest: now.wall_at(earliest),
                     rule,
-                })
+                };
+                Err((earliest, refusal))
             }
         }
     }
@@ -175,27 +188,17 @@ impl LocalLimiter {
         let mut state = self.state();
         let status = || self.policy.status(&state, now);
         keep(&status).map_err(Held::Reserved)?;
-        match self.policy.try_acquire(&mut state, now, priority) {
-            Ok(()) => {
-                self.clear_refusals();
-                Ok(())
-            }
-            Err(earliest) => {
-                let rule = self.policy.binding(&state, now, priority);
-                self.cache_refusal(slot(priority), now, earliest, rule);
+        self.decide(&mut state, now, priority)
+            .map_err(|(earliest, refusal)| {
                 if priority == Priority::Background
                     && self.policy.earliest(&state, now, Priority::Interactive) <= now.mono
                 {
                     // Only the background reserve holds it: interactive work may go now.
-                    return Err(Held::Reserved(earliest));
+                    Held::Reserved(earliest)
+                } else {
+                    Held::Refused(refusal.not_until(&self.policy))
                 }
-                let refusal = Refusal {
-                    earliest: now.wall_at(earliest),
-                    rule,
-                };
-                Err(Held::Refused(refusal.not_until(&self.policy)))
-            }
-        }
+            })
     }
 
     /// The cached refusal of `slot`, if it still refuses a request at `now`: read as one
