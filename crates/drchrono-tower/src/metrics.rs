@@ -21,6 +21,7 @@ use crate::DrChronoLayer;
 /// | `drchrono_next_release_seconds` | gauge | seconds until the next request may go |
 /// | `drchrono_throttle_pause_seconds` | gauge | seconds left of a server 429's pause |
 /// | `drchrono_token_generation` | gauge | increments with each refresh (each token refresh) |
+/// | `http.client.request.duration` | histogram, seconds | recorded by [`DrChronoService`](crate::DrChronoService) as each request ends (retries and waits included), with OpenTelemetry's labels: `http.request.method`, `server.address`, `http.response.status_code` (when there is one), `error.type` (on failure: the error's kind, or the status of an error response) |
 /// | `drchrono_tenant_waiting` | gauge | `tenant`: requests of that tenant waiting for a permit |
 /// | `drchrono_tenant_served_this_hour` | gauge | `tenant`: permits it was given this clock hour |
 /// | `drchrono_tenant_permits_total` | counter | `tenant`: permits it was given |
@@ -30,7 +31,8 @@ use crate::DrChronoLayer;
 /// name none), one series per tenant: a label per practice, so keep tenant keys to stable
 /// ids.
 ///
-/// Call it on an interval, e.g. from a task:
+/// The histogram is recorded as requests end; the rest, call [`record`](Self::record) for,
+/// on an interval, e.g. from a task:
 /// `loop { client.layer().metrics().await.record(); sleep(15 s) }`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -107,5 +109,57 @@ impl MetricsSnapshot {
             // Generations are small integers: exact in an f64.
             metrics::gauge!("drchrono_token_generation").set(generation as f64);
         }
+    }
+}
+
+/// One request's `http.client.request.duration`: started when [`DrChronoService`] was
+/// called, recorded when its future ends.
+///
+/// [`DrChronoService`]: crate::DrChronoService
+#[derive(Debug)]
+pub(crate) struct RequestDuration {
+    started: tokio::time::Instant,
+    method: http::Method,
+    authority: Option<http::uri::Authority>,
+}
+
+impl RequestDuration {
+    #[inline]
+    pub(crate) fn start<B>(request: &http::Request<B>) -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            method: request.method().clone(),
+            authority: request.uri().authority().cloned(),
+        }
+    }
+
+    /// Records the duration with OpenTelemetry's HTTP client labels (low cardinality: no
+    /// path, no query, no id).
+    pub(crate) fn finish<B, E: drchrono_core::LayerError>(
+        &self,
+        outcome: &Result<http::Response<B>, E>,
+    ) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let mut labels = vec![metrics::Label::new(
+            "http.request.method",
+            self.method.as_str().to_owned(),
+        )];
+        if let Some(authority) = &self.authority {
+            labels.push(metrics::Label::new(
+                "server.address",
+                authority.host().to_owned(),
+            ));
+        }
+        let (status, error) = crate::span::outcome_of(outcome);
+        if let Some(status) = status {
+            labels.push(metrics::Label::new(
+                "http.response.status_code",
+                status.as_str().to_owned(),
+            ));
+        }
+        if let Some(error) = error {
+            labels.push(metrics::Label::new("error.type", error.into_owned()));
+        }
+        metrics::histogram!("http.client.request.duration", labels).record(seconds);
     }
 }

@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use drchrono_core::{LayerError, ResendCount, redact};
-use http::{Request, Response, Uri};
+use std::borrow::Cow;
+
+use http::{Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::instrument::{Instrument, Instrumented};
@@ -69,18 +71,46 @@ fn redacted_url(uri: &Uri) -> String {
 
 pin_project! {
     /// The future of [`DrChronoService`](crate::DrChronoService): the stack's, polled inside
-    /// the request's span, which records the outcome when it ends.
+    /// the request's span, which records the outcome when it ends (and, with the `metrics`
+    /// feature, the request's duration).
     pub struct RequestFuture<F> {
         #[pin]
         inner: F,
         span: Span,
+        duration: Duration,
     }
 }
 
 impl<F> RequestFuture<F> {
-    pub(crate) fn new(inner: F, span: Span) -> Self {
-        Self { inner, span }
+    pub(crate) fn new(inner: F, span: Span, duration: Duration) -> Self {
+        Self {
+            inner,
+            span,
+            duration,
+        }
     }
+}
+
+/// What a request's `http.client.request.duration` needs: with the `metrics` feature, when
+/// it started, its method and server; without it, nothing.
+#[cfg(feature = "metrics")]
+pub(crate) type Duration = crate::metrics::RequestDuration;
+
+/// What a request's `http.client.request.duration` needs: without the `metrics` feature,
+/// nothing.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) struct Duration;
+
+#[cfg(not(feature = "metrics"))]
+impl Duration {
+    #[inline]
+    pub(crate) fn start<B>(_request: &Request<B>) -> Self {
+        Self
+    }
+
+    #[inline]
+    fn finish<B, E: LayerError>(&self, _outcome: &Result<Response<B>, E>) {}
 }
 
 impl<F, B, E> Future for RequestFuture<F>
@@ -100,6 +130,7 @@ where
         if !this.span.is_disabled() {
             record_outcome(this.span, &outcome);
         }
+        this.duration.finish(&outcome);
         Poll::Ready(outcome)
     }
 }
@@ -110,30 +141,35 @@ impl<F> std::fmt::Debug for RequestFuture<F> {
     }
 }
 
-/// `http.response.status_code` and, for a failure, `error.type`: the error's stable kind
-/// (`server`, `throttled`, `transport`, …), the status of an error response that came back
-/// as a response, or `_OTHER`.
-#[cold]
-fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
+/// An outcome as OpenTelemetry's HTTP client conventions name it: the response's status,
+/// if any, and, for a failure, `error.type`: the error's stable kind (`server`,
+/// `throttled`, `transport`, …), the status of an error response that came back as a
+/// response, or `_OTHER`.
+pub(crate) fn outcome_of<B, E: LayerError>(
+    outcome: &Result<Response<B>, E>,
+) -> (Option<StatusCode>, Option<Cow<'static, str>>) {
     match outcome {
         Ok(response) => {
             let status = response.status();
-            span.record("http.response.status_code", status.as_u16());
-            if status.as_u16() >= 400 {
-                span.record("error.type", status.as_str());
-            }
+            let error = (status.as_u16() >= 400).then(|| Cow::Owned(status.as_str().to_owned()));
+            (Some(status), error)
         }
         Err(error) => match error.as_drchrono() {
-            Some(error) => {
-                if let Some(status) = error.status() {
-                    span.record("http.response.status_code", status.as_u16());
-                }
-                span.record("error.type", error.kind_name());
-            }
-            None => {
-                span.record("error.type", "_OTHER");
-            }
+            Some(error) => (error.status(), Some(Cow::Borrowed(error.kind_name()))),
+            None => (None, Some(Cow::Borrowed("_OTHER"))),
         },
+    }
+}
+
+/// Records `http.response.status_code` and `error.type` ([`outcome_of`]) in `span`.
+#[cold]
+fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
+    let (status, error) = outcome_of(outcome);
+    if let Some(status) = status {
+        span.record("http.response.status_code", status.as_u16());
+    }
+    if let Some(error) = error {
+        span.record("error.type", &*error);
     }
 }
 

@@ -10,8 +10,8 @@ use drchrono_tower::DrChronoClient;
 use drchrono_tower::ratelimit::{RateLimitConfig, RateLimiter};
 use drchrono_tower::retry::RetryPolicy;
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
-    Unit,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
 };
 
 #[derive(Debug, Default, Clone)]
@@ -44,6 +44,15 @@ impl GaugeFn for Slot {
     }
 }
 
+/// A histogram keeps `<name>#count` and `<name>#sum`.
+impl HistogramFn for Slot {
+    fn record(&self, value: f64) {
+        let mut values = self.0.0.lock().unwrap();
+        *values.entry(format!("{}#count", self.1)).or_default() += 1.0;
+        *values.entry(format!("{}#sum", self.1)).or_default() += value;
+    }
+}
+
 fn name(key: &Key) -> String {
     let labels: Vec<String> = key
         .labels()
@@ -66,8 +75,8 @@ impl Recorder for Captured {
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
         Gauge::from_arc(Arc::new(Slot(self.clone(), name(key))))
     }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(Slot(self.clone(), name(key))))
     }
 }
 
@@ -149,4 +158,57 @@ async fn snapshot_reports_each_tenants_permits() {
         3.0
     );
     assert_eq!(values["drchrono_tenant_waiting{tenant=practice-17}"], 0.0);
+}
+
+/// Each request's `http.client.request.duration`, in seconds, retries and waits included,
+/// with OpenTelemetry's low-cardinality labels: no path, no query, no id.
+#[test]
+fn each_request_records_its_duration_with_opentelemetrys_labels() {
+    let captured = Captured::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&captured, || {
+        runtime.block_on(async {
+            let sim = Simulator::new(SimConfig::default());
+            let c = sim.credentials();
+            let retry = RetryPolicy::builder()
+                .first_delay(Duration::from_secs(2), Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let client = DrChronoClient::builder()
+                .credentials(c.client_id, c.client_secret)
+                .refresh_token(c.refresh_token)
+                .base_url("https://sim.test")
+                .token_url("https://sim.test/o/token/")
+                .retry(retry)
+                .build_with_transport(sim.router())
+                .unwrap();
+            // A 503, retried 2 s later: one request of 2 s.
+            sim.fail_next_api([http::StatusCode::SERVICE_UNAVAILABLE]);
+            client
+                .get("/api/patients/1?last_name=Lovelace")
+                .await
+                .unwrap();
+            // A path Django does not know: a typed 404.
+            assert!(client.get("/api/nowhere").await.is_err());
+        });
+    });
+    let values = captured.0.lock().unwrap().clone();
+    let ok = "http.client.request.duration{http.request.method=GET,server.address=sim.test,\
+              http.response.status_code=200}";
+    assert_eq!(values[&format!("{ok}#count")], 1.0, "{values:?}");
+    let seconds = values[&format!("{ok}#sum")];
+    assert!((2.0..2.1).contains(&seconds), "{seconds}");
+    let not_found = "http.client.request.duration{http.request.method=GET,\
+                     server.address=sim.test,http.response.status_code=404,error.type=not_found}";
+    assert_eq!(values[&format!("{not_found}#count")], 1.0, "{values:?}");
+    // No patient data and no path in any key.
+    assert!(
+        values
+            .keys()
+            .all(|key| !key.contains("Lovelace") && !key.contains("/api"))
+    );
 }
