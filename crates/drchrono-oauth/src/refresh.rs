@@ -279,20 +279,21 @@ impl Shared {
         &self,
         slow: &mut SlowState,
     ) -> Result<Option<Arc<Active>>, StoreError> {
-        let mut last = None;
-        for attempt in 0..2 {
-            if attempt > 0 {
+        let loaded = match self.store.load().await {
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read the token store before a refresh");
                 tokio::time::sleep(STORE_REREAD_DELAY).await;
+                self.store.load().await
             }
-            match self.store.load().await {
-                Ok(stored) => return Ok(self.adopt(slow, stored)),
-                Err(error) => {
-                    tracing::warn!(error = %error, "could not read the token store before a refresh");
-                    last = Some(error);
-                }
+            loaded => loaded,
+        };
+        match loaded {
+            Ok(stored) => Ok(self.adopt(slow, stored)),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read the token store before a refresh");
+                Err(error)
             }
         }
-        Err(last.expect("two attempts"))
     }
 
     /// Installs `stored` if it is a newer generation than this process has.

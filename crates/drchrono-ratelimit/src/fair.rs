@@ -203,7 +203,7 @@ impl FairQueue {
     pub(crate) fn may_skip(&self, priority: Priority, names_tenant: bool) -> bool {
         if self.shares.enabled {
             if names_tenant {
-                self.tenants_seen.store(true, Ordering::Relaxed);
+                self.tenant_seen();
                 return false;
             }
             if self.tenants_seen.load(Ordering::Relaxed) {
@@ -215,6 +215,13 @@ impl FairQueue {
             Priority::Background => &self.waiting,
         };
         ahead.load(Ordering::Acquire) == 0
+    }
+
+    /// A request named a tenant: from now on every request queues (with fairness on).
+    pub(crate) fn tenant_seen(&self) {
+        if self.shares.enabled {
+            self.tenants_seen.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The key a request's tenant is queued under: with fairness off, everyone's the same.

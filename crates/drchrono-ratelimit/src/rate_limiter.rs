@@ -195,7 +195,7 @@ impl RateLimiter {
         priority: Priority,
     ) -> Result<SystemTime, BackendError> {
         let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
-        self.inner.queue.may_skip(priority, true);
+        self.inner.queue.tenant_seen();
         match self
             .acquire_when_ready(priority, Some(tenant), always_ready, |_| ())
             .await

@@ -11,7 +11,7 @@ use tower::layer::util::Stack;
 use tower::retry::Retry;
 use tower::{Layer, Service, ServiceBuilder};
 
-use crate::span::{AttemptSpan, Duration, RequestFuture, request_span};
+use crate::span::{AttemptSpan, DurationMetric, RequestFuture, request_span};
 
 /// The layers of [`DrChronoService`], outermost first: retry, one span per attempt, rate
 /// limit, OAuth refresh, error classification.
@@ -75,7 +75,7 @@ where
     #[inline]
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let span = request_span(&request);
-        let duration = Duration::start(&request);
+        let duration = DurationMetric::start(&request);
         let entered = span.enter();
         let future = self.inner.call(request);
         drop(entered);

@@ -77,12 +77,12 @@ pin_project! {
         #[pin]
         inner: F,
         span: Span,
-        duration: Duration,
+        duration: DurationMetric,
     }
 }
 
 impl<F> RequestFuture<F> {
-    pub(crate) fn new(inner: F, span: Span, duration: Duration) -> Self {
+    pub(crate) fn new(inner: F, span: Span, duration: DurationMetric) -> Self {
         Self {
             inner,
             span,
@@ -94,16 +94,16 @@ impl<F> RequestFuture<F> {
 /// What a request's `http.client.request.duration` needs: with the `metrics` feature, when
 /// it started, its method and server; without it, nothing.
 #[cfg(feature = "metrics")]
-pub(crate) type Duration = crate::metrics::RequestDuration;
+pub(crate) type DurationMetric = crate::metrics::RequestDuration;
 
 /// What a request's `http.client.request.duration` needs: without the `metrics` feature,
 /// nothing.
 #[cfg(not(feature = "metrics"))]
 #[derive(Debug)]
-pub(crate) struct Duration;
+pub(crate) struct DurationMetric;
 
 #[cfg(not(feature = "metrics"))]
-impl Duration {
+impl DurationMetric {
     #[inline]
     pub(crate) fn start<B>(_request: &Request<B>) -> Self {
         Self

@@ -68,10 +68,12 @@ else
   server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'last_now', 'paused_until', 'last_charge')
+local meta = redis.call('HMGET', KEYS[1], 'last_now', 'paused_until', 'last_charge', 'hold_until')
 local last_now = tonumber(meta[1]) or 0
 local paused_until = tonumber(meta[2]) or 0
 local last_charge = tonumber(meta[3])
+-- After a failover lost charges: decisions wait until then (see `assert`).
+local hold_until = tonumber(meta[4]) or 0
 local now = math.max(server_now, last_now)
 
 -- Drops the entries of a rolling log that left its window for good (time never runs
@@ -239,7 +241,6 @@ end
 local function set_held(count)
   if pkey then redis.call('SET', pkey, fmt(count), 'PX', ms(longest)) end
 end
-local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until')) or 0
 
 if op == 'acquire' then
   local bg = ARGV[rest] == 'b'
