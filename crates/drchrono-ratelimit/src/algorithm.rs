@@ -44,6 +44,7 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     /// As a [`NotUntil`], the instant on the wall clock, the rule `policy`'s.
+    #[inline]
     pub(crate) fn not_until(self, policy: &Policy) -> NotUntil {
         NotUntil::new(from_nanos(self.earliest), self.rule.map(|i| policy.rule(i)))
     }

@@ -106,6 +106,7 @@ impl LocalLimiter {
     ///
     /// # Errors
     /// [`NotUntil`] with the earliest instant at which the request breaks no rule.
+    #[inline]
     pub fn try_acquire(&self, now: impl Into<Now>) -> Result<(), NotUntil> {
         self.try_acquire_with(now, Priority::Interactive)
     }
@@ -117,6 +118,7 @@ impl LocalLimiter {
     ///
     /// # Errors
     /// [`NotUntil`] with the earliest (wall) instant at which the request breaks no rule.
+    #[inline]
     pub fn try_acquire_with(
         &self,
         now: impl Into<Now>,
@@ -142,6 +144,13 @@ impl LocalLimiter {
         {
             return Err(refusal);
         }
+        self.decide_locked(now, priority)
+    }
+
+    /// [`try_acquire_reading`](Self::try_acquire_reading) past the cached refusals: out of
+    /// line, so that a cached refusal is a few loads in the caller.
+    #[inline(never)]
+    fn decide_locked(&self, now: Reading, priority: Priority) -> Result<(), Refusal> {
         self.decide(&mut self.state(), now, priority)
             .map_err(|(_, refusal)| refusal)
     }
@@ -203,6 +212,7 @@ impl LocalLimiter {
 
     /// The cached refusal of `slot`, if it still refuses a request at `now`: read as one
     /// (see `refused_seq`), or `None` (decide under the lock) while one is being written.
+    #[inline]
     fn cached_refusal(&self, slot: usize, now: Reading) -> Option<Refusal> {
         let seq = self.refused_seq[slot].load(Ordering::Acquire);
         if seq % 2 == 1 {
