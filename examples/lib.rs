@@ -7,6 +7,8 @@
 //! - [`hyper_stack`] (example `hyper`): the four layers composed by hand on hyper-util's
 //!   client.
 //! - [`loadgen_engine`] (example `loadgen`): the load generator's engine.
+//! - [`otel_traces`] (example `otel_stdout`): the stack's spans exported through
+//!   `tracing-opentelemetry` and OpenTelemetry's stdout exporter.
 //! - [`reqwest_transport`] (example `reqwest_client`): `DrChronoClient` on the application's
 //!   own `reqwest::Client`.
 //! - [`tenants_scenario`] (example `tenants`): three practices of one application sharing
@@ -19,6 +21,7 @@ pub mod axum_service;
 pub mod checks;
 pub mod hyper_stack;
 pub mod loadgen_engine;
+pub mod otel_traces;
 pub mod reqwest_transport;
 pub mod tenants_scenario;
 pub mod tonic_channel;

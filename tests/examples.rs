@@ -1,4 +1,4 @@
-//! The `axum`, `hyper`, `reqwest_client` and `tonic` examples, run in-process.
+//! The `axum`, `hyper`, `reqwest_client`, `otel_stdout` and `tonic` examples, run in-process.
 //!
 //! Each example's `main` is a thin wrapper around a module of the `examples` library
 //! (`examples::axum_service`, `examples::hyper_stack`, `examples::reqwest_transport`,
@@ -252,6 +252,27 @@ async fn reqwest_example_passes() {
         "503_retried",
         "token_refreshed_again",
         "connect_error_not_sent",
+    ] {
+        assert!(
+            report.check(name).is_some_and(|c| c.passed),
+            "{name}: {report}"
+        );
+    }
+}
+
+/// On a current-thread runtime, as the example's `main`: its subscriber is the thread's
+/// default, and the stack's spawned refresh must be seen by it.
+#[tokio::test(flavor = "current_thread")]
+async fn otel_example_exports_the_span_tree() {
+    let report = examples::otel_traces::run().await.unwrap();
+    assert!(report.passed(), "{report}");
+    for name in [
+        "request_succeeded",
+        "request_span",
+        "three_attempts",
+        "limiter_wait_names_rule",
+        "refresh_span",
+        "no_phi",
     ] {
         assert!(
             report.check(name).is_some_and(|c| c.passed),

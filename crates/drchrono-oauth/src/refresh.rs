@@ -199,7 +199,9 @@ impl Shared {
             tracing::info!(generation = from, "token refresh started");
             // One span per call of the token endpoint (OpenTelemetry-shaped traces: the
             // request that waited for a token shows what it waited for).
-            let span = tracing::info_span!("oauth.refresh", drchrono.token.generation = from);
+            // Signed, so that `tracing-opentelemetry` exports an int, not a string.
+            let generation = i64::try_from(from).unwrap_or(i64::MAX);
+            let span = tracing::info_span!("oauth.refresh", drchrono.token.generation = generation);
             let result = self
                 .client
                 .refresh(&current.tokens.refresh_token)

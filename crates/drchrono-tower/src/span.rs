@@ -37,7 +37,7 @@ pub(crate) fn request_span<B>(request: &Request<B>) -> Span {
             span.record("server.address", host);
         }
         if let Some(port) = port_of(uri) {
-            span.record("server.port", port);
+            span.record("server.port", i64::from(port));
         }
         span.record("url.full", field::display(redacted_url(uri)));
     }
@@ -166,7 +166,7 @@ pub(crate) fn outcome_of<B, E: LayerError>(
 fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
     let (status, error) = outcome_of(outcome);
     if let Some(status) = status {
-        span.record("http.response.status_code", status.as_u16());
+        span.record("http.response.status_code", i64::from(status.as_u16()));
     }
     if let Some(error) = error {
         span.record("error.type", &*error);
@@ -214,7 +214,9 @@ where
         let span = tracing::info_span!(
             "http.client.attempt",
             otel.kind = "client",
-            http.request.resend_count = ResendCount::of(&request),
+            // Signed: `tracing-opentelemetry` exports unsigned values as strings, and
+            // OpenTelemetry's conventions type these attributes as ints.
+            http.request.resend_count = i64::from(ResendCount::of(&request)),
         );
         let entered = span.enter();
         let future = self.inner.call(request);
