@@ -550,6 +550,11 @@ impl Drop for Ticket<'_> {
             if self.stepped_aside {
                 ts.unready = false;
             }
+            // The tenant's front parks it, and its timer alone would unpark it: the waiter
+            // behind decides again (and parks again if it is held too).
+            if ts.lanes.iter().find_map(VecDeque::front).map(|e| e.id) == Some(self.id) {
+                ts.parked = false;
+            }
             let lane = &mut ts.lanes[lane(self.priority)];
             if let Some(at) = lane.iter().position(|e| e.id == self.id) {
                 lane.remove(at);
@@ -898,6 +903,28 @@ mod tests {
             })
             .collect();
         assert_eq!(grants, ["b", "a", "a"]);
+    }
+
+    #[test]
+    fn a_parked_front_that_is_dropped_leaves_its_tenant_electable() {
+        let queue = FairQueue::new(&config(), FairShares::default());
+        let (a, b) = (Tenant::new("a"), Tenant::new("b"));
+        let a1 = queue.join(Some(&a), Priority::Background, 0);
+        let a2 = queue.join(Some(&a), Priority::Background, 0);
+        assert!(a1.holds_turn());
+        // Held back (by the reserve, or another tenant's share) until a timer that the
+        // waiter owns: then cancelled, timer and all, by a timeout above the limiter.
+        a1.park();
+        let b1 = queue.join(Some(&b), Priority::Interactive, 0);
+        drop(b1);
+        a1.park();
+        drop(a1);
+        assert!(a2.holds_turn(), "A's next waiter must decide again");
+        // A waiter behind the front does not unpark its tenant when it leaves.
+        let a3 = queue.join(Some(&a), Priority::Background, 0);
+        a2.park();
+        drop(a3);
+        assert!(!a2.holds_turn());
     }
 
     #[tokio::test(start_paused = true)]

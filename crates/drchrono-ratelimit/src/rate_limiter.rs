@@ -260,6 +260,14 @@ impl RateLimiter {
                         ticket.charged_elsewhere(now.reading());
                         Ok(())
                     }
+                    // A backend cannot tell whether only the background reserve refuses:
+                    // a background waiter stands back until its instant (or until someone
+                    // joins), so that other tenants' interactive work is not held behind it.
+                    Err(not_until) if priority == Priority::Background => {
+                        refused(&not_until);
+                        let wall = to_nanos(not_until.earliest());
+                        Err(Held::Reserved(now.reading().mono_at(wall)))
+                    }
                     Err(not_until) => Err(Held::Refused(not_until)),
                 },
             };
@@ -279,8 +287,9 @@ impl RateLimiter {
                     .await;
                 }
                 Err(Held::Reserved(recheck)) => {
-                    // Only other tenants' protected shares hold it: the turn goes to whoever
-                    // else waits, until a share may have shrunk.
+                    // Only other tenants' protected shares, or the background reserve, hold
+                    // it (on a backend: any background refusal): the turn goes to whoever
+                    // else waits, until a share may have shrunk or the instant has come.
                     ticket.park();
                     let until = from_nanos(now.reading().wall_at(recheck));
                     let sleep = tokio::time::sleep_until(
@@ -514,6 +523,50 @@ mod tests {
             .build()
             .unwrap();
         RateLimiter::builder(config).start_at(start).build()
+    }
+
+    /// On a backend, a background head refused (here by the background reserve) stands
+    /// back: another tenant's interactive request is not held behind it until the hour.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_background_head_on_a_backend_holds_no_other_tenant() {
+        // 100 s before the top of an hour.
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_610_800 - 100);
+        let config = RateLimitConfig::builder()
+            .rules([crate::Rule::aligned(10, Duration::from_secs(3600)).unwrap()])
+            .background_reserve_percent(50)
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let limiter = RateLimiter::builder(config.clone())
+            .start_at(start)
+            .backend(LocalLimiter::new(&config))
+            .build();
+        let (a, b) = (Tenant::new("a"), Tenant::new("b"));
+        // A's backfill: 5 background requests fit (the reserve keeps 5), the rest wait
+        // for the next hour.
+        let backfill: Vec<_> = (0..8)
+            .map(|_| {
+                let (limiter, a) = (limiter.clone(), a.clone());
+                tokio::spawn(async move { limiter.acquire_as(&a, Priority::Background).await })
+            })
+            .collect();
+        // B clicks every second: each is served at once, whatever A's tags.
+        for second in 1..=4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let released = limiter.acquire_as(&b, Priority::Interactive).await.unwrap();
+            assert_eq!(
+                released,
+                start + Duration::from_secs(second),
+                "B's click {second}"
+            );
+        }
+        let mut released = Vec::new();
+        for task in backfill {
+            released.push(task.await.unwrap().unwrap());
+        }
+        let next_hour = start + Duration::from_secs(100);
+        assert_eq!(released.iter().filter(|t| **t < next_hour).count(), 5);
+        assert_eq!(released.iter().filter(|t| **t == next_hour).count(), 3);
     }
 
     #[tokio::test(start_paused = true)]
