@@ -655,3 +655,220 @@ async fn a_server_that_lost_charges_gets_them_back() {
     };
     assert_eq!(status.rules[0].remaining, 10);
 }
+
+/// A decision whose reply was lost still charged on the server (the request was never
+/// sent): the server then holds more of the process's charges than it was told of. The
+/// journal takes the server's count, so that a failover losing a later charge is still seen
+/// (else the phantom would hide it, one for one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_does_not_hide_a_later_loss() {
+    let redis = TestRedis::private();
+    let config = one_window(10, Duration::from_secs(60), "phantom");
+    let backend = RedisRateLimitBackend::builder(&config)
+        .clock(RedisClock::Caller)
+        .failover_hold(Duration::from_millis(800))
+        .connect(redis.url())
+        .await
+        .unwrap();
+    let start = SystemTime::now();
+    let acquire =
+        |ms: u64| backend.try_acquire(start + Duration::from_millis(ms), Priority::Interactive);
+    assert!(acquire(0).await.unwrap().is_ok());
+    assert!(acquire(10).await.unwrap().is_ok());
+
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*phantom*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let count_key = keys
+        .iter()
+        .find(|k| k.contains(":p:"))
+        .expect("the process's count");
+    let mut window_key = None;
+    for key in &keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if kind == "list" {
+            window_key = Some(key.clone());
+        }
+    }
+    let window_key = window_key.expect("the rolling window's list");
+    // The lost reply's charge: the server counts one more than the process was told of.
+    let _: redis::Value = redis::cmd("INCR")
+        .arg(count_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(acquire(20).await.unwrap().is_ok());
+
+    // A failover loses that last charge: the count and the window's newest entry.
+    let _: redis::Value = redis::cmd("DECR")
+        .arg(count_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("RPOP")
+        .arg(&window_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Seen: the charge is re-asserted and the decision held for the others to re-assert.
+    let now = start + Duration::from_millis(30);
+    let refused = acquire(30).await.unwrap().unwrap_err();
+    assert!(
+        refused.wait_time_from(now) <= Duration::from_millis(50),
+        "{refused:?}"
+    );
+    assert_eq!(backend.status(now).await.unwrap().rules[0].remaining, 7);
+}
+
+/// A process idle for longer than every rule finds its count expired: it re-asserts, but
+/// nothing it re-asserts is within a rule any more, so nobody's decisions are held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waking_from_a_long_idle_holds_nobody() {
+    let redis = TestRedis::private();
+    let config = one_window(10, Duration::from_secs(60), "sleeper");
+    let backend = RedisRateLimitBackend::builder(&config)
+        .clock(RedisClock::Caller)
+        .failover_hold(Duration::from_millis(800))
+        .connect(redis.url())
+        .await
+        .unwrap();
+    let start = SystemTime::now();
+    for ms in [0, 10] {
+        let at = start + Duration::from_millis(ms);
+        assert!(
+            backend
+                .try_acquire(at, Priority::Interactive)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*sleeper*:p:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Two minutes later the count has expired (as Redis expires it after the longest rule).
+    let _: redis::Value = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let later = start + Duration::from_secs(120);
+    assert!(
+        backend
+            .try_acquire(later, Priority::Interactive)
+            .await
+            .unwrap()
+            .is_ok(),
+        "decided at once, not held"
+    );
+}
+
+/// The requests the fallback released during an outage are charged to Redis with the next
+/// decision; a caller that drops that decision midway (a timeout above the limiter) does not
+/// lose them: the next decision charges them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_decision_keeps_the_outages_backlog() {
+    let mut redis = TestRedis::private();
+    let config = RateLimitConfig::builder()
+        .rules([Rule::sliding(10_000, Duration::from_secs(1)).unwrap()])
+        .application("dropped")
+        .build()
+        .unwrap();
+    let backend = RedisRateLimitBackend::builder(&config)
+        .fallback_percent(100)
+        .retry_interval(Duration::from_millis(100))
+        .failover_journal(false)
+        .connect(redis.url())
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    assert!(
+        backend
+            .try_acquire(now, Priority::Interactive)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    redis.stop();
+    // After the first second's margin, the fallback releases.
+    let later = now + Duration::from_secs(2);
+    let _ = backend
+        .try_acquire(now, Priority::Interactive)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(
+            backend
+                .try_acquire(later, Priority::Interactive)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+    assert_eq!(backend.unsynced(), 3);
+
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while backend.status(later).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(backend.unsynced(), 3);
+    // Redis holds every script for a second: the decision is dropped while it waits.
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_000)
+        .arg("WRITE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        backend.try_acquire(later, Priority::Interactive),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the decision waited for Redis: {dropped:?}"
+    );
+    assert_eq!(
+        backend.unsynced(),
+        3,
+        "the backlog is kept for the next decision"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        backend
+            .try_acquire(later, Priority::Interactive)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(backend.unsynced(), 0);
+}

@@ -175,13 +175,12 @@ impl RedisRateLimitBackend {
         }
     }
 
-    /// Runs `op`; `restore` runs on a failure before it is recorded.
+    /// Runs `op`, and records the outcome (a failure skips Redis for a while).
     async fn run<T: redis::FromRedisValue>(
         &self,
         op: &Op<'_>,
         now: SystemTime,
         started: Instant,
-        restore: impl FnOnce(),
     ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
         let result = self
@@ -189,9 +188,6 @@ impl RedisRateLimitBackend {
             .invocation(op, now)
             .invoke_async(&mut connection)
             .await;
-        if result.is_err() {
-            restore();
-        }
         self.mark(&result, now, started);
         result
     }
@@ -231,7 +227,7 @@ impl RedisRateLimitBackend {
             hold: self.failover_hold,
             instants,
         };
-        self.run::<Vec<i64>>(&op, now, Instant::now(), || ())
+        self.run::<Vec<i64>>(&op, now, Instant::now())
             .await
             .map(drop)
     }
@@ -240,6 +236,28 @@ impl RedisRateLimitBackend {
         match error {
             Some(error) => redis_error(error),
             None => BackendError::new("redis", RedisUnreachable),
+        }
+    }
+}
+
+/// The fallback's backlog taken for one decision: given back to the fallback when dropped,
+/// unless the script charged it ([`charged`](Self::charged)). A decision whose reply was
+/// lost after the script ran gives it back too: charged twice, the safe direction.
+struct TakenBacklog<'a> {
+    fallback: Option<&'a Fallback>,
+    count: u64,
+}
+
+impl TakenBacklog<'_> {
+    fn charged(mut self) {
+        self.count = 0;
+    }
+}
+
+impl Drop for TakenBacklog<'_> {
+    fn drop(&mut self) {
+        if let (Some(fallback), 1..) = (self.fallback, self.count) {
+            fallback.restore_backlog(self.count);
         }
     }
 }
@@ -256,19 +274,20 @@ impl Backend for RedisRateLimitBackend {
             let mut resyncs = 0;
             while failure.is_none() && !self.skipped() {
                 let backlog = self.fallback.as_ref().map_or(0, Fallback::take_backlog);
-                let started = Instant::now();
-                let restore = || {
-                    if let Some(fallback) = &self.fallback {
-                        fallback.restore_backlog(backlog);
-                    }
+                // Given back unless the script charged it: on an error, a resync, or when
+                // the caller drops this decision midway (a timeout above the limiter).
+                let taken = TakenBacklog {
+                    fallback: self.fallback.as_ref(),
+                    count: backlog,
                 };
+                let started = Instant::now();
                 let journal = self.journal.as_ref().map(|j| (j.id(), j.told()));
                 let op = Op::Acquire {
                     priority,
                     backlog,
                     journal,
                 };
-                let reply = match self.run::<Vec<i64>>(&op, now, started, restore).await {
+                let reply = match self.run::<Vec<i64>>(&op, now, started).await {
                     Ok(reply) => reply,
                     Err(error) => {
                         failure = Some(error);
@@ -281,9 +300,7 @@ impl Backend for RedisRateLimitBackend {
                     Answer::Decided(decision) => decision,
                     Answer::Resync { held } => {
                         // Nothing was charged, the backlog included.
-                        if let Some(fallback) = &self.fallback {
-                            fallback.restore_backlog(backlog);
-                        }
+                        drop(taken);
                         resyncs += 1;
                         if resyncs > 2 {
                             return Err(BackendError::new(
@@ -298,8 +315,13 @@ impl Backend for RedisRateLimitBackend {
                     }
                 };
                 // The script ran: the backlog is charged, whatever the reply says.
+                taken.charged();
                 if let Some(journal) = &self.journal {
-                    journal.record(backlog + u64::from(decision.admitted), decision.now);
+                    journal.record(
+                        backlog + u64::from(decision.admitted),
+                        decision.now,
+                        decision.held,
+                    );
                 }
                 if let Some(fallback) = &self.fallback {
                     fallback.learned(now, decision.used);
@@ -335,7 +357,7 @@ impl Backend for RedisRateLimitBackend {
                 return Err(self.unavailable(None));
             }
             let wait = until.duration_since(now).unwrap_or(Duration::ZERO);
-            self.run::<(u8, i64)>(&Op::Pause { wait }, now, Instant::now(), || ())
+            self.run::<(u8, i64)>(&Op::Pause { wait }, now, Instant::now())
                 .await
                 .map(drop)
                 .map_err(|error| self.unavailable(Some(error)))
@@ -349,7 +371,7 @@ impl Backend for RedisRateLimitBackend {
             }
             let started = Instant::now();
             let reply: Vec<i64> = self
-                .run(&Op::Status, now, started, || ())
+                .run(&Op::Status, now, started)
                 .await
                 .map_err(|error| self.unavailable(Some(error)))?;
             decode_status(&reply, &self.rules, |offset| {

@@ -37,8 +37,9 @@ use crate::{Priority, RateLimitConfig, RuleKind};
 /// process's: the number of its charges this server holds.
 ///
 /// Replies (µs are offsets from the clock reading the script used):
-/// - `acquire`: `{1, 0, now, used_1, …}` admitted and charged, `{0, wait, now, used_1, …}`
-///   refused (`now`: the script's clock, µs since the epoch); `used_i` is what rule `i`
+/// - `acquire`: `{1, 0, now, held, used_1, …}` admitted and charged, `{0, wait, now, held,
+///   used_1, …}` refused (`now`: the script's clock, µs since the epoch; `held`: the
+///   process's charges this server holds after the decision); `used_i` is what rule `i`
 ///   holds after the decision (the live entries of a rolling window, the count of the
 ///   aligned period: the `used` of `status`), for the fallback; `{2, held, now}` when this
 ///   server holds fewer of the process's charges than it was told of (a failover lost
@@ -260,28 +261,36 @@ if op == 'acquire' then
     e = math.max(e, now + math.min(hold_until - now, 50000))
   end
   if e > now then
-    if backlog > 0 then set_held(math.max(held, told) + backlog) end
+    if backlog > 0 then
+      held = math.max(held, told) + backlog
+      set_held(held)
+    end
     save_meta(now)
     local out = decision(0, e - server_now)
     table.insert(out, 3, now)
+    table.insert(out, 4, held)
     return out
   end
   charge(now, 1)
-  set_held(math.max(held, told) + backlog + 1)
+  held = math.max(held, told) + backlog + 1
+  set_held(held)
   save_meta(now)
   local out = decision(1, 0)
   table.insert(out, 3, now)
+  table.insert(out, 4, held)
   return out
 elseif op == 'assert' then
   local told = tonumber(ARGV[rest + 1]) or 0
   local hold = tonumber(ARGV[rest + 2]) or 0
   last_now = now
+  local merged = false
   for j = rest + 3, #ARGV do
     local t = tonumber(ARGV[j])
     for i = 1, n do
       local r = rules[i]
       if r.kind == 's' then
         if t + r.span > now then
+          merged = true
           -- Sorted insert: the first entry later than t, found by binary search.
           local lo, hi = 0, r.len
           while lo < hi do
@@ -306,8 +315,10 @@ elseif op == 'assert' then
           shift_to(r, k)
           r.count = r.count + 1
           if k2 > k then r.next = r.next + 1 end
+          merged = true
         elseif k2 == r.period then
           r.count = r.count + 1
+          merged = true
         end
       end
     end
@@ -316,8 +327,9 @@ elseif op == 'assert' then
     if rules[i].kind == 'a' then save_aligned(rules[i], now) end
   end
   set_held(math.max(held_count(), told))
-  if #ARGV >= rest + 3 and now + hold > hold_until then
-    -- Charges were lost: the other processes' too, likely.
+  if merged and now + hold > hold_until then
+    -- Charges still within a rule were lost: the other processes' too, likely. (A count
+    -- that expired while the process was idle loses nothing that matters: no hold.)
     redis.call('HSET', KEYS[1], 'hold_until', fmt(now + hold))
   end
   save_meta(now)

@@ -23,11 +23,14 @@ pub(crate) struct Decision {
     pub(crate) wait: i64,
     /// The script's clock reading, µs since the Unix epoch: the instant of the charge.
     pub(crate) now: i64,
+    /// The charges of this process the server holds after the decision (0 without a
+    /// journal).
+    pub(crate) held: u64,
     /// What each rule holds after the decision (the `used` of `status`).
     pub(crate) used: Vec<u32>,
 }
 
-/// `reply` = `{admitted (1/0), wait, now, used_1, …, used_n}` for `rules` rules, or
+/// `reply` = `{admitted (1/0), wait, now, held, used_1, …, used_n}` for `rules` rules, or
 /// `{2, held, now}`.
 pub(crate) fn decode_decision(reply: &[i64], rules: usize) -> Option<Answer> {
     if let [2, held, _now] = reply {
@@ -35,7 +38,7 @@ pub(crate) fn decode_decision(reply: &[i64], rules: usize) -> Option<Answer> {
             held: u64::try_from(*held).ok()?,
         });
     }
-    let (&[admitted, wait, now], used) = reply.split_first_chunk::<3>()?;
+    let (&[admitted, wait, now, held], used) = reply.split_first_chunk::<4>()?;
     if used.len() != rules || !matches!(admitted, 0 | 1) {
         return None;
     }
@@ -43,6 +46,7 @@ pub(crate) fn decode_decision(reply: &[i64], rules: usize) -> Option<Answer> {
         admitted: admitted == 1,
         wait,
         now,
+        held: u64::try_from(held).ok()?,
         used: used
             .iter()
             .map(|&used| u32::try_from(used.max(0)).unwrap_or(u32::MAX))
@@ -120,17 +124,21 @@ mod tests {
 
     #[test]
     fn decisions_carry_the_instant_and_what_each_rule_holds() {
-        let admitted = decided(decode_decision(&[1, 0, 77, 4, 280, 300], 3));
+        let admitted = decided(decode_decision(&[1, 0, 77, 5, 4, 280, 300], 3));
         assert!(admitted.admitted);
-        assert_eq!((admitted.now, admitted.used), (77, vec![4, 280, 300]));
-        let refused = decided(decode_decision(&[0, 1_500, 77, 9, 9, -1], 3));
+        assert_eq!(
+            (admitted.now, admitted.held, admitted.used),
+            (77, 5, vec![4, 280, 300])
+        );
+        let refused = decided(decode_decision(&[0, 1_500, 77, 0, 9, 9, -1], 3));
         assert_eq!((refused.admitted, refused.wait), (false, 1_500));
         assert_eq!(refused.used, [9, 9, 0]);
         assert_eq!(
             decode_decision(&[2, 12, 77], 3),
             Some(Answer::Resync { held: 12 })
         );
-        assert!(decode_decision(&[1, 0, 77, 4], 3).is_none());
+        assert!(decode_decision(&[1, 0, 77, 5, 4], 3).is_none());
+        assert!(decode_decision(&[1, 0, 77, -1, 4, 280, 300], 3).is_none());
         assert!(decode_decision(&[3, 0, 77], 0).is_none());
         assert!(decode_decision(&[2, -1, 77], 0).is_none());
         assert!(decode_decision(&[1], 0).is_none());
