@@ -639,8 +639,7 @@ impl FairQueue {
             .map(|(_, ts)| u64::from(ts.weight))
             .sum();
         // The other active tenants, waiting or not. A waiting one keeps its share too: its
-        // waiting requests draw on it, and the one deciding may not take them first. No
-        // deadlock: a tenant below its share always fits beside the others' shares.
+        // waiting requests draw on it, and the one deciding may not take them first.
         let protected_tenants: Vec<&TenantState> = st
             .tenants
             .iter()
@@ -656,10 +655,21 @@ impl FairQueue {
                 recheck = recheck.min(ts.last_active.saturating_add(idle_after));
             }
         }
+        let own = st.tenants.get(deciding);
         let status = status();
         let mut held = false;
         for (i, protected) in self.protected.iter().enumerate() {
             let Some(p) = protected else { continue };
+            // A tenant below its own share takes what is left: the others' unused shares
+            // may not all fit in what the rule has left (spent by tenants now idle, or by
+            // requests naming none), and two waiting tenants each keeping the other's share
+            // would both wait for the rule's next period with permits free.
+            if let Some(own) = own {
+                let share = u64::from(p.max) * u64::from(own.weight) / total_weight;
+                if used(&own.usage[i], *p, now) < share {
+                    continue;
+                }
+            }
             let rule = &status.rules[i];
             let mut reserve: u64 = 0;
             for ts in &protected_tenants {
@@ -925,6 +935,38 @@ mod tests {
         a2.park();
         drop(a3);
         assert!(!a2.holds_turn());
+    }
+
+    /// Two tenants waiting while a third, now idle, has spent most of the hour: each keeps
+    /// the other's share, but one below its own share takes what is left. (Each holding the
+    /// other's share back, both waited for the next hour with two permits free.)
+    #[tokio::test(start_paused = true)]
+    async fn two_waiting_tenants_below_their_shares_do_not_hold_each_other_back() {
+        let limiter = RateLimiter::builder(config())
+            .start_at(start())
+            .fair_shares(FairShares::new().idle_after(Duration::from_secs(1)))
+            .build();
+        let (a, b, c) = (Tenant::new("a"), Tenant::new("b"), Tenant::new("c"));
+        // At the top of the hour, A alone spends 36 of its 40 (the last 12 from 20 to 23 s:
+        // the rolling window is then full until 30 s), then stops.
+        let top = start() + Duration::from_secs(100);
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        for _ in 0..36 {
+            limiter.acquire_as(&a, Priority::Interactive).await.unwrap();
+        }
+        // B and C each ask for one permit, and both wait for the window. At 30 s, A is idle
+        // and 4 of the hour are left: each is below its share (20).
+        let spawn = |tenant: &Tenant| {
+            let (limiter, tenant) = (limiter.clone(), tenant.clone());
+            tokio::spawn(async move { limiter.acquire_as(&tenant, Priority::Interactive).await })
+        };
+        let (for_b, for_c) = (spawn(&b), spawn(&c));
+        let soon = top + Duration::from_secs(120);
+        let (b_at, c_at) = (for_b.await.unwrap().unwrap(), for_c.await.unwrap().unwrap());
+        assert!(
+            b_at < soon && c_at < soon,
+            "B at {b_at:?}, C at {c_at:?}: the next hour"
+        );
     }
 
     #[tokio::test(start_paused = true)]
