@@ -882,9 +882,16 @@ mod tests {
         let first = tokio::spawn({
             let (limiter, a) = (limiter.clone(), a.clone());
             async move {
-                let mut refresh = Box::pin(tokio::time::sleep(Duration::from_secs(3)));
-                let ready =
-                    |cx: &mut Context<'_>| refresh.as_mut().poll(cx).map(Ok::<_, Infallible>);
+                /// Ready once the refresh (a 3-s sleep) is over.
+                struct Refresh(std::pin::Pin<Box<tokio::time::Sleep>>);
+                impl crate::rate_limiter::Readiness for Refresh {
+                    type Error = Infallible;
+                    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                        self.0.as_mut().poll(cx).map(Ok)
+                    }
+                    fn release(&mut self) {}
+                }
+                let ready = Refresh(Box::pin(tokio::time::sleep(Duration::from_secs(3))));
                 limiter
                     .acquire_when_ready(Priority::Interactive, Some(&a), ready, |_| ())
                     .await

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
@@ -15,7 +16,7 @@ use tracing::{Instrument, Span};
 
 use crate::failure::{BACKEND_RETRY_INTERVAL, carry};
 use crate::observe::throttled_until;
-use crate::rate_limiter::Refused;
+use crate::rate_limiter::{Readiness, Refused};
 use crate::{NotUntil, Priority, RateLimiter, Tenant};
 
 /// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
@@ -102,7 +103,7 @@ where
         context_of: fn(&Req) -> ErrorContext,
     ) -> Self
     where
-        S: Send + 'static,
+        S: Clone + Send + 'static,
         Req: Send + 'static,
         S::Error: LayerError + Send + 'static,
     {
@@ -142,7 +143,7 @@ fn send_when_admitted<S, Req>(
     context_of: fn(&Req) -> ErrorContext,
 ) -> Sending<S, Req>
 where
-    S: Service<Req> + Send + 'static,
+    S: Service<Req> + Clone + Send + 'static,
     Req: Send + 'static,
     S::Error: LayerError + Send + 'static,
 {
@@ -158,7 +159,7 @@ where
                     .acquire_when_ready(
                         priority,
                         tenant.as_ref(),
-                        |cx| ready.poll_ready(cx),
+                        ServiceReadiness(&mut *ready, PhantomData),
                         |refused| record_rule(recorder, refused),
                     )
                     .await;
@@ -186,6 +187,25 @@ where
         let waited = Instant::now().saturating_duration_since(queued_at);
         Ok((service.call(request), waited))
     })
+}
+
+/// The inner service's readiness, for the wait: released by replacing the service polled
+/// ready with a fresh clone (dropping whatever its readiness reserved).
+struct ServiceReadiness<'a, S, Req>(&'a mut S, PhantomData<fn(Req)>);
+
+impl<S, Req> Readiness for ServiceReadiness<'_, S, Req>
+where
+    S: Service<Req> + Clone,
+{
+    type Error = S::Error;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn release(&mut self) {
+        *self.0 = self.0.clone();
+    }
 }
 
 /// The span of one request's wait for its permit:

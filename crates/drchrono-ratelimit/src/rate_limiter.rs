@@ -173,9 +173,8 @@ impl RateLimiter {
     /// unreachable and has no local fallback): no permit was granted. A [`LocalLimiter`]
     /// never fails.
     pub async fn acquire(&self, priority: Priority) -> Result<SystemTime, BackendError> {
-        let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
         match self
-            .acquire_when_ready(priority, None, always_ready, |_| ())
+            .acquire_when_ready(priority, None, AlwaysReady, |_| ())
             .await
         {
             Ok(released) => Ok(released),
@@ -194,10 +193,9 @@ impl RateLimiter {
         tenant: &Tenant,
         priority: Priority,
     ) -> Result<SystemTime, BackendError> {
-        let always_ready = |_: &mut Context<'_>| Poll::Ready(Ok::<(), Infallible>(()));
         self.inner.queue.tenant_seen();
         match self
-            .acquire_when_ready(priority, Some(tenant), always_ready, |_| ())
+            .acquire_when_ready(priority, Some(tenant), AlwaysReady, |_| ())
             .await
         {
             Ok(released) => Ok(released),
@@ -215,22 +213,28 @@ impl RateLimiter {
     ///
     /// `refused` is told of every refusal before the waiter sleeps until it (the layer's
     /// `rate_limit.wait` span records the rule it names).
-    pub(crate) async fn acquire_when_ready<E>(
+    pub(crate) async fn acquire_when_ready<R: Readiness>(
         &self,
         priority: Priority,
         tenant: Option<&Tenant>,
-        mut ready: impl FnMut(&mut Context<'_>) -> Poll<Result<(), E>>,
+        mut ready: R,
         mut refused: impl FnMut(&NotUntil),
-    ) -> Result<SystemTime, Refused<E>> {
+    ) -> Result<SystemTime, Refused<R::Error>> {
         let inner = &*self.inner;
         let mut ticket = inner.queue.join(tenant, priority, inner.reading().mono);
         loop {
+            if !ticket.holds_turn() {
+                // Queued behind others, it holds nothing that getting ready reserved (the
+                // service was polled ready before it was called): whoever goes first may
+                // need it to get ready.
+                ready.release();
+            }
             poll_fn(|cx| ticket.poll_turn(cx)).await;
             // Get ready at the head of the queue; a waiter that takes the turn meanwhile
             // (fairer, or interactive before background) goes first. While this one cannot
             // get ready, it steps aside: other tenants go, nobody of its own overtakes it.
             let got_ready = poll_fn(|cx| {
-                if let Poll::Ready(ready) = ready(cx) {
+                if let Poll::Ready(ready) = ready.poll_ready(cx) {
                     return Poll::Ready(Some(ready));
                 }
                 if ticket.stepped_aside() {
@@ -275,6 +279,9 @@ impl RateLimiter {
                 Ok(()) => return Ok(now.wall()),
                 Err(Held::Refused(not_until)) => {
                     refused(&not_until);
+                    // Asleep, it holds nothing another waiter may need to get ready (a
+                    // concurrency permit, a connection): it gets ready again at its turn.
+                    ready.release();
                     let sleep = self.sleep(now.wall(), not_until);
                     let mut sleep = pin!(sleep);
                     // Until the instant, unless another waiter takes the turn meanwhile.
@@ -291,6 +298,7 @@ impl RateLimiter {
                     // it (on a backend: any background refusal): the turn goes to whoever
                     // else waits, until a share may have shrunk or the instant has come.
                     ticket.park();
+                    ready.release();
                     let until = from_nanos(now.reading().wall_at(recheck));
                     let sleep = tokio::time::sleep_until(
                         inner.clocks.wall().instant_at(ceil_ms_time(until)),
@@ -409,6 +417,35 @@ impl RateLimiter {
             Store::Backend(backend) => backend.status(inner.clocks.wall().now()).await,
         }
     }
+}
+
+/// What a waiter must obtain before its permit is charged: the inner service's readiness
+/// ([`RateLimiter::acquire_when_ready`]).
+pub(crate) trait Readiness {
+    /// Why it could not get ready.
+    type Error;
+
+    /// Gets ready (the inner service's `poll_ready`).
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+
+    /// Gives up what getting ready reserved, before the waiter sleeps or queues again: a
+    /// service polled ready may hold a resource (a `ConcurrencyLimit` permit, a pooled
+    /// connection) that another waiter needs to get ready, and a waiter that kept it while
+    /// the turn passed to that one would wait on it for ever.
+    fn release(&mut self);
+}
+
+/// Nothing to get ready for: [`RateLimiter::acquire`].
+struct AlwaysReady;
+
+impl Readiness for AlwaysReady {
+    type Error = Infallible;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn release(&mut self) {}
 }
 
 /// Why [`RateLimiter::acquire_when_ready`] gave no permit.

@@ -26,6 +26,11 @@ use crate::{DrChronoRateLimitLayer, Priority, RateLimiter, Tenant};
 /// *before* anything is charged, and the requests then leave at the limiter's pace, not
 /// all at once.
 ///
+/// A queued request holds nothing its service's readiness reserved (a `ConcurrencyLimit`
+/// permit, a connection) while others go first or while it sleeps until its instant: the
+/// service is replaced by a fresh clone, and polled ready again at the head. Else one
+/// below the limiter with a single permit would deadlock the queue.
+///
 /// An error from the inner `poll_ready` (a token refresh that failed, say) is returned as
 /// it is, by `poll_ready` or, for a request that was queued, by its response future, with
 /// nothing charged.

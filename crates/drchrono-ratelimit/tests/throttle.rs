@@ -167,6 +167,46 @@ async fn background_work_leaves_the_reserve_and_yields_to_interactive() {
     assert_eq!(log.by_index()[18], (18, secs(1380.0)));
 }
 
+/// A request queued behind others, or asleep until its instant, holds nothing that getting
+/// ready reserved. With a `ConcurrencyLimit` of one below the limiter, the request queued
+/// behind the 10th of a second (the service polled ready before it was called) held the
+/// only permit, and the 10th, waking at its turn, could never get ready: nine went, the other
+/// ten never did, and no other request could get ready either.
+#[tokio::test(start_paused = true)]
+async fn a_sleeping_waiter_holds_no_permit_of_the_service_below() {
+    // 20 per hour: background may take 18.
+    let limiter = limiter_with(
+        RateLimitConfig::builder()
+            .max_per_hour(20)
+            .safety_margin(Duration::ZERO),
+    );
+    let answer = service_fn(|_request: Request<u32>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(())))
+    });
+    let service = DrChronoRateLimitLayer::new(limiter.clone())
+        .layer(tower::limit::ConcurrencyLimit::new(answer, 1));
+    let background: Vec<_> = (0..19)
+        .map(|i| {
+            let mut request = Request::new(i);
+            request.extensions_mut().insert(Priority::Background);
+            tokio::spawn(service.clone().oneshot(request))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let interactive = tokio::time::timeout(
+        Duration::from_secs(60),
+        service.clone().oneshot(Request::new(100)),
+    )
+    .await;
+    assert!(
+        interactive.is_ok(),
+        "the interactive request waited on the sleeper's permit"
+    );
+    for task in background {
+        task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn smooth_pacing_spreads_the_hour_evenly() {
     // At 10:37:00 with 10 per hour: the 1380 s left until 11:00 split evenly, one every
