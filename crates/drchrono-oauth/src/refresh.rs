@@ -227,14 +227,21 @@ impl Shared {
                 }) => {
                     // Another process may have spent the refresh token a moment ago and
                     // stored the new pair: adopt it instead of giving up. Only a store that
-                    // holds nothing newer makes this a re-authorisation (and fires the hook).
-                    if rounds < MAX_REFRESH_ROUNDS
-                        && let Some(active) = self.adopt_stored(slow).await
-                    {
-                        if active.usable(need, Instant::now()) {
-                            return Ok(active);
+                    // holds nothing newer makes this a re-authorisation (and fires the hook);
+                    // a store that cannot be read (twice, 100 ms apart) fails the request
+                    // unsent instead, so that a failover's broken connection is not taken
+                    // for a revoked grant.
+                    if rounds < MAX_REFRESH_ROUNDS {
+                        match self.adopt_stored_or_fail(slow).await {
+                            Ok(Some(active)) => {
+                                if active.usable(need, Instant::now()) {
+                                    return Ok(active);
+                                }
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(error) => return Err(store_failure(error, *context)),
                         }
-                        continue;
                     }
                     tracing::warn!(generation = from, "token refresh failed: invalid_grant");
                     let reason = ReauthorizationReason::InvalidGrant;

@@ -312,3 +312,50 @@ async fn a_refresh_that_cannot_read_the_store_is_given_up_not_done_blind() {
     assert_eq!(auth.refreshes(), 2);
     assert_eq!(auth.invalid_grants(), 0);
 }
+
+/// A refresh answered `invalid_grant` looks at the store for a pair another process rotated
+/// to; a store that cannot be read then (twice, 100 ms apart: a Redis failover's broken
+/// connection) fails the request unsent instead of calling for re-authorisation: the grant
+/// was not revoked, the pair is somewhere the process cannot see yet.
+#[tokio::test(start_paused = true)]
+async fn an_invalid_grant_with_an_unreadable_store_is_not_a_reauthorisation() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let store = Arc::new(FlakyStore::default());
+    let fired = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&fired);
+    let manager = TokenManager::builder(token_client(&auth))
+        .shared_store(store.clone())
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .on_reauthorization(move |_event| {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    service.clone().oneshot(get(URL)).await.unwrap();
+
+    // The pair expires; another process rotates it and has not stored its pair yet.
+    tokio::time::advance(Duration::from_secs(600)).await;
+    auth.rotate_elsewhere();
+    // The look before the refresh reads the store; the look after `invalid_grant` cannot.
+    store.skip_loads.store(1, Ordering::SeqCst);
+    store.fail_loads.store(2, Ordering::SeqCst);
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(auth.invalid_grants(), 1);
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        0,
+        "no re-authorisation called for"
+    );
+    assert!(!matches!(
+        *manager.status().borrow(),
+        drchrono_oauth::AuthStatus::ReauthorizationRequired { .. }
+    ));
+}

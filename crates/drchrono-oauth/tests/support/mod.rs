@@ -311,8 +311,10 @@ impl<Res> Policy<Request<Full<Bytes>>, Res, DrChronoError> for ReplayOnce {
 pub struct FlakyStore {
     pub inner: MemoryTokenStore,
     pub fail_saves: AtomicBool,
-    /// The next this many loads fail.
+    /// The next this many loads fail (after `skip_loads`).
     pub fail_loads: AtomicUsize,
+    /// The next this many loads succeed before `fail_loads` apply.
+    pub skip_loads: AtomicUsize,
     pub saves: AtomicUsize,
     pub loads: AtomicUsize,
 }
@@ -320,6 +322,13 @@ pub struct FlakyStore {
 impl TokenStore for FlakyStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        let skipped = self
+            .skip_loads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if skipped {
+            return self.inner.load();
+        }
         let failing = self
             .fail_loads
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
