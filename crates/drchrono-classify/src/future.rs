@@ -234,7 +234,11 @@ where
                             // A stalled body: classify what arrived, by status.
                             Poll::Pending => {
                                 let deadline = deadline.get_or_insert_with(|| {
-                                    Box::pin(tokio::time::sleep_until(*started + timeout))
+                                    // `Duration::MAX` (no bound) must not overflow.
+                                    Box::pin(match started.checked_add(timeout) {
+                                        Some(at) => tokio::time::sleep_until(at),
+                                        None => tokio::time::sleep(timeout),
+                                    })
                                 });
                                 if deadline.as_mut().poll(cx).is_pending() {
                                     return Poll::Pending;

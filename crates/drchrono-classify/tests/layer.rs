@@ -383,3 +383,19 @@ async fn a_stalled_error_body_is_given_up_after_the_body_timeout() {
     assert_eq!(waited, std::time::Duration::from_secs(2));
     assert!(error.is_retryable(), "{error:?}");
 }
+
+/// `Duration::MAX` (no bound, as a caller would write it) does not overflow the deadline: a
+/// stalled body is then waited for as long as tokio's timer can (decades).
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_body_timeout_does_not_overflow() {
+    let layer = ErrorClassifyLayer::new().body_timeout(std::time::Duration::MAX);
+    let (error, waited) = classify_stalled(layer).await;
+    assert!(
+        waited > std::time::Duration::from_secs(10 * 365 * 24 * 3600),
+        "{waited:?}"
+    );
+    assert!(
+        matches!(error, DrChronoError::Server { status, .. } if status == StatusCode::BAD_GATEWAY),
+        "{error:?}"
+    );
+}

@@ -49,8 +49,9 @@ impl StdError for ConnectError {
 }
 
 /// The default [`NotSentPredicate`]: `true` when the error, or any error in its `source()`
-/// chain, is a [`ConnectError`], or an [`std::io::Error`] of kind `ConnectionRefused`,
-/// `AddrNotAvailable` or `NotConnected`. Decided by types only, never by an error's text: a
+/// chain, is a [`ConnectError`], or an [`std::io::Error`] of kind `ConnectionRefused` or
+/// `AddrNotAvailable` (not `NotConnected`: a socket that was connected, and may have sent
+/// the request, reports it too after a reset). Decided by types only, never by an error's text: a
 /// transport whose connect failures are of its own type says so by wrapping them in a
 /// [`ConnectError`] (`drchrono-tower`'s `not_sent` adds hyper-util's and its own connect
 /// timeouts).
@@ -81,9 +82,7 @@ pub fn is_connect_error(error: &BoxError) -> bool {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             if matches!(
                 io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::AddrNotAvailable
-                    | ErrorKind::NotConnected
+                ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable
             ) {
                 return true;
             }
@@ -130,7 +129,6 @@ mod tests {
         for kind in [
             io::ErrorKind::ConnectionRefused,
             io::ErrorKind::AddrNotAvailable,
-            io::ErrorKind::NotConnected,
         ] {
             let chained = Wrapper(
                 "outer",
@@ -142,6 +140,7 @@ mod tests {
             io::ErrorKind::ConnectionReset,
             io::ErrorKind::TimedOut,
             io::ErrorKind::BrokenPipe,
+            io::ErrorKind::NotConnected,
         ] {
             assert!(!is_connect_error(&boxed(io::Error::from(kind))), "{kind:?}");
         }

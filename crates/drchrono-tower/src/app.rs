@@ -262,12 +262,29 @@ impl DrChronoAppBuilder {
     /// use drchrono_tower::DrChronoApp;
     /// use drchrono_tower::oauth::FileTokenStore;
     ///
+    /// use drchrono_tower::ratelimit::Tenant;
+    ///
+    /// /// A file name for `user`'s tokens, whatever its key holds: every byte but letters,
+    /// /// digits, `-` and `_` hex-encoded, so that no key (`../42`) names another file.
+    /// fn file_name(user: &Tenant) -> String {
+    ///     let mut name: String = user
+    ///         .as_str()
+    ///         .bytes()
+    ///         .map(|b| match b {
+    ///             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => char::from(b).to_string(),
+    ///             _ => format!("%{b:02x}"),
+    ///         })
+    ///         .collect();
+    ///     name.push_str(".json");
+    ///     name
+    /// }
+    ///
     /// let dir = std::path::PathBuf::from("/var/lib/my-app/tokens");
     /// let app = DrChronoApp::builder()
     ///     .credentials("client-id", "client-secret".to_owned())
-    ///     // The user's key must be safe as a file name: a numeric practice id is.
-    ///     .token_stores(move |user| Arc::new(FileTokenStore::new(dir.join(format!("{user}.json")))))
+    ///     .token_stores(move |user| Arc::new(FileTokenStore::new(dir.join(file_name(user)))))
     ///     .build()?;
+    /// assert_eq!(file_name(&Tenant::new("../42")), "%2e%2e%2f42.json");
     /// # Ok::<(), drchrono_tower::BuildError>(())
     /// ```
     pub fn token_stores(

@@ -121,8 +121,8 @@ pub struct DrChronoClientBuilder {
 impl fmt::Debug for DrChronoClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DrChronoClientBuilder")
-            .field("base_url", &self.base_url)
-            .field("token_url", &self.token_url)
+            .field("base_url", &shown(&self.base_url))
+            .field("token_url", &self.token_url.as_deref().map(shown))
             .field("client_id", &self.credentials.as_ref().map(|(id, _)| id))
             .field("has_tokens", &self.tokens.is_some())
             .field("has_store", &self.store.is_some())
@@ -169,18 +169,44 @@ fn absolute(
 ) -> Result<Uri, BuildError> {
     let invalid = || BuildError::InvalidUrl {
         setting,
-        value: value.to_owned(),
+        value: shown(value),
     };
     let uri: Uri = value.parse().map_err(|_| invalid())?;
+    // User information (`https://user:secret@host/`) is refused: it would be sent, logged
+    // and printed with every URL built on this one.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid());
+    }
     match (uri.scheme_str(), uri.host()) {
         (Some("https"), Some(_)) => Ok(uri),
         (Some("http"), Some(host)) if allow_insecure_http || is_loopback(host) => Ok(uri),
         (Some("http"), Some(_)) => Err(BuildError::InsecureUrl {
             setting,
-            value: value.to_owned(),
+            value: shown(value),
         }),
         _ => Err(invalid()),
     }
+}
+
+/// A configured URL as errors and `Debug` show it: scheme, host, port and path; never user
+/// information or a query (an unparsable value is shown as `<unparsable URL>`).
+fn shown(value: &str) -> String {
+    let Ok(uri) = value.parse::<Uri>() else {
+        return "<unparsable URL>".to_owned();
+    };
+    let mut out = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(host) = uri.host() {
+        out.push_str(host);
+    }
+    if let Some(port) = uri.port_u16() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(uri.path());
+    out
 }
 
 impl DrChronoClientBuilder {

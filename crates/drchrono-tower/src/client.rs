@@ -1,6 +1,6 @@
 //! [`DrChronoClient`]: the full stack on a transport, with JSON and paging helpers.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -21,6 +21,7 @@ use crate::attempt::{Attempt, AttemptBody, Limits, ReadError, read_whole};
 use crate::builder::DrChronoClientBuilder;
 use crate::layer::DrChronoLayer;
 use crate::origin::ApiOrigin;
+use crate::paging::{self, RepeatedPage};
 use crate::redirect;
 
 type Inner = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, DrChronoError>;
@@ -388,6 +389,7 @@ impl DrChronoClient {
             client: self.clone(),
             next: Some(path.to_owned()),
             buffered: VecDeque::new(),
+            read: HashSet::new(),
         };
         futures::stream::try_unfold(state, |mut state| async move {
             loop {
@@ -397,8 +399,12 @@ impl DrChronoClient {
                 let Some(next) = state.next.take() else {
                     return Ok(None);
                 };
+                if !state.read.insert(paging::page_key(&next)) {
+                    return Err(repeated_page(&next));
+                }
                 let page: Page<T> = state.client.get_json(&next).await?;
-                state.next = page.next;
+                // `"next": ""` ends the listing as `null` does.
+                state.next = page.next.filter(|link| !link.is_empty());
                 state.buffered = page.results.into();
             }
         })
@@ -409,6 +415,21 @@ struct Paging<T> {
     client: DrChronoClient,
     next: Option<String>,
     buffered: VecDeque<T>,
+    /// The pages read so far ([`paging::page_key`]): a `next` link back to one ends the
+    /// listing with [`RepeatedPage`].
+    read: HashSet<String>,
+}
+
+/// The error that ends a listing whose `next` link leads back to a page already read.
+#[cold]
+fn repeated_page(link: &str) -> DrChronoError {
+    let path = link
+        .parse::<http::Uri>()
+        .map_or_else(|_| String::new(), |uri| uri.path().to_owned());
+    DrChronoError::Decode {
+        source: Box::new(RepeatedPage { path }),
+        context: Box::new(ErrorContext::new()),
+    }
 }
 
 /// One page of a DrChrono list: its items under `results` (DrChrono's prose and DRF's

@@ -71,7 +71,7 @@ mod span;
 mod transport;
 
 #[cfg(feature = "reqwest")]
-pub use self::reqwest::ReqwestTransport;
+pub use self::reqwest::{RedirectFollowed, ReqwestTransport};
 pub use app::{DrChronoApp, DrChronoAppBuilder, UserClientBuilder};
 pub use attempt::{BodyTooLarge, TimedOut, TimeoutPhase};
 pub use builder::{BuildError, DRCHRONO_API_URL, DrChronoClientBuilder};
@@ -80,7 +80,7 @@ pub use drchrono_core::{DrChronoError, SupportReport};
 pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt};
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
-pub use paging::with_page_size;
+pub use paging::{RepeatedPage, with_page_size};
 pub use span::{AttemptSpan, RequestFuture};
 pub use transport::{
     ConnectTimeout, HttpsClient, https_client, https_client_with_connect_timeout, not_sent,

@@ -81,6 +81,11 @@ impl ApiOrigin {
             let port = explicit.or_else(|| default_port(scheme));
             if scheme.eq_ignore_ascii_case(self.scheme.as_str()) {
                 if port == Some(self.port) {
+                    // User information (`https://user:secret@host/`) is dropped: the
+                    // configured authority has none.
+                    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                        return Ok(self.rewrite(&uri));
+                    }
                     return Ok(uri);
                 }
             } else {
@@ -168,6 +173,25 @@ mod tests {
         assert_eq!(
             pin("http://127.0.0.1:8080", "http://127.0.0.1:8080/api/x"),
             Ok("http://127.0.0.1:8080/api/x".to_owned())
+        );
+    }
+
+    #[test]
+    fn user_information_on_the_same_origin_is_dropped() {
+        assert_eq!(
+            pin(
+                "https://app.drchrono.com",
+                "https://user:secret@app.drchrono.com/api/x?a=1"
+            ),
+            Ok("https://app.drchrono.com/api/x?a=1".to_owned())
+        );
+        // On another host it is refused, the user information not shown.
+        assert_eq!(
+            pin(
+                "https://app.drchrono.com",
+                "https://app.drchrono.com@evil.example/"
+            ),
+            Err("https://evil.example".to_owned())
         );
     }
 

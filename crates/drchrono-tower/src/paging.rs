@@ -99,3 +99,35 @@ mod tests {
         );
     }
 }
+
+/// [`DrChronoClient::pages`](crate::DrChronoClient::pages) met a `next` link to a page it
+/// had already read: the server's pagination loops (a `next` pointing at its own page, or a
+/// cycle). The listing ends with this error, inside [`DrChronoError::Decode`](crate::DrChronoError::Decode), instead of reading the same pages for ever on the
+/// application's budget. Carries the page's path, never its query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepeatedPage {
+    /// The repeated page's path, without its query.
+    pub path: String,
+}
+
+impl std::fmt::Display for RepeatedPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the `next` link leads back to a page already read (`{}`): the listing loops",
+            self.path
+        )
+    }
+}
+
+impl std::error::Error for RepeatedPage {}
+
+/// What identifies a page within the API origin: its path and query (an absolute `next`
+/// link and the relative path of the same page compare equal; the origin is pinned).
+pub(crate) fn page_key(link: &str) -> String {
+    link.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.path_and_query().map(|pq| pq.as_str().to_owned()))
+        .unwrap_or_else(|| link.to_owned())
+}

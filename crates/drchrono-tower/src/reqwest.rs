@@ -34,7 +34,9 @@ use tower::Service;
 /// Build the client with `redirect(reqwest::redirect::Policy::none())`: redirects are then
 /// [`DrChronoClient`](crate::DrChronoClient)'s, followed on the API origin only, each one
 /// rate limited like any request. reqwest's default policy would follow up to 10 itself,
-/// out of the limiter's sight.
+/// out of the limiter's sight and to any host: a response that reqwest reached by following
+/// a redirect is refused, as [`RedirectFollowed`] (naming the origin it came from), never
+/// returned as DrChrono's.
 ///
 /// # Example
 /// ```
@@ -105,17 +107,58 @@ where
             Ok(request) => request,
             Err(error) => return Box::pin(std::future::ready(Err(transport_error(error)))),
         };
+        let sent = request.url().clone();
         let sending = self.client.execute(request);
         Box::pin(async move {
             let response = sending.await.map_err(transport_error)?;
+            if *response.url() != sent {
+                return Err(Box::new(RedirectFollowed {
+                    origin: response.url().origin().ascii_serialization(),
+                }) as BoxError);
+            }
             Ok(Response::from(response))
         })
     }
 }
 
+/// The `reqwest::Client` under [`ReqwestTransport`] followed a redirect itself (its redirect
+/// policy is not `Policy::none()`): the response came from `origin` (scheme, host and port;
+/// never a path or query), outside the stack's origin pinning and rate limit, and is not
+/// returned. The request did reach the server. Build the client with
+/// `redirect(reqwest::redirect::Policy::none())`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedirectFollowed {
+    /// Where the redirects led.
+    pub origin: String,
+}
+
+impl fmt::Display for RedirectFollowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the reqwest::Client followed a redirect to {} itself; build it with \
+             `redirect(reqwest::redirect::Policy::none())`",
+            self.origin
+        )
+    }
+}
+
+impl std::error::Error for RedirectFollowed {}
+
 /// A reqwest error as the layers above read it: a connect error wrapped in a
 /// [`ConnectError`] (not sent), anything else as it is.
 fn transport_error(error: ::reqwest::Error) -> BoxError {
+    // A reqwest error names the request's URL in its `Display` and `Debug`, query included:
+    // a patient's name or date of birth in a search. The query (and any user information)
+    // is dropped before the error goes anywhere; the origin and path stay.
+    let mut error = error;
+    if let Some(url) = error.url_mut() {
+        url.set_query(None);
+        url.set_fragment(None);
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+    }
     if error.is_connect() {
         Box::new(ConnectError::new(error))
     } else {
@@ -145,12 +188,83 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_error() {
         let transport = ReqwestTransport::new(::reqwest::Client::new());
-        let request = Request::get(closed_port().await)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let request = Request::get(format!(
+            "{}api/patients?last_name=Lovelace",
+            closed_port().await
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
         let error = transport.oneshot(request).await.unwrap_err();
         assert!(error.is::<ConnectError>(), "{error:?}");
         assert!(is_connect_error(&error) && not_sent(&error), "{error:?}");
+        // reqwest's errors name the URL: the query (a patient's name) is dropped.
+        let mut printed = format!("{error} {error:?}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            printed.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!printed.contains("Lovelace"), "{printed}");
+    }
+
+    /// Serves one raw HTTP/1.1 `answer` per connection on loopback; returns its base URL.
+    async fn raw_server(answer: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n")
+                        && socket.read(&mut byte).await.unwrap_or(0) == 1
+                    {
+                        head.push(byte[0]);
+                    }
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn a_redirect_reqwest_followed_is_refused() {
+        let elsewhere = raw_server(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".to_owned(),
+        )
+        .await;
+        let api = raw_server(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {elsewhere}/x?token=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ))
+        .await;
+        // reqwest's default policy follows redirects.
+        let transport = ReqwestTransport::new(::reqwest::Client::new());
+        let request = Request::get(format!("{api}/api/patients"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let error = transport.oneshot(request).await.unwrap_err();
+        let followed = error
+            .downcast_ref::<RedirectFollowed>()
+            .expect("refused as followed");
+        assert_eq!(followed.origin, elsewhere);
+        assert!(!not_sent(&error), "the request reached the server");
+
+        // Without following, the 302 is the response, for DrChronoClient to judge.
+        let client = ::reqwest::Client::builder()
+            .redirect(::reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let request = Request::get(format!("{api}/api/patients"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = ReqwestTransport::new(client)
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::FOUND);
     }
 
     #[tokio::test]

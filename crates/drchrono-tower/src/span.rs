@@ -56,10 +56,15 @@ fn port_of(uri: &Uri) -> Option<u16> {
 /// `uri` with every query value that may identify a patient replaced by `REDACT`.
 fn redacted_url(uri: &Uri) -> String {
     let mut out = String::new();
-    if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+    // Host and port, never user information (`user:secret@`).
+    if let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) {
         out.push_str(scheme);
         out.push_str("://");
-        out.push_str(authority.as_str());
+        out.push_str(host);
+        if let Some(port) = uri.port() {
+            out.push(':');
+            out.push_str(port.as_str());
+        }
     }
     out.push_str(uri.path());
     if let Some(query) = uri.query() {

@@ -149,7 +149,99 @@ fn configuration_errors_are_typed() {
 fn debug_output_never_shows_secrets() {
     let builder = DrChronoClient::builder()
         .credentials("client-id", "very-secret-value".to_owned())
-        .refresh_token("refresh-token-value".to_owned());
+        .refresh_token("refresh-token-value".to_owned())
+        .base_url("https://proxy-user:proxy-secret@app.drchrono.com/?key=query-secret");
     let text = format!("{builder:?}");
     assert!(!text.contains("very-secret-value") && !text.contains("refresh-token-value"));
+    assert!(
+        !text.contains("proxy-secret") && !text.contains("query-secret"),
+        "{text}"
+    );
+}
+
+/// A URL with user information (`https://user:secret@host/`) is refused: it would be sent
+/// and printed with every URL built on it. The error shows neither it nor a query.
+#[test]
+fn urls_with_user_information_are_refused_and_never_shown() {
+    let bad = DrChronoClient::builder()
+        .credentials("id", "secret".to_owned())
+        .refresh_token("rt".to_owned())
+        .base_url("https://user:url-secret@app.drchrono.com")
+        .build();
+    match bad {
+        Err(
+            error @ BuildError::InvalidUrl {
+                setting: "base_url",
+                ..
+            },
+        ) => {
+            let text = format!("{error} {error:?}");
+            assert!(!text.contains("url-secret"), "{text}");
+            assert!(text.contains("https://app.drchrono.com"), "{text}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A server whose `next` link leads back to a page already read (here: each page names
+/// itself, by its absolute URL) ends the listing with a typed error after reading each page
+/// once, instead of spending the application's budget on the same pages for ever.
+#[tokio::test(start_paused = true)]
+async fn pages_stop_at_a_next_link_back_to_a_page_already_read() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    let sim = Simulator::new(SimConfig::default().patients(12));
+    let router = sim.router();
+    let looping = tower::service_fn(move |request: http::Request<Full<Bytes>>| {
+        let router = router.clone();
+        async move {
+            if request.uri().path() == "/api/patients" {
+                let page = json!({
+                    "next": "https://sim.test/api/patients?cursor=abc",
+                    "results": [{"id": 1}, {"id": 2}],
+                });
+                return Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(page.to_string())))
+                        .unwrap(),
+                );
+            }
+            let response = router.oneshot(request).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            Ok(http::Response::from_parts(parts, Full::new(bytes)))
+        }
+    });
+    let c = sim.credentials();
+    let client = DrChronoClient::builder()
+        .credentials(c.client_id, c.client_secret)
+        .refresh_token(c.refresh_token)
+        .base_url("https://sim.test")
+        .token_url("https://sim.test/o/token/")
+        .build_with_transport(looping)
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut pages = std::pin::pin!(client.pages::<Value>("/api/patients?page_size=2"));
+    let error = loop {
+        match pages.try_next().await {
+            Ok(Some(item)) => ids.push(item["id"].as_u64().unwrap()),
+            Ok(None) => panic!("the listing ended"),
+            Err(error) => break error,
+        }
+    };
+    // The first page, then the page it names, whose `next` is itself.
+    assert_eq!(ids, [1, 2, 1, 2]);
+    match error {
+        DrChronoError::Decode { source, .. } => {
+            let repeated = source
+                .downcast_ref::<drchrono_tower::RepeatedPage>()
+                .expect("a repeated page");
+            assert_eq!(repeated.path, "/api/patients");
+            assert!(!source.to_string().contains("cursor"), "{source}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }
