@@ -150,6 +150,9 @@ pub(crate) enum Held {
     /// only the background reserve (interactive work may go now). Its tenant stands back
     /// until this monotonic instant, or until someone joins the queue.
     Reserved(u64),
+    /// Another waiter took the turn between the check and the decision (it joined
+    /// meanwhile, fairer or interactive): nothing was decided; it queues again.
+    Passed,
 }
 
 fn lane(priority: Priority) -> usize {
@@ -496,6 +499,9 @@ impl Ticket<'_> {
     pub(crate) fn decide_local(&mut self, local: &LocalLimiter, now: Reading) -> Result<(), Held> {
         let queue = self.queue;
         let mut st = queue.state();
+        if !self.is_head(&st) {
+            return Err(Held::Passed);
+        }
         let reserve = |status: &dyn Fn() -> Status| queue.reserve(&st, &self.key, now, status);
         local.try_acquire_keeping(now, self.priority, reserve)?;
         self.charged(&mut st, now);

@@ -277,6 +277,7 @@ impl RateLimiter {
             };
             match held {
                 Ok(()) => return Ok(now.wall()),
+                Err(Held::Passed) => {}
                 Err(Held::Refused(not_until)) => {
                     refused(&not_until);
                     // Asleep, it holds nothing another waiter may need to get ready (a
