@@ -7,6 +7,8 @@ use http::HeaderValue;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
+use crate::refresh::later;
+
 use crate::{RefreshTiming, TokenSet};
 
 /// What a request needs from the installed pair.
@@ -56,8 +58,8 @@ impl Active {
         Self {
             tokens,
             header,
-            refresh_at: now + remaining.saturating_sub(margin).min(sendable),
-            expires_at: now + sendable,
+            refresh_at: later(now, remaining.saturating_sub(margin).min(sendable)),
+            expires_at: later(now, sendable),
         }
     }
 

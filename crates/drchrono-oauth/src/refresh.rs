@@ -1,10 +1,12 @@
 //! The slow path: loading and refreshing, one task at a time per token family.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use drchrono_core::{DrChronoError, ErrorContext};
+use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -136,9 +138,13 @@ impl Shared {
             tracing::warn!(error = %error, "could not acquire the refresh lease");
             return Err(store_failure(error, context()));
         }
-        let result = self.refresh(slow, need).await;
+        // Released whatever happens inside, a panic included (a user's hook, store or
+        // transport): a lease left held, and renewed, would stop every process's refresh.
+        let result = AssertUnwindSafe(self.refresh(slow, need))
+            .catch_unwind()
+            .await;
         self.lease.release().await;
-        result
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     async fn ensure_loaded(&self, slow: &mut SlowState) -> Result<(), DrChronoError> {
@@ -267,7 +273,7 @@ impl Shared {
                     let now = Instant::now();
                     if need == Need::Fresh && still_valid(&current, now) {
                         // Keep using the valid token; try again a little later.
-                        let retry_at = now + self.timing.retry_after_failure();
+                        let retry_at = later(now, self.timing.retry_after_failure());
                         let postponed = Arc::new(current.postponed(retry_at));
                         self.write().active = Some(Arc::clone(&postponed));
                         return Ok(postponed);
@@ -334,6 +340,9 @@ impl Shared {
     }
 }
 
+/// The longest access-token lifetime taken from a grant: a year (DrChrono's is 48 hours).
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// `now + interval`, or a date decades away when that overflows.
 pub(crate) fn later(now: Instant, interval: Duration) -> Instant {
     now.checked_add(interval)
@@ -358,16 +367,19 @@ fn next_pair(
     generation: u64,
     shared: &Shared,
 ) -> (TokenSet, Duration) {
+    // A lifetime past any a server means (`"expires_in": 18446744073709551615`) is taken as
+    // a year: the grant has rotated the pair, and it must be kept, not lost to an overflow.
     let lifetime = grant
         .expires_in
-        .unwrap_or_else(|| shared.timing.lifetime_when_unknown());
+        .unwrap_or_else(|| shared.timing.lifetime_when_unknown())
+        .min(MAX_LIFETIME);
     let now = SystemTime::now();
     let tokens = TokenSet {
         access_token: grant.access_token,
         refresh_token: grant
             .refresh_token
             .unwrap_or_else(|| current.refresh_token.clone()),
-        expires_at: now + lifetime,
+        expires_at: now.checked_add(lifetime).unwrap_or(now),
         issued_at: Some(now),
         scope: grant.scope.or_else(|| current.scope.clone()),
         generation,

@@ -108,8 +108,13 @@ fn unix_seconds(time: SystemTime) -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// The instant `seconds` after the Unix epoch; beyond what `SystemTime` holds (a foreign or
+/// hand-edited store), the latest instant it holds within 10 000 years.
 fn from_unix_seconds(seconds: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(seconds)
+    const LATEST: u64 = 10_000 * 365 * 24 * 3600;
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(seconds))
+        .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(LATEST))
 }
 
 /// The serialised form, borrowing the secrets for as short as possible.
@@ -177,6 +182,16 @@ mod tests {
             .with_issued_at(from_unix_seconds(1_000))
             .with_scope("calendar:read")
             .with_generation(7)
+    }
+
+    #[test]
+    fn an_expiry_beyond_what_system_time_holds_loads_without_a_panic() {
+        let json = format!(
+            r#"{{"access_token":"a","refresh_token":"r","expires_at":{},"generation":1}}"#,
+            u64::MAX
+        );
+        let tokens: TokenSet = serde_json::from_str(&json).unwrap();
+        assert!(tokens.expires_at > SystemTime::now());
     }
 
     #[test]

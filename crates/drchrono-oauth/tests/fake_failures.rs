@@ -359,3 +359,60 @@ async fn an_invalid_grant_with_an_unreadable_store_is_not_a_reauthorisation() {
         drchrono_oauth::AuthStatus::ReauthorizationRequired { .. }
     ));
 }
+
+/// A grant whose `expires_in` is past anything `SystemTime` can add (a misbehaving server)
+/// has still rotated the pair: it is kept (its lifetime taken as a year), not lost to an
+/// overflow that would leave only the dead refresh token.
+#[tokio::test(start_paused = true)]
+async fn a_grant_with_an_absurd_lifetime_is_kept() {
+    let auth = FakeAuth::new(600);
+    auth.script([(
+        200,
+        r#"{"access_token":"new-access","refresh_token":"new-refresh","expires_in":18446744073709551615,"token_type":"Bearer"}"#,
+    )]);
+    let store = Arc::new(MemoryTokenStore::new());
+    let manager = manager(&auth, store.clone());
+    manager.bearer().await.unwrap();
+    let stored = store.load().await.unwrap().expect("the pair is stored");
+    assert_eq!(stored.refresh_token.expose_secret(), "new-refresh");
+    let year = Duration::from_secs(365 * 24 * 3600);
+    assert!(stored.expires_at <= SystemTime::now() + year + Duration::from_secs(1));
+}
+
+/// Counts the lease's acquisitions and releases.
+#[derive(Debug, Default)]
+struct CountingLease {
+    acquired: AtomicUsize,
+    released: AtomicUsize,
+}
+
+impl drchrono_oauth::RefreshLease for CountingLease {
+    fn acquire(&self) -> futures::future::BoxFuture<'_, Result<(), StoreError>> {
+        self.acquired.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release(&self) -> futures::future::BoxFuture<'_, ()> {
+        self.released.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// The lease is given back even when the refresh panics (here the application's
+/// re-authorisation hook): a lease left held, and renewed, would stop every process's
+/// refresh for good.
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_released_when_the_refresh_panics() {
+    let auth = FakeAuth::new(600);
+    auth.rotate_elsewhere();
+    let lease = Arc::new(CountingLease::default());
+    let manager = TokenManager::builder(token_client(&auth))
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .lease(lease.clone())
+        .on_reauthorization(|_event| panic!("the application's hook failed"))
+        .build();
+    // The refresh runs in a task of its own: its panic reaches the caller as an error.
+    assert!(manager.bearer().await.is_err());
+    assert_eq!(lease.acquired.load(Ordering::SeqCst), 1);
+    assert_eq!(lease.released.load(Ordering::SeqCst), 1);
+}
