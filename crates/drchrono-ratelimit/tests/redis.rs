@@ -186,6 +186,15 @@ async fn the_script_decides_exactly_as_the_local_limiter_with_pacing_margin_and_
     }
 }
 
+/// A connection of the test's own to `url`, for commands the backend never sends.
+async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 fn one_window(max: u32, window: Duration, application: &str) -> RateLimitConfig {
     RateLimitConfig::builder()
         .rules([Rule::sliding(max, window).unwrap()])
@@ -275,11 +284,7 @@ async fn every_decision_is_one_round_trip() {
         .await
         .unwrap()
         .unwrap();
-    let mut connection = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = raw_connection(redis.url()).await;
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut connection)
@@ -676,11 +681,7 @@ async fn a_lost_reply_does_not_hide_a_later_loss() {
     assert!(acquire(0).await.unwrap().is_ok());
     assert!(acquire(10).await.unwrap().is_ok());
 
-    let mut connection = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = raw_connection(redis.url()).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*phantom*")
         .query_async(&mut connection)
@@ -754,11 +755,7 @@ async fn waking_from_a_long_idle_holds_nobody() {
                 .is_ok()
         );
     }
-    let mut connection = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = raw_connection(redis.url()).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*sleeper*:p:*")
         .query_async(&mut connection)
@@ -836,11 +833,7 @@ async fn a_dropped_decision_keeps_the_outages_backlog() {
     }
     assert_eq!(backend.unsynced(), 3);
     // Redis holds every script for a second: the decision is dropped while it waits.
-    let mut connection = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = raw_connection(redis.url()).await;
     let _: redis::Value = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(1_000)
