@@ -186,6 +186,18 @@ async fn the_script_decides_exactly_as_the_local_limiter_with_pacing_margin_and_
     }
 }
 
+/// A backend with the failover journal, 10 per rolling minute for `application`, deciding
+/// on the caller's clock (the windows and the 800 ms hold run on the instants a test passes).
+async fn journaled(url: &str, application: &str) -> RedisRateLimitBackend {
+    let config = one_window(10, Duration::from_secs(60), application);
+    RedisRateLimitBackend::builder(&config)
+        .clock(RedisClock::Caller)
+        .failover_hold(Duration::from_millis(800))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
 /// A connection of the test's own to `url`, for commands the backend never sends.
 async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
@@ -668,13 +680,7 @@ async fn a_server_that_lost_charges_gets_them_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_does_not_hide_a_later_loss() {
     let redis = TestRedis::private();
-    let config = one_window(10, Duration::from_secs(60), "phantom");
-    let backend = RedisRateLimitBackend::builder(&config)
-        .clock(RedisClock::Caller)
-        .failover_hold(Duration::from_millis(800))
-        .connect(redis.url())
-        .await
-        .unwrap();
+    let backend = journaled(redis.url(), "phantom").await;
     let start = SystemTime::now();
     let acquire =
         |ms: u64| backend.try_acquire(start + Duration::from_millis(ms), Priority::Interactive);
@@ -737,13 +743,7 @@ async fn a_lost_reply_does_not_hide_a_later_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waking_from_a_long_idle_holds_nobody() {
     let redis = TestRedis::private();
-    let config = one_window(10, Duration::from_secs(60), "sleeper");
-    let backend = RedisRateLimitBackend::builder(&config)
-        .clock(RedisClock::Caller)
-        .failover_hold(Duration::from_millis(800))
-        .connect(redis.url())
-        .await
-        .unwrap();
+    let backend = journaled(redis.url(), "sleeper").await;
     let start = SystemTime::now();
     for ms in [0, 10] {
         let at = start + Duration::from_millis(ms);
