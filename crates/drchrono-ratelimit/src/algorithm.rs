@@ -145,6 +145,13 @@ pub(crate) struct State {
     rules: Vec<RuleState>,
 }
 
+impl State {
+    /// The latest monotonic reading a decision was made on.
+    pub(crate) fn last_now(&self) -> u64 {
+        self.last_now
+    }
+}
+
 impl Policy {
     pub(crate) fn new(config: &RateLimitConfig) -> Self {
         let margin = duration_nanos(config.safety_margin());
@@ -335,6 +342,48 @@ impl Policy {
         }
         self.charge(st, now);
         Ok(())
+    }
+
+    /// Charges a request admitted at `now` by a credit ([`Credits`](crate::credits::Credits)):
+    /// one the headroom at the credit's grant covered, so no rule forbids it.
+    pub(crate) fn charge_credited(&self, st: &mut State, now: Reading) {
+        let now = now.not_before(st.last_now);
+        st.last_now = now.mono;
+        self.charge(st, now);
+    }
+
+    /// How many more requests of either priority every rule admits at any instant from `now`
+    /// on, at `now`'s offset between the clocks, had they all been charged at once: what
+    /// may be granted as credits. Sliding windows only lose entries as time passes; the
+    /// aligned periods of later wall instants are this one's, the next, or fresh ones. None
+    /// while a server's pause lasts, with pacing (each charge moves the next instant), and
+    /// while the wall clock stands behind an aligned rule's latest period (after a step
+    /// back: a request then counts against earlier periods too).
+    pub(crate) fn headroom(&self, st: &State, now: Reading) -> u32 {
+        let now = now.not_before(st.last_now);
+        if self.pacing || st.paused_until > now.mono {
+            return 0;
+        }
+        let mut room = u32::MAX;
+        for (c, rs) in self.rules.iter().zip(&st.rules) {
+            let left = match rs {
+                RuleState::Sliding(log) => {
+                    let gone = log.partition_point(|&e| e.saturating_add(c.span) <= now.mono);
+                    let held = u32::try_from(log.len() - gone).unwrap_or(u32::MAX);
+                    c.max.saturating_sub(held)
+                }
+                RuleState::Aligned(ps) => {
+                    let (k, k2) = self.periods_of(c, now.wall, ps.latest.period);
+                    if k < ps.latest.period {
+                        return 0;
+                    }
+                    let used = ps.count_of(k).max(ps.count_of(k2));
+                    c.max_background.saturating_sub(used)
+                }
+            };
+            room = room.min(left);
+        }
+        room
     }
 
     fn charge(&self, st: &mut State, now: Reading) {

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use drchrono_core::{ErrorContext, LayerError, PermitWait};
 use http::Response;
@@ -15,8 +15,8 @@ use tower::Service;
 use tracing::{Instrument, Span};
 
 use crate::failure::{BACKEND_RETRY_INTERVAL, carry};
-use crate::observe::throttled_until;
-use crate::rate_limiter::{Readiness, Refused};
+use crate::observe::{is_throttled, throttled_until};
+use crate::rate_limiter::{LimiterId, Readiness, Refused};
 use crate::{NotUntil, Priority, RateLimiter, Tenant};
 
 /// The wait for a permit, or the report of a 429 to the shared state: waiting involves the
@@ -38,15 +38,33 @@ pin_project! {
     /// Calls the inner service (at once, or after waiting for a permit) and reports a 429 to
     /// the limiter.
     ///
-    /// A request admitted when the service was called holds only the inner future and the
-    /// limiter; the wait for a permit is boxed, off that path.
+    /// A request admitted when the service was called holds only the inner future and its
+    /// limiter's id; the wait for a permit is boxed, off that path.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
     {
         #[pin]
         state: State<S, Req>,
-        limiter: RateLimiter,
+        limiter: Handle,
+    }
+}
+
+/// How a response future reaches its limiter to report a 429.
+enum Handle {
+    /// Admitted at once: by its id, found only on a 429 (see [`LimiterId`]).
+    Id(LimiterId),
+    /// Admitted after a wait, which held the limiter anyway.
+    Held(RateLimiter),
+}
+
+impl Handle {
+    /// The limiter, unless it was dropped (every handle of it: nobody is left to pause).
+    fn limiter(&self) -> Option<RateLimiter> {
+        match self {
+            Self::Id(id) => id.upgrade(),
+            Self::Held(limiter) => Some(limiter.clone()),
+        }
     }
 }
 
@@ -85,10 +103,10 @@ where
 {
     /// A request admitted and charged at once: `future` is the inner service's.
     #[inline]
-    pub(crate) fn called(future: S::Future, limiter: RateLimiter) -> Self {
+    pub(crate) fn called(future: S::Future, limiter: &RateLimiter) -> Self {
         Self {
             state: State::Calling { future },
-            limiter,
+            limiter: Handle::Id(limiter.id()),
         }
     }
 
@@ -117,7 +135,7 @@ where
         );
         Self {
             state: State::Waiting { sending },
-            limiter,
+            limiter: Handle::Held(limiter),
         }
     }
 }
@@ -244,7 +262,7 @@ where
         let mut this = self.project();
         loop {
             // An attempt that waited for its permit or met a 429 ends below the match.
-            let (outcome, waited, until) = match this.state.as_mut().project() {
+            let (outcome, waited, limiter) = match this.state.as_mut().project() {
                 StateProj::Waiting { sending } => {
                     match ready!(sending.as_mut().poll(cx)) {
                         Ok((future, waited)) => this.state.set(State::CalledAfterWait {
@@ -262,11 +280,11 @@ where
                     // The outcome is inspected in place and returned as polled, which spares
                     // a copy of the response on the common path.
                     let polled = future.poll(cx);
-                    let until = match &polled {
-                        Poll::Ready(outcome) => throttled_until(outcome, this.limiter.clock()),
+                    let throttled = match &polled {
+                        Poll::Ready(outcome) => is_throttled(outcome),
                         Poll::Pending => return Poll::Pending,
                     };
-                    if until.is_none() {
+                    if !throttled {
                         this.state.set(State::Done);
                         return polled;
                     }
@@ -274,12 +292,14 @@ where
                     let Poll::Ready(outcome) = polled else {
                         return Poll::Pending;
                     };
-                    (outcome, None, until)
+                    (outcome, None, this.limiter.limiter())
                 }
                 StateProj::CalledAfterWait { future, waited } => {
                     let outcome = ready!(future.as_mut().poll(cx));
-                    let until = throttled_until(&outcome, this.limiter.clock());
-                    (outcome, Some(*waited), until)
+                    let limiter = is_throttled(&outcome)
+                        .then(|| this.limiter.limiter())
+                        .flatten();
+                    (outcome, Some(*waited), limiter)
                 }
                 StateProj::Reporting { pause, outcome } => {
                     ready!(pause.as_mut().poll(cx));
@@ -289,7 +309,7 @@ where
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
-            match after_wait_or_429(outcome, waited, until, this.limiter) {
+            match after_wait_or_429(outcome, waited, limiter) {
                 Ok(outcome) => {
                     this.state.set(State::Done);
                     return Poll::Ready(outcome);
@@ -303,24 +323,26 @@ where
     }
 }
 
-/// The outcome of an attempt that waited for its permit (`waited`) or met a 429 (`until`):
-/// the wait recorded in it, and, for a 429, the pause every caller must now wait for before
-/// it is returned. Out of line: most attempts neither waited nor were throttled.
+/// The outcome of an attempt that waited for its permit (`waited`) or met a 429 (with its
+/// `limiter`, if it is still alive): the wait recorded in it, and, for a 429 that says until
+/// when, the pause every caller must now wait for before it is returned. Out of line: most
+/// attempts neither waited nor were throttled.
 #[cold]
 #[inline(never)]
 fn after_wait_or_429<B, E: LayerError>(
     mut outcome: Outcome<B, E>,
     waited: Option<Duration>,
-    until: Option<SystemTime>,
-    limiter: &RateLimiter,
+    limiter: Option<RateLimiter>,
 ) -> Result<Outcome<B, E>, Paused<Outcome<B, E>>> {
     if let Some(waited) = waited {
         record_wait(&mut outcome, waited);
     }
-    let Some(until) = until else {
+    let Some((limiter, until)) = limiter.and_then(|limiter| {
+        let until = throttled_until(&outcome, limiter.clock())?;
+        Some((limiter, until))
+    }) else {
         return Ok(outcome);
     };
-    let limiter = limiter.clone();
     // A pause the backend could not record is logged by the limiter; the caller still gets
     // the server's answer.
     let pause: Boxed<()> = Box::pin(async move {

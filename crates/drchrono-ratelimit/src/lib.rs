@@ -218,6 +218,7 @@ mod algorithm;
 mod backend;
 mod clock;
 mod config;
+mod credits;
 mod error;
 mod failure;
 mod fair;

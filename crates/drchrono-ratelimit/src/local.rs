@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::SystemTime;
 
 use crate::algorithm::{Policy, Refusal, State};
 use crate::backend::{Backend, BackendFuture};
+use crate::credits::{Charged, Credits, Take};
 use crate::fair::Held;
 use crate::time::{Reading, from_nanos, to_nanos};
 use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
@@ -15,9 +16,14 @@ use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
 ///
 /// Every method takes `now` as an argument and never waits: [`LocalLimiter::try_acquire`]
 /// checks all rules and charges all of them atomically, or returns the exact earliest
-/// instant that breaks no rule. It costs one uncontended lock and O(1) work per rule (a
-/// ring of the last `max` instants per sliding rule, a few counters per aligned rule). A
-/// refusal is cheaper still: the earliest instant of the last refusal and the rule that set
+/// instant that breaks no rule. A decision under the lock costs O(1) work per rule (a
+/// ring of the last `max` instants per sliding rule, a few counters per aligned rule).
+/// Far from every limit, most admissions take no lock: each decision under the lock grants
+/// as many credits as every rule still admits at any later instant (at most 256, none with
+/// pacing or during a pause), and a request takes one with a compare-and-swap and records
+/// its instant; the next operation under the lock charges those instants before it decides
+/// anything, so every decision is the one it would be had each been charged under the lock.
+/// A refusal is cheaper still: the earliest instant of the last refusal and the rule that set
 /// it are kept in atomics (written only under the lock, cleared by every charge and pause,
 /// so they are always exact for the current state), and a request before that instant is
 /// refused without taking the lock, naming the same rule ([`NotUntil::rule`]).
@@ -56,7 +62,9 @@ use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
 /// ```
 pub struct LocalLimiter {
     policy: Policy,
-    state: Mutex<State>,
+    state: Mutex<Locked>,
+    /// Admissions granted under the lock, taken without it.
+    credits: Credits,
     /// Per priority: the earliest monotonic instant computed by the last refusal since the
     /// last charge or pause (0 = none). Nothing is admissible before it while the clocks
     /// keep the offset it was computed at.
@@ -74,6 +82,14 @@ pub struct LocalLimiter {
     refused_seq: [AtomicUsize; 2],
 }
 
+/// What the lock guards: the core's state, the lock's side of the credits, and room to
+/// charge the credits taken.
+struct Locked {
+    state: State,
+    charged: Charged,
+    credited: Vec<u64>,
+}
+
 fn slot(priority: Priority) -> usize {
     match priority {
         Priority::Interactive => 0,
@@ -85,10 +101,18 @@ impl LocalLimiter {
     /// A fresh budget for `config`'s rules.
     pub fn new(config: &RateLimitConfig) -> Self {
         let policy = Policy::new(config);
-        let state = Mutex::new(policy.new_state());
+        // More credits than the tightest rule's maximum are never granted.
+        let tightest = config.rules().iter().map(|rule| rule.max()).min();
+        let credits = Credits::new(tightest.unwrap_or(u32::MAX));
+        let state = Mutex::new(Locked {
+            state: policy.new_state(),
+            charged: Charged::default(),
+            credited: Vec::new(),
+        });
         Self {
             policy,
             state,
+            credits,
             refused_until: [AtomicU64::new(0), AtomicU64::new(0)],
             refused_offset: [AtomicU64::new(0), AtomicU64::new(0)],
             refused_rule: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -96,10 +120,47 @@ impl LocalLimiter {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    /// The state, locked, with the credits taken since the last lock charged (and those
+    /// left revoked): what every operation under the lock decides on.
+    fn state(&self) -> StateGuard<'_> {
         // The state is consistent after every statement that mutates it: a panic elsewhere
         // while the lock was held leaves nothing half-done.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut locked = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.charge_credited(&mut locked, true);
+        StateGuard(locked)
+    }
+
+    /// Charges the credits taken since the last time, in order; first revokes those left
+    /// with `revoke`.
+    fn charge_credited(&self, locked: &mut Locked, revoke: bool) {
+        let Locked {
+            state,
+            charged,
+            credited,
+        } = locked;
+        credited.clear();
+        let offset = self.credits.collect(charged, revoke, credited);
+        for &mono in &*credited {
+            let wall = mono.wrapping_add(offset);
+            self.policy.charge_credited(state, Reading { mono, wall });
+        }
+    }
+
+    /// A taker found the credits low: if the lock is free, charges those taken and tops
+    /// the grant up to the headroom at `now`, so that the others keep taking credits.
+    #[cold]
+    #[inline(never)]
+    fn extend_credits(&self, now: Reading) {
+        let mut locked = match self.state.try_lock() {
+            Ok(locked) => locked,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // Someone decides under the lock: they charge the credits.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        self.charge_credited(&mut locked, false);
+        let now = now.not_before(locked.state.last_now());
+        let headroom = self.policy.headroom(&locked.state, now);
+        self.credits.extend(&locked.charged, headroom, now);
     }
 
     /// [`try_acquire_with`](Self::try_acquire_with) for interactive work.
@@ -144,15 +205,30 @@ impl LocalLimiter {
         {
             return Err(refusal);
         }
-        self.decide_locked(now, priority)
+        match self.credits.take(now) {
+            Take::Taken => Ok(()),
+            Take::Low => {
+                self.extend_credits(now);
+                Ok(())
+            }
+            Take::Empty => self.decide_locked(now, priority),
+        }
     }
 
     /// [`try_acquire_reading`](Self::try_acquire_reading) past the cached refusals: out of
     /// line, so that a cached refusal is a few loads in the caller.
+    /// An admission grants the credits every rule leaves.
     #[inline(never)]
     fn decide_locked(&self, now: Reading, priority: Priority) -> Result<(), Refusal> {
-        self.decide(&mut self.state(), now, priority)
-            .map_err(|(_, refusal)| refusal)
+        let mut state = self.state();
+        let decided = self.decide(&mut state, now, priority);
+        if decided.is_ok() {
+            let now = now.not_before(state.last_now());
+            let headroom = self.policy.headroom(&state, now);
+            let Locked { charged, .. } = &mut *state.0;
+            self.credits.grant(charged, headroom, now);
+        }
+        decided.map_err(|(_, refusal)| refusal)
     }
 
     /// Admits and charges, or refuses and caches the refusal, with the state locked; a
@@ -285,6 +361,23 @@ impl LocalLimiter {
     }
 }
 
+/// [`LocalLimiter::state`]'s guard: the core's state.
+struct StateGuard<'a>(MutexGuard<'a, Locked>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0.state
+    }
+}
+
 impl fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalLimiter")
@@ -397,5 +490,60 @@ mod tests {
         // Refusals compare by their instants alone.
         let paused = limiter.try_acquire(later).unwrap_err();
         assert_eq!(paused, NotUntil::new(paused.earliest(), Some(rules[2])));
+    }
+
+    /// Many threads at once, most of them admitted by credits: exactly what the rules
+    /// allow, no more and no fewer, and the state under the lock knows every one.
+    #[test]
+    fn credits_taken_by_many_threads_admit_exactly_the_budget() {
+        use crate::Rule;
+        use std::sync::atomic::AtomicU64;
+
+        let config = RateLimitConfig::builder()
+            .rules([
+                Rule::sliding(1_000, Duration::from_secs(1)).unwrap(),
+                Rule::sliding(5_000, Duration::from_secs(600)).unwrap(),
+                Rule::aligned(8_000, Duration::from_secs(3_600)).unwrap(),
+            ])
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let limiter = LocalLimiter::new(&config);
+        // 2026-01-05T10:00:00Z: a fresh hour.
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_607_200);
+        // A shared clock each attempt moves a microsecond: 40,000 attempts stay in one
+        // rolling second.
+        let micros = AtomicU64::new(0);
+        let burst = |from: Duration| {
+            micros.store(0, Ordering::Relaxed);
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            (0..5_000)
+                                .filter(|_| {
+                                    let t = micros.fetch_add(1, Ordering::Relaxed);
+                                    let now = start + from + Duration::from_micros(t);
+                                    limiter.try_acquire(now).is_ok()
+                                })
+                                .count()
+                        })
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| t.join().unwrap())
+                    .sum::<usize>()
+            })
+        };
+        assert_eq!(burst(Duration::ZERO), 1_000);
+        let status = limiter.status(start + Duration::from_millis(100));
+        let remaining: Vec<_> = status.rules.iter().map(|r| r.remaining).collect();
+        assert_eq!(remaining, [0, 4_000, 7_000]);
+        // The next rolling second: another thousand exactly.
+        assert_eq!(burst(Duration::from_secs(2)), 1_000);
+        let status = limiter.status(start + Duration::from_millis(2_100));
+        let remaining: Vec<_> = status.rules.iter().map(|r| r.remaining).collect();
+        assert_eq!(remaining, [0, 3_000, 6_000]);
     }
 }

@@ -14,6 +14,15 @@ use crate::Clock;
 /// used to read as no pause); the retry policy fails the request itself at once, typed.
 pub(crate) const MAX_SERVER_PAUSE: Duration = Duration::from_secs(60 * 60);
 
+/// Whether this outcome is a 429: a raw `Ok` 429 response, or an `Err` that is (or boxes)
+/// [`DrChronoError::Throttled`]. Only then is [`throttled_until`] asked, with the clock.
+pub(crate) fn is_throttled<B, E: LayerError>(outcome: &Result<Response<B>, E>) -> bool {
+    match outcome {
+        Ok(response) => response.status() == StatusCode::TOO_MANY_REQUESTS,
+        Err(error) => matches!(error.as_drchrono(), Some(DrChronoError::Throttled { .. })),
+    }
+}
+
 /// Until when the server asked every caller to wait, if this outcome is a 429 that says so:
 /// an `Err` that is (or boxes) [`DrChronoError::Throttled`] with `available_at` or
 /// `retry_after`, or a raw `Ok` 429 response with a `Retry-After` header. At most

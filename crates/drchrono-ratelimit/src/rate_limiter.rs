@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -54,6 +55,8 @@ pub struct RateLimiter {
 }
 
 struct Inner {
+    /// Where [`LimiterId::upgrade`] finds this limiter.
+    id: LimiterId,
     config: RateLimitConfig,
     store: Store,
     clocks: Clocks,
@@ -120,6 +123,42 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(Registry::default)
 }
 
+/// The limiters alive in this process, by [`LimiterId`].
+fn live() -> &'static Mutex<HashMap<u64, Weak<Inner>>> {
+    static LIVE: OnceLock<Mutex<HashMap<u64, Weak<Inner>>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+/// A limiter's identity: finds the limiter again while it lives, without holding a
+/// reference to it.
+///
+/// A request admitted at once holds its limiter's id, not a clone of the limiter, for the
+/// rare 429 it must report: a clone writes the limiter's reference count, one cache line
+/// every request on every core would then write twice more (-20 % in
+/// `limiter_throughput`, where the rest of an admission writes two lines). A 429 finds the
+/// limiter under a process-wide lock, taken otherwise only when a limiter is built or
+/// dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LimiterId(u64);
+
+impl LimiterId {
+    /// The limiter, if it is still alive (some handle of it is).
+    pub(crate) fn upgrade(self) -> Option<RateLimiter> {
+        let live = live().lock().unwrap_or_else(PoisonError::into_inner);
+        let inner = live.get(&self.0)?.upgrade()?;
+        Some(RateLimiter { inner })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        live()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id.0);
+    }
+}
+
 impl RateLimiter {
     /// A fresh budget for `config`, kept in memory ([`LocalLimiter`]), on the
     /// [`TokioClock`]. Only its clones share it; see [`RateLimiter::shared`].
@@ -150,6 +189,11 @@ impl RateLimiter {
             backend: None,
             fair_shares: FairShares::new(),
         }
+    }
+
+    /// This limiter's identity, to find it again without holding it.
+    pub(crate) fn id(&self) -> LimiterId {
+        self.inner.id
     }
 
     /// The configuration.
@@ -528,14 +572,20 @@ impl RateLimiterBuilder {
         let clocks = self
             .clock
             .unwrap_or_else(|| Clocks::Tokio(TokioClock::new()));
-        RateLimiter {
-            inner: Arc::new(Inner {
-                store,
-                clocks,
-                queue: FairQueue::new(&self.config, self.fair_shares),
-                config: self.config,
-            }),
-        }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = LimiterId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let inner = Arc::new(Inner {
+            id,
+            store,
+            clocks,
+            queue: FairQueue::new(&self.config, self.fair_shares),
+            config: self.config,
+        });
+        live()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.0, Arc::downgrade(&inner));
+        RateLimiter { inner }
     }
 }
 
@@ -693,5 +743,23 @@ mod tests {
         assert!(limiter.try_acquire_now(Priority::Interactive, false));
         background.await.unwrap().unwrap();
         assert_eq!(limiter.status().await.unwrap().rules[2].remaining, 497);
+    }
+
+    #[test]
+    fn an_id_finds_its_limiter_while_it_lives_and_is_forgotten_with_it() {
+        let limiter = RateLimiter::new(RateLimitConfig::default());
+        let other = RateLimiter::new(RateLimitConfig::default());
+        let id = limiter.id();
+        assert_ne!(id, other.id());
+        let found = id.upgrade().expect("alive");
+        assert!(Arc::ptr_eq(&found.inner, &limiter.inner));
+        drop((found, limiter));
+        assert!(id.upgrade().is_none());
+        let live = live().lock().unwrap();
+        assert!(
+            !live.contains_key(&id.0),
+            "a dropped limiter leaves no entry"
+        );
+        assert!(live.contains_key(&other.id().0));
     }
 }

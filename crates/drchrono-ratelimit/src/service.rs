@@ -133,7 +133,7 @@ where
         if self.limiter.try_acquire_now(priority, tenant.is_some()) {
             // Admitted and charged: the service that was polled ready is called at once.
             let future = self.inner.call(request);
-            return ResponseFuture::called(future, self.limiter.clone());
+            return ResponseFuture::called(future, &self.limiter);
         }
         let tenant = tenant.cloned();
         self.wait_for_permit(request, priority, tenant)
