@@ -368,7 +368,14 @@ impl Policy {
         for (c, rs) in self.rules.iter().zip(&st.rules) {
             let left = match rs {
                 RuleState::Sliding(log) => {
-                    let gone = log.partition_point(|&e| e.saturating_add(c.span) <= now.mono);
+                    // Every charge prunes what left the window: usually nothing has since,
+                    // and a long log is not searched.
+                    let expired = |&e: &u64| e.saturating_add(c.span) <= now.mono;
+                    let gone = if log.front().is_some_and(expired) {
+                        log.partition_point(expired)
+                    } else {
+                        0
+                    };
                     let held = u32::try_from(log.len() - gone).unwrap_or(u32::MAX);
                     c.max.saturating_sub(held)
                 }
