@@ -4,8 +4,11 @@
 //! A decision under the lock knows how many more requests every rule admits at any later
 //! instant (at the same offset between the clocks): the headroom
 //! ([`Policy::headroom`](crate::algorithm::Policy::headroom)). It grants that many credits
-//! (at most [`SLOTS`]). A request takes one with a compare-and-swap and writes its instant
-//! into the credit's slot; it never waits and takes no lock.
+//! (at most [`SLOTS`] per shard), spread over [`SHARDS`] shards, each a grant on its own
+//! cache line with its own slots. A request takes one from its thread's shard (by the
+//! address of its stack: threads tend to find different shards, so that the cores do not
+//! pass one line back and forth), or from another if that one is empty: a compare-and-swap,
+//! and its instant written into the credit's slot. It never waits and takes no lock.
 //!
 //! The instants taken are charged under the lock, in order, at two moments:
 //! - before every decision under the lock (and every other operation on the state), which
@@ -23,8 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::time::Reading;
 
-/// The most credits outstanding at once: granted and not yet charged under the lock.
-pub(crate) const SLOTS: u32 = 256;
+/// The most credits of one shard outstanding at once: granted and not yet charged under
+/// the lock.
+pub(crate) const SLOTS: u32 = 128;
+
+/// The shards the credits are spread over: more than the cores that usually take them at
+/// once, so that two threads seldom share one.
+pub(crate) const SHARDS: usize = 4;
 
 /// The word the credits are taken from: a generation (32 bits), then the credits granted
 /// and the credits taken since the generation began, each counted modulo 2^16. A taker
@@ -83,26 +91,26 @@ pub(crate) enum Take {
     Low,
 }
 
-/// Credits granted under the lock and taken without it.
-pub(crate) struct Credits {
+/// One shard of the credits: a grant and its slots.
+struct Shard {
     grant: Grant,
     /// By the order credits were taken, modulo their number (a power of two): the monotonic
     /// instant charged, plus one (0: not yet written, or charged).
     slots: Box<[AtomicU64]>,
 }
 
-/// The lock's holder's side of the credits: whether a grant is live (granted, and not
+/// The lock's holder's side of a shard: whether its grant is live (granted, and not
 /// revoked since), and how many of its credits taken were charged (modulo 2^16).
 #[derive(Debug, Default)]
-pub(crate) struct Charged {
+struct ShardCharged {
     live: bool,
     count: u32,
 }
 
-impl Credits {
+impl Shard {
     /// Room for as many credits outstanding as the power of two at or above `tightest`
     /// (the tightest rule's maximum; more are never granted), at most [`SLOTS`].
-    pub(crate) fn new(tightest: u32) -> Self {
+    fn new(tightest: u32) -> Self {
         let slots = tightest.clamp(1, SLOTS).next_power_of_two();
         Self {
             grant: Grant {
@@ -122,7 +130,7 @@ impl Credits {
     /// Takes a credit for a request at `now`, if one is left at `now`'s offset; records
     /// the instant charged: `now`, or the grant's own if `now` is earlier.
     #[inline]
-    pub(crate) fn take(&self, now: Reading) -> Take {
+    fn take(&self, now: Reading) -> Take {
         let grant = &self.grant;
         let mut word = Word(grant.word.load(Ordering::Acquire));
         loop {
@@ -162,6 +170,15 @@ impl Credits {
         }
     }
 
+    /// Credits granted and not yet charged (taken or not).
+    fn outstanding(&self, charged: &ShardCharged) -> u32 {
+        if !charged.live {
+            return 0;
+        }
+        let word = Word(self.grant.word.load(Ordering::Relaxed));
+        word.granted().wrapping_sub(charged.count) & 0xffff
+    }
+
     /// At how many credits left the taker that leaves them extends the grant.
     fn low_mark(&self) -> u32 {
         self.slots.len() as u32 / 2
@@ -170,12 +187,7 @@ impl Credits {
     /// Appends to `instants` those of the credits taken and not yet charged, sorted, and
     /// returns their offset between the clocks; with `revoke`, first revokes the credits
     /// left. Called with the lock held (the only writer of the grant, with the takers).
-    pub(crate) fn collect(
-        &self,
-        charged: &mut Charged,
-        revoke: bool,
-        instants: &mut Vec<u64>,
-    ) -> u64 {
+    fn collect(&self, charged: &mut ShardCharged, revoke: bool, instants: &mut Vec<u64>) -> u64 {
         if !charged.live {
             // Nothing granted since the last revocation, so nothing can be taken.
             return 0;
@@ -201,10 +213,10 @@ impl Credits {
     /// Grants `headroom` credits (at most the slots) for readings at `now`'s offset, from
     /// `now` on, unless a grant is live. Called with the lock held, after a revoking
     /// [`collect`](Self::collect) and with its instants charged.
-    pub(crate) fn grant(&self, charged: &mut Charged, headroom: u32, now: Reading) {
+    fn grant(&self, charged: &mut ShardCharged, headroom: u32, now: Reading) {
         let room = headroom.min(self.slots.len() as u32);
         // An instant past the year 2554 cannot be stored plus one.
-        if charged.live || room == 0 || now.mono == u64::MAX {
+        if charged.live || now.mono == u64::MAX {
             return;
         }
         let grant = &self.grant;
@@ -213,7 +225,7 @@ impl Credits {
         grant.floor.store(now.mono, Ordering::Release);
         let fresh = Word::new(word.generation(), room, 0);
         grant.word.store(fresh.0, Ordering::Release);
-        *charged = Charged {
+        *charged = ShardCharged {
             live: true,
             count: 0,
         };
@@ -222,7 +234,7 @@ impl Credits {
     /// Extends the live grant, when `now` is at its offset, so that its credits not yet
     /// charged come to `headroom` (at most the slots). Called with the lock held, after
     /// a [`collect`](Self::collect) and with its instants charged.
-    pub(crate) fn extend(&self, charged: &Charged, headroom: u32, now: Reading) {
+    fn extend(&self, charged: &ShardCharged, headroom: u32, now: Reading) {
         let room = headroom.min(self.slots.len() as u32);
         let grant = &self.grant;
         if !charged.live || grant.offset.load(Ordering::Relaxed) != now.offset() {
@@ -250,6 +262,109 @@ impl Credits {
             }
         }
     }
+}
+
+/// Credits granted under the lock and taken without it, over [`SHARDS`] shards.
+pub(crate) struct Credits {
+    shards: [Shard; SHARDS],
+}
+
+/// The lock's holder's side of the credits, per shard.
+#[derive(Debug, Default)]
+pub(crate) struct Charged {
+    shards: [ShardCharged; SHARDS],
+}
+
+/// The shard a thread tries first: by where its stack lies. Threads' stacks lie megabytes
+/// apart (tokio's workers' 2 MiB each), and one thread's moves by far less. A heuristic
+/// only: any thread may take from any shard.
+#[inline]
+fn home_shard() -> usize {
+    let marker = 0_u8;
+    (std::ptr::addr_of!(marker).addr() >> 21) % SHARDS
+}
+
+impl Credits {
+    /// Room in each shard for as many credits outstanding as the power of two at or above
+    /// `tightest` (the tightest rule's maximum; more are never granted), at most
+    /// [`SLOTS`].
+    pub(crate) fn new(tightest: u32) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Shard::new(tightest)),
+        }
+    }
+
+    /// Takes a credit for a request at `now` from this thread's shard, or from another,
+    /// if one is left at `now`'s offset (see [`Shard::take`]).
+    #[inline]
+    pub(crate) fn take(&self, now: Reading) -> Take {
+        let home = home_shard();
+        for i in 0..SHARDS {
+            match self.shards[(home + i) % SHARDS].take(now) {
+                Take::Empty => {}
+                took => return took,
+            }
+        }
+        Take::Empty
+    }
+
+    /// Appends to `instants` those of the credits taken and not yet charged, sorted, and
+    /// returns their offset between the clocks; with `revoke`, first revokes the credits
+    /// left. Called with the lock held.
+    pub(crate) fn collect(
+        &self,
+        charged: &mut Charged,
+        revoke: bool,
+        instants: &mut Vec<u64>,
+    ) -> u64 {
+        let start = instants.len();
+        let mut offset = 0;
+        for (shard, charged) in self.shards.iter().zip(&mut charged.shards) {
+            if charged.live {
+                // Every live shard was granted at one offset.
+                offset = shard.collect(charged, revoke, instants);
+            }
+        }
+        instants[start..].sort_unstable();
+        offset
+    }
+
+    /// Grants `headroom` credits for readings at `now`'s offset, from `now` on, spread
+    /// evenly over the shards, unless a grant is live. Called with the lock held, after a
+    /// revoking [`collect`](Self::collect) and with its instants charged.
+    pub(crate) fn grant(&self, charged: &mut Charged, headroom: u32, now: Reading) {
+        if headroom == 0 || charged.shards.iter().any(|shard| shard.live) {
+            return;
+        }
+        for (i, (shard, charged)) in self.shards.iter().zip(&mut charged.shards).enumerate() {
+            shard.grant(charged, share(headroom, i), now);
+        }
+    }
+
+    /// Tops the live grant up, when `now` is at its offset, so that the credits not yet
+    /// charged come to `headroom`, spread over the shards that have room. Called with the
+    /// lock held, after a [`collect`](Self::collect) and with its instants charged.
+    pub(crate) fn extend(&self, charged: &Charged, headroom: u32, now: Reading) {
+        let outstanding: u32 = self
+            .shards
+            .iter()
+            .zip(&charged.shards)
+            .map(|(shard, charged)| shard.outstanding(charged))
+            .sum();
+        let Some(more) = headroom.checked_sub(outstanding).filter(|&more| more > 0) else {
+            return;
+        };
+        for (i, (shard, charged)) in self.shards.iter().zip(&charged.shards).enumerate() {
+            let target = shard.outstanding(charged) + share(more, i);
+            shard.extend(charged, target, now);
+        }
+    }
+}
+
+/// Shard `i`'s share of `total` spread evenly over the shards.
+fn share(total: u32, i: usize) -> u32 {
+    let shards = SHARDS as u32;
+    total / shards + u32::from((i as u32) < total % shards)
 }
 
 /// The slot's value once its taker wrote it (the instruction after its swap), and the slot
@@ -286,10 +401,17 @@ mod tests {
         instants
     }
 
+    /// Revokes one shard, and returns the instants charged.
+    fn revoke_shard(shard: &Shard, charged: &mut ShardCharged) -> Vec<u64> {
+        let mut instants = Vec::new();
+        shard.collect(charged, true, &mut instants);
+        instants
+    }
+
     #[test]
     fn credits_are_taken_up_to_the_grant_and_revoked_in_order() {
-        let credits = Credits::new(8);
-        let mut charged = Charged::default();
+        let credits = Shard::new(8);
+        let mut charged = ShardCharged::default();
         assert_eq!(credits.take(at(10)), Take::Empty, "nothing granted yet");
         credits.grant(&mut charged, 3, at(100));
         assert_eq!(credits.take(at(120)), Take::Taken);
@@ -301,16 +423,16 @@ mod tests {
             Take::Empty,
             "three granted, three taken"
         );
-        assert_eq!(revoke(&credits, &mut charged), [100, 110, 120]);
+        assert_eq!(revoke_shard(&credits, &mut charged), [100, 110, 120]);
         // Revoked: nothing left, and nothing to revoke twice.
         assert_eq!(credits.take(at(140)), Take::Empty);
-        assert!(revoke(&credits, &mut charged).is_empty());
+        assert!(revoke_shard(&credits, &mut charged).is_empty());
     }
 
     #[test]
     fn a_grant_is_bounded_by_its_slots_and_holds_for_its_offset_only() {
-        let credits = Credits::new(2);
-        let mut charged = Charged::default();
+        let credits = Shard::new(2);
+        let mut charged = ShardCharged::default();
         let stepped = Reading {
             mono: 100,
             wall: 5_100,
@@ -336,8 +458,8 @@ mod tests {
 
     #[test]
     fn an_extension_charges_those_taken_and_tops_up_the_rest() {
-        let credits = Credits::new(8);
-        let mut charged = Charged::default();
+        let credits = Shard::new(8);
+        let mut charged = ShardCharged::default();
         credits.grant(&mut charged, 8, at(100));
         for t in 0..3 {
             assert_eq!(credits.take(at(100 + t)), Take::Taken);
@@ -356,15 +478,15 @@ mod tests {
         credits.extend(&charged, 1, at(110));
         assert_eq!(credits.take(at(110)), Take::Empty);
         assert_eq!(
-            revoke(&credits, &mut charged),
+            revoke_shard(&credits, &mut charged),
             [104, 105, 106, 107, 108, 109]
         );
     }
 
     #[test]
     fn the_counters_wrap_without_losing_a_credit() {
-        let credits = Credits::new(4);
-        let mut charged = Charged::default();
+        let credits = Shard::new(4);
+        let mut charged = ShardCharged::default();
         credits.grant(&mut charged, 4, at(1));
         let mut instants = Vec::new();
         for t in 0..70_000_u64 {
@@ -376,6 +498,44 @@ mod tests {
                 credits.extend(&charged, 4, at(t + 1));
             }
         }
+    }
+
+    #[test]
+    fn a_grant_is_spread_over_the_shards_and_any_taker_may_empty_them_all() {
+        let credits = Credits::new(64);
+        let mut charged = Charged::default();
+        credits.grant(&mut charged, 10, at(100));
+        let shares: Vec<u32> = (0..SHARDS).map(|i| share(10, i)).collect();
+        assert_eq!(shares, [3, 3, 2, 2]);
+        // One thread takes every credit of every shard, then none.
+        for t in 0..10 {
+            assert_ne!(credits.take(at(100 + t)), Take::Empty, "credit {t}");
+        }
+        assert_eq!(credits.take(at(110)), Take::Empty);
+        assert_eq!(
+            revoke(&credits, &mut charged),
+            (100..110).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn an_extension_tops_the_shards_up_to_the_headroom() {
+        let credits = Credits::new(64);
+        let mut charged = Charged::default();
+        credits.grant(&mut charged, 8, at(100));
+        for t in 0..5 {
+            assert_ne!(credits.take(at(100 + t)), Take::Empty);
+        }
+        let mut instants = Vec::new();
+        credits.collect(&mut charged, false, &mut instants);
+        assert_eq!(instants, [100, 101, 102, 103, 104]);
+        // Three left outstanding; a headroom of 20 adds 17 over the shards.
+        credits.extend(&charged, 20, at(105));
+        let mut taken = 0;
+        while credits.take(at(105)) != Take::Empty {
+            taken += 1;
+        }
+        assert_eq!(taken, 20);
     }
 
     #[test]
