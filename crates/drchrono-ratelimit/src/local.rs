@@ -18,11 +18,15 @@ use crate::{BackendError, NotUntil, Now, Priority, RateLimitConfig, Status};
 /// checks all rules and charges all of them atomically, or returns the exact earliest
 /// instant that breaks no rule. A decision under the lock costs O(1) work per rule (a
 /// ring of the last `max` instants per sliding rule, a few counters per aligned rule).
-/// Far from every limit, most admissions take no lock: each decision under the lock grants
-/// as many credits as every rule still admits at any later instant (at most 256, none with
-/// pacing or during a pause), and a request takes one with a compare-and-swap and records
-/// its instant; the next operation under the lock charges those instants before it decides
-/// anything, so every decision is the one it would be had each been charged under the lock.
+/// Far from every limit, most admissions take no lock: an admission under the lock grants
+/// as many credits as every rule still admits at any later instant (spread over four
+/// shards of at most 128, each on its own cache line; none with pacing, during a pause or
+/// after a step back of the wall clock), and a request takes one with a compare-and-swap
+/// and records its instant. Every operation under the lock first charges those instants,
+/// in order (and revokes the credits left before it decides), so that every decision is the
+/// one it would be had each credited request been charged under the lock at its instant;
+/// the taker that finds its shard half spent charges them too, when the lock is free, and
+/// tops the credits up, so that the others never wait for it.
 /// A refusal is cheaper still: the earliest instant of the last refusal and the rule that set
 /// it are kept in atomics (written only under the lock, cleared by every charge and pause,
 /// so they are always exact for the current state), and a request before that instant is
