@@ -7,6 +7,7 @@ use drchrono_core::{BoxError, DrChronoError, ErrorContext, parse};
 use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::MalformedTokenResponse;
 
@@ -20,7 +21,7 @@ pub struct TokenGrant {
     /// The rotated refresh token; `None` when the server kept the old one (RFC 6749 allows
     /// it; DrChrono always rotates).
     pub refresh_token: Option<SecretString>,
-    /// `expires_in`; `None` when absent (DrChrono always sends it).
+    /// `expires_in`; `None` when absent or unreadable (DrChrono always sends it).
     pub expires_in: Option<Duration>,
     /// The scopes granted, when sent.
     pub scope: Option<String>,
@@ -51,23 +52,52 @@ pub(crate) enum Attempt {
     Fail(DrChronoError),
 }
 
+/// The body as sent. The optional fields are read as any JSON value and interpreted
+/// leniently (see [`parse_grant`]): by the time the body arrives the server has rotated the
+/// pair, so an odd `expires_in` must never throw away the new refresh token.
 #[derive(Deserialize)]
 struct Wire {
     access_token: SecretString,
     #[serde(default)]
-    token_type: Option<String>,
+    token_type: Option<Value>,
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<Value>,
     #[serde(default)]
     refresh_token: Option<SecretString>,
     #[serde(default)]
-    scope: Option<String>,
+    scope: Option<Value>,
 }
 
 /// Parses a 2xx body.
+///
+/// `access_token` and `refresh_token` are read strictly (a string each; anything else is
+/// [`MalformedTokenResponse`]). The optional fields are read leniently; the odd ones are
+/// reported in one `warn` event per grant that names each field and its JSON type, never a
+/// value:
+/// - `expires_in`: a non-negative integer; else an integer-valued string (`"7200"`,
+///   surrounding whitespace ignored) or a finite non-negative float (`7200.9`), rounded
+///   *down* to whole seconds (the token is then refreshed at most a second early, never
+///   sent after the server's expiry). Values past `u64::MAX` seconds saturate (and the
+///   refresh caps the lifetime at a year). Anything else (a negative number, `"-1"`,
+///   `"2h"`, `"7200.0"`, `true`, an array…) is taken as absent, as `null` is: the lifetime
+///   is then
+///   [`RefreshTiming::assumed_lifetime`](crate::RefreshTiming::assumed_lifetime).
+/// - `token_type` and `scope`: a string; any other type is taken as absent (a `token_type`
+///   *string* other than `Bearer` is still refused).
 pub(crate) fn parse_grant(body: &[u8]) -> Result<TokenGrant, MalformedTokenResponse> {
+    let (grant, odd) = read_grant(body)?;
+    odd.report(grant.expires_in);
+    Ok(grant)
+}
+
+/// [`parse_grant`] without the report of odd fields.
+fn read_grant(body: &[u8]) -> Result<(TokenGrant, Oddities), MalformedTokenResponse> {
     let wire: Wire = serde_json::from_slice(body).map_err(|_| MalformedTokenResponse::NotJson)?;
-    if let Some(kind) = &wire.token_type
+    let mut odd = Oddities::default();
+    let token_type = odd.string("token_type", wire.token_type);
+    let scope = odd.string("scope", wire.scope);
+    let expires_in = wire.expires_in.and_then(|value| odd.seconds(&value));
+    if let Some(kind) = &token_type
         && !kind.eq_ignore_ascii_case("bearer")
     {
         let shown: String = kind.chars().take(32).collect();
@@ -84,12 +114,93 @@ pub(crate) fn parse_grant(body: &[u8]) -> Result<TokenGrant, MalformedTokenRespo
     {
         return Err(MalformedTokenResponse::EmptyRefreshToken);
     }
-    Ok(TokenGrant {
+    let grant = TokenGrant {
         access_token: wire.access_token,
         refresh_token: wire.refresh_token,
-        expires_in: wire.expires_in.map(Duration::from_secs),
-        scope: wire.scope,
-    })
+        expires_in: expires_in.map(Duration::from_secs),
+        scope,
+    };
+    Ok((grant, odd))
+}
+
+/// The optional fields of a grant that had an unexpected shape: `(field, JSON type, what
+/// was made of it)`. Never a value: a misbehaving server may put anything there.
+#[derive(Default)]
+struct Oddities(Vec<(&'static str, &'static str, &'static str)>);
+
+impl Oddities {
+    /// A string field; any other type (`null` aside) is noted and taken as absent.
+    fn string(&mut self, field: &'static str, value: Option<Value>) -> Option<String> {
+        match value? {
+            Value::String(text) => Some(text),
+            other => {
+                self.0.push((field, json_type(&other), "ignored"));
+                None
+            }
+        }
+    }
+
+    /// `expires_in` as whole seconds, or `None` when it cannot be read.
+    fn seconds(&mut self, value: &Value) -> Option<u64> {
+        const READ: &str = "read as whole seconds";
+        const IGNORED: &str = "ignored";
+        let (secs, outcome) = match value {
+            Value::Number(number) => match (number.as_u64(), number.as_f64()) {
+                (Some(secs), _) => return Some(secs),
+                // `as` saturates: a float past `u64::MAX` seconds becomes `u64::MAX`.
+                (None, Some(secs)) if secs.is_finite() && secs >= 0.0 => {
+                    (Some(secs.trunc() as u64), READ)
+                }
+                _ => (None, IGNORED),
+            },
+            Value::String(text) => {
+                let digits = text.trim();
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    (Some(digits.parse().unwrap_or(u64::MAX)), READ)
+                } else {
+                    (None, IGNORED)
+                }
+            }
+            _ => (None, IGNORED),
+        };
+        self.0.push(("expires_in", json_type(value), outcome));
+        secs
+    }
+
+    /// `field: JSON type, outcome; …`, or `None` when nothing was odd.
+    fn summary(&self) -> Option<String> {
+        let fields: Vec<String> = self
+            .0
+            .iter()
+            .map(|(field, kind, outcome)| format!("{field}: {kind}, {outcome}"))
+            .collect();
+        (!fields.is_empty()).then(|| fields.join("; "))
+    }
+
+    /// One `warn` event for the whole grant, when anything was odd.
+    fn report(&self, expires_in: Option<Duration>) {
+        if let Some(fields) = self.summary() {
+            tracing::warn!(
+                odd_fields = %fields,
+                expires_in_secs = expires_in.map(|lifetime| lifetime.as_secs()),
+                "the token endpoint sent optional fields of an unexpected type; the grant is kept"
+            );
+        }
+    }
+}
+
+/// The JSON type of `value`, for logs.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(number) if number.is_u64() => "integer",
+        Value::Number(number) if number.is_i64() => "negative integer",
+        Value::Number(_) => "float",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
 /// Classifies a complete response of the token endpoint.

@@ -379,6 +379,73 @@ async fn a_grant_with_an_absurd_lifetime_is_kept() {
     assert!(stored.expires_at <= SystemTime::now() + year + Duration::from_secs(1));
 }
 
+/// A grant whose `expires_in` is a string (`"7200"`) has rotated the pair like any other:
+/// the new refresh token is persisted and spent by the next refresh. Refused as malformed,
+/// it was lost, and the next refresh spent the old, dead one (`invalid_grant`: the practice
+/// had to re-authorise).
+#[tokio::test(start_paused = true)]
+async fn a_grant_with_a_string_expires_in_keeps_the_rotated_refresh_token() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let auth = FakeAuth::new(600);
+    auth.send_expires_in(serde_json::json!("7200"));
+    let store = Arc::new(MemoryTokenStore::new());
+    let manager = manager(&auth, store.clone());
+
+    manager.bearer().await.unwrap();
+    let rotated = auth.current_refresh_token();
+    assert_ne!(rotated, FIRST_REFRESH);
+    let stored = store
+        .load()
+        .await
+        .unwrap()
+        .expect("the rotated pair is stored");
+    assert_eq!(stored.generation, 2);
+    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    let lifetime = stored
+        .expires_at
+        .duration_since(stored.issued_at.unwrap())
+        .unwrap();
+    assert_eq!(lifetime, Duration::from_secs(7_200), "read, not assumed");
+
+    assert_eq!(manager.refresh_now().await.unwrap(), 3);
+    assert_eq!(
+        auth.received_refresh_tokens(),
+        [FIRST_REFRESH.to_owned(), rotated.clone()],
+        "the next refresh spends the rotated token"
+    );
+    assert_eq!(auth.invalid_grants(), 0);
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.generation, 3);
+    assert_eq!(
+        stored.refresh_token.expose_secret(),
+        auth.current_refresh_token()
+    );
+    assert_ne!(stored.refresh_token.expose_secret(), rotated);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 3 }
+    );
+
+    // One warning per odd grant, naming the field, never a token.
+    let text = captured.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("odd_fields")).collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    for warning in warnings {
+        assert!(warning.contains(" WARN "), "{warning}");
+        assert!(
+            warning.contains("expires_in: string, read as whole seconds"),
+            "{warning}"
+        );
+    }
+    assert!(!text.contains("SECRETTOKEN"), "{text}");
+}
+
 /// Counts the lease's acquisitions and releases.
 #[derive(Debug, Default)]
 struct CountingLease {

@@ -36,6 +36,199 @@ fn optional_fields_may_be_missing() {
     assert!(!debug.contains("AT\""), "{debug}");
 }
 
+/// A grant whose body carries `expires_in`, with the rotated pair.
+fn grant_with_expires_in(expires_in: &str) -> TokenGrant {
+    let body = format!(
+        r#"{{"access_token":"NEW-AT","token_type":"Bearer","expires_in":{expires_in},
+            "refresh_token":"NEW-RT","scope":"patients:read"}}"#
+    );
+    parse_grant(body.as_bytes()).unwrap_or_else(|reason| panic!("{expires_in}: {reason}"))
+}
+
+fn assert_tokens_kept(grant: &TokenGrant, shape: &str) {
+    assert_eq!(grant.access_token.expose_secret(), "NEW-AT", "{shape}");
+    assert_eq!(
+        grant
+            .refresh_token
+            .as_ref()
+            .map(ExposeSecret::expose_secret),
+        Some("NEW-RT"),
+        "{shape}"
+    );
+}
+
+#[test]
+fn an_odd_expires_in_never_loses_the_rotated_pair() {
+    let cases: &[(&str, Option<u64>)] = &[
+        // Read.
+        ("7200", Some(7_200)),
+        ("0", Some(0)),
+        (r#""7200""#, Some(7_200)),
+        (r#"" 7200 ""#, Some(7_200)),
+        (r#""007200""#, Some(7_200)),
+        ("7200.0", Some(7_200)),
+        // Rounded down: refreshed at most a second early, never sent after the expiry.
+        ("7200.9", Some(7_200)),
+        ("0.5", Some(0)),
+        ("-0.0", Some(0)),
+        ("7.2e3", Some(7_200)),
+        // Saturated (the refresh caps the lifetime at a year).
+        ("18446744073709551615", Some(u64::MAX)),
+        ("18446744073709551616", Some(u64::MAX)),
+        ("1e300", Some(u64::MAX)),
+        (r#""99999999999999999999999999""#, Some(u64::MAX)),
+        // Taken as absent.
+        ("null", None),
+        ("-1", None),
+        ("-9223372036854775808", None),
+        ("-7200.5", None),
+        ("-1e300", None),
+        (r#""""#, None),
+        (r#""  ""#, None),
+        (r#""-7200""#, None),
+        (r#""+7200""#, None),
+        (r#""7200.0""#, None),
+        (r#""7200s""#, None),
+        (r#""2h""#, None),
+        (r#""0x1C20""#, None),
+        ("true", None),
+        ("[7200]", None),
+        (r#"{"seconds":7200}"#, None),
+    ];
+    for &(shape, secs) in cases {
+        let grant = grant_with_expires_in(shape);
+        assert_tokens_kept(&grant, shape);
+        assert_eq!(grant.expires_in, secs.map(Duration::from_secs), "{shape}");
+        assert_eq!(grant.scope.as_deref(), Some("patients:read"), "{shape}");
+    }
+}
+
+#[test]
+fn odd_token_type_and_scope_are_taken_as_absent() {
+    for shape in ["1", "true", "[]", r#"{"type":"Bearer"}"#, r#"["Bearer"]"#] {
+        let body = format!(
+            r#"{{"access_token":"NEW-AT","refresh_token":"NEW-RT","expires_in":"7200",
+                "token_type":{shape},"scope":{shape}}}"#
+        );
+        let grant = parse_grant(body.as_bytes()).unwrap();
+        assert_tokens_kept(&grant, shape);
+        assert_eq!(grant.scope, None, "{shape}");
+        assert_eq!(grant.expires_in, Some(Duration::from_secs(7_200)));
+    }
+    // A `token_type` *string* other than Bearer is still refused.
+    assert_eq!(
+        parse_grant(br#"{"access_token":"a","token_type":"mac","expires_in":"1"}"#).unwrap_err(),
+        MalformedTokenResponse::UnsupportedTokenType("mac".into())
+    );
+}
+
+/// Property-style: every combination of odd optional fields (a grid of shapes, crossed)
+/// parses, keeps both tokens, and reads `expires_in` as the lenient rules say.
+#[test]
+fn every_combination_of_odd_optional_fields_keeps_the_tokens() {
+    let expires_in = [
+        None,
+        Some("null"),
+        Some("3600"),
+        Some("\"3600\""),
+        Some("3600.75"),
+        Some("-3600"),
+        Some("\"later\""),
+        Some("false"),
+        Some("[]"),
+        Some("{}"),
+        Some("1.7976931348623157e308"),
+        Some("-1.7976931348623157e308"),
+    ];
+    let token_type = [
+        None,
+        Some("null"),
+        Some("\"bearer\""),
+        Some("7"),
+        Some("{}"),
+    ];
+    let scope = [
+        None,
+        Some("null"),
+        Some("\"a b\""),
+        Some("[\"a\"]"),
+        Some("0.5"),
+    ];
+    let mut checked = 0;
+    for e in expires_in {
+        for t in token_type {
+            for s in scope {
+                let mut fields = vec![
+                    r#""access_token":"NEW-AT""#.to_owned(),
+                    r#""refresh_token":"NEW-RT""#.to_owned(),
+                ];
+                for (name, value) in [("expires_in", e), ("token_type", t), ("scope", s)] {
+                    if let Some(value) = value {
+                        fields.push(format!(r#""{name}":{value}"#));
+                    }
+                }
+                // The fields' order varies too.
+                let turn = checked % fields.len();
+                fields.rotate_left(turn);
+                let body = format!("{{{}}}", fields.join(","));
+                let grant = parse_grant(body.as_bytes()).unwrap_or_else(|r| panic!("{body}: {r}"));
+                assert_tokens_kept(&grant, &body);
+                let secs = match e {
+                    Some("3600" | "\"3600\"" | "3600.75") => Some(3_600),
+                    Some("1.7976931348623157e308") => Some(u64::MAX),
+                    _ => None,
+                };
+                assert_eq!(grant.expires_in, secs.map(Duration::from_secs), "{body}");
+                let scope = (s == Some("\"a b\"")).then_some("a b");
+                assert_eq!(grant.scope.as_deref(), scope, "{body}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 12 * 5 * 5);
+}
+
+/// What the `warn` event of [`parse_grant`] would say (the event itself is checked in
+/// `tests/fake_failures.rs`: `tracing`'s callsite cache is global, and the unit tests of this
+/// crate run in parallel without a subscriber).
+fn odd_fields(body: &[u8]) -> Option<String> {
+    read_grant(body).unwrap().1.summary()
+}
+
+#[test]
+fn odd_fields_are_named_with_their_type_never_their_value() {
+    let summary = odd_fields(
+        br#"{"access_token":"AT-SECRET-1","refresh_token":"RT-SECRET-2","expires_in":"7200",
+            "token_type":5,"scope":["SCOPE-VALUE"]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        summary,
+        "token_type: integer, ignored; scope: array, ignored; \
+         expires_in: string, read as whole seconds"
+    );
+    let shapes = [
+        (r#""soon""#, "expires_in: string, ignored"),
+        ("7200.5", "expires_in: float, read as whole seconds"),
+        ("-7200", "expires_in: negative integer, ignored"),
+        ("-0.5", "expires_in: float, ignored"),
+        ("false", "expires_in: bool, ignored"),
+        ("{}", "expires_in: object, ignored"),
+    ];
+    for (shape, said) in shapes {
+        let body = format!(r#"{{"access_token":"AT","expires_in":{shape}}}"#);
+        assert_eq!(odd_fields(body.as_bytes()).as_deref(), Some(said));
+    }
+    // A well-formed grant, `null`s and absent fields included, has nothing to report.
+    for body in [
+        &br#"{"access_token":"AT","token_type":"Bearer","expires_in":60,"scope":"s"}"#[..],
+        br#"{"access_token":"AT","token_type":null,"expires_in":null,"scope":null}"#,
+        br#"{"access_token":"AT"}"#,
+    ] {
+        assert_eq!(odd_fields(body), None);
+    }
+}
+
 #[test]
 fn malformed_grants_are_typed() {
     let cases: [(&str, MalformedTokenResponse); 6] = [

@@ -37,6 +37,10 @@ struct AuthState {
     calls: u64,
     invalid_grant: u64,
     lifetime_secs: u64,
+    /// What grants carry as `expires_in` instead of `lifetime_secs`.
+    expires_in: Option<serde_json::Value>,
+    /// Every refresh token received, in order.
+    received: Vec<String>,
     delay: Duration,
     script: VecDeque<(u16, String)>,
 }
@@ -51,6 +55,8 @@ impl FakeAuth {
                 calls: 0,
                 invalid_grant: 0,
                 lifetime_secs,
+                expires_in: None,
+                received: Vec::new(),
                 delay: Duration::from_millis(50),
                 script: VecDeque::new(),
             }),
@@ -77,6 +83,17 @@ impl FakeAuth {
         state
             .script
             .extend(answers.into_iter().map(|(s, b)| (s, b.to_owned())));
+    }
+
+    /// Grants from now on carry this `expires_in` (a misbehaving server: `"7200"`, `-1`…);
+    /// they still rotate the pair.
+    pub fn send_expires_in(&self, expires_in: serde_json::Value) {
+        self.state.lock().unwrap().expires_in = Some(expires_in);
+    }
+
+    /// Every refresh token the token endpoint received, in order.
+    pub fn received_refresh_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().received.clone()
     }
 
     /// The user re-authorised: every earlier token is revoked. Returns the new pair.
@@ -131,6 +148,9 @@ impl FakeAuth {
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap();
         let mut state = self.state.lock().unwrap();
         state.calls += 1;
+        if let Some(refresh_token) = form.get("refresh_token") {
+            state.received.push(refresh_token.clone());
+        }
         if let Some((status, body)) = state.script.pop_front() {
             return respond(status, body);
         }
@@ -153,7 +173,7 @@ impl FakeAuth {
         let body = serde_json::json!({
             "access_token": state.access_token,
             "token_type": "Bearer",
-            "expires_in": state.lifetime_secs,
+            "expires_in": state.expires_in.clone().unwrap_or(state.lifetime_secs.into()),
             "refresh_token": state.refresh_token,
             "scope": "patients:read",
         });
