@@ -149,16 +149,31 @@ impl TokenClient {
     ///
     /// Calling this directly bypasses single-flight and the store: the old refresh token is
     /// revoked by the server when this succeeds, so the caller must persist the grant.
-    /// [`TokenManager`](crate::TokenManager) does all of that.
+    /// [`TokenManager`](crate::TokenManager) does all of that. A 2xx answer whose access
+    /// token cannot be used has rotated the pair too: this method returns its
+    /// [`MalformedTokenResponse`] error, while [`TokenManager`](crate::TokenManager) also
+    /// keeps the rotated refresh token and refreshes with it next.
     pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenGrant, DrChronoError> {
+        match self.exchange(refresh_token).await {
+            Refreshed::Granted(grant) => Ok(grant),
+            Refreshed::Rotated { error, .. } | Refreshed::Failed(error) => Err(error),
+        }
+    }
+
+    /// [`refresh`](Self::refresh), keeping what a 2xx answer with an unusable access token
+    /// rotated to.
+    pub(crate) async fn exchange(&self, refresh_token: &SecretString) -> Refreshed {
         let mut retry = 0;
         loop {
             match self.attempt(refresh_token).await {
-                Attempt::Granted(grant) => return Ok(grant),
-                Attempt::Fail(error) => return Err(error),
+                Attempt::Granted(grant) => return Refreshed::Granted(grant),
+                Attempt::Rotated { rotated, error } => {
+                    return Refreshed::Rotated { rotated, error };
+                }
+                Attempt::Fail(error) => return Refreshed::Failed(error),
                 Attempt::Retry { error, retry_after } => {
                     if retry >= self.backoff.retries() {
-                        return Err(error);
+                        return Refreshed::Failed(error);
                     }
                     let delay = self.backoff.delay(retry, retry_after);
                     tracing::debug!(
@@ -252,6 +267,22 @@ impl TokenClient {
             Ok(Ok((_, Err(ReadError::Body(error))))) => response::classify_error(error, context),
         }
     }
+}
+
+/// How a refresh ended, for [`TokenManager`](crate::TokenManager).
+#[derive(Debug)]
+pub(crate) enum Refreshed {
+    /// A usable grant.
+    Granted(TokenGrant),
+    /// A 2xx answer whose access token cannot be used: the refresh failed with `error` (a
+    /// [`MalformedTokenResponse`]), but the server has rotated the pair, and `rotated`
+    /// holds the new refresh token.
+    Rotated {
+        rotated: response::Rotated,
+        error: DrChronoError,
+    },
+    /// Any other failure: no rotated refresh token was received.
+    Failed(DrChronoError),
 }
 
 /// Why a body could not be read.

@@ -28,6 +28,19 @@ pub enum MalformedTokenResponse {
     UnsupportedTokenType(String),
 }
 
+impl MalformedTokenResponse {
+    /// A name for logs: never a value the server sent.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::NotJson => "not_json",
+            Self::TooLarge { .. } => "too_large",
+            Self::InvalidAccessToken => "invalid_access_token",
+            Self::EmptyRefreshToken => "empty_refresh_token",
+            Self::UnsupportedTokenType(_) => "unsupported_token_type",
+        }
+    }
+}
+
 impl fmt::Display for MalformedTokenResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("malformed token response: ")?;

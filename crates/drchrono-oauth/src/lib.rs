@@ -45,7 +45,11 @@
 //!   [`RefreshBackoff`]'s retries), or a malformed token response
 //!   ([`MalformedTokenResponse`]) → [`Transport`] with `not_sent: true` (the API request
 //!   was not sent with a valid token, so the retry layer may retry any method) and a
-//!   [`RefreshFailed`] source holding the token endpoint's own error;
+//!   [`RefreshFailed`] source holding the token endpoint's own error. A malformed response
+//!   that carries a rotated refresh token (its access token absent, empty, not header-safe
+//!   or not `Bearer`) has still rotated the pair: that refresh token is persisted (or kept
+//!   pending) first, in a pair without an access token, and the next request refreshes
+//!   with it;
 //! - the rotated pair could not be persisted → [`Transport`] with `not_sent: true` and a
 //!   [`StoreError`] source; the pair stays in memory and the next request retries the save
 //!   before using it.

@@ -1,4 +1,5 @@
-//! Persisting and installing pairs, latching, and `set_tokens`.
+//! Persisting and installing pairs (a rotated refresh token alone included), latching, and
+//! `set_tokens`.
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
@@ -10,9 +11,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::active::Active;
-use crate::error::store_failure;
+use crate::error::{store_failure, surface};
 use crate::manager::{Health, Latch, Shared, SlowState, Snapshot};
 use crate::refresh::{context, later};
+use crate::response::Rotated;
 use crate::status::ReauthorizationReason;
 use crate::{AuthStatus, ReauthorizationEvent, StoreError, TokenSet};
 
@@ -97,6 +99,42 @@ impl Shared {
                 Err(store_failure(error, context()))
             }
         }
+    }
+
+    /// A 2xx answer whose access token cannot be used has still rotated the pair: the
+    /// refresh token `current` holds is dead, and so is its access token (DrChrono revokes
+    /// it on refresh), even one not yet expired. The rotated one is persisted, as the next
+    /// generation, in a pair without an access token (what
+    /// [`TokenSet::from_refresh_token`] makes: the next request refreshes with it), and the
+    /// refresh fails with `error` (a [`MalformedTokenResponse`](crate::MalformedTokenResponse)),
+    /// shared by the callers waiting on it. A pair that cannot be persisted stays in memory
+    /// as pending, and the next request saves it before refreshing with it.
+    pub(crate) async fn keep_rotated(
+        &self,
+        slow: &mut SlowState,
+        current: &Active,
+        rotated: Rotated,
+        error: DrChronoError,
+    ) -> Result<Arc<Active>, DrChronoError> {
+        let from = current.generation();
+        let tokens = TokenSet {
+            scope: rotated.scope.or_else(|| current.tokens.scope.clone()),
+            generation: from.max(slow.persisted_generation) + 1,
+            ..TokenSet::from_refresh_token(rotated.refresh_token)
+        };
+        tracing::warn!(
+            old_generation = from,
+            generation = tokens.generation,
+            reason = rotated.reason.name(),
+            "token refresh failed: the token endpoint rotated the refresh token but sent no \
+             usable access token; keeping the rotated refresh token for the next refresh"
+        );
+        // A save that fails is logged by `persist_new`, which keeps the pair as pending: the
+        // next request saves it before refreshing with it.
+        let _pending = self.persist_new(slow, tokens, None).await;
+        let error = Arc::new(error);
+        slow.last_failure = Some(Arc::clone(&error));
+        Err(surface(&error))
     }
 
     /// Compare-and-swap with conflict handling: a newer pair from another writer is

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::active::{Active, Need};
+use crate::client::Refreshed;
 use crate::error::{store_failure, surface};
 use crate::manager::{Health, Latch, Shared, SlowState};
 use crate::response::TokenGrant;
@@ -210,12 +211,12 @@ impl Shared {
             let span = tracing::info_span!("oauth.refresh", drchrono.token.generation = generation);
             let result = self
                 .client
-                .refresh(&current.tokens.refresh_token)
+                .exchange(&current.tokens.refresh_token)
                 .instrument(span)
                 .await;
             self.attempts.fetch_add(1, Ordering::SeqCst);
             match result {
-                Ok(grant) => {
+                Refreshed::Granted(grant) => {
                     slow.last_failure = None;
                     let next = from.max(slow.persisted_generation) + 1;
                     let (tokens, lifetime) = next_pair(&current.tokens, grant, next, self);
@@ -227,7 +228,10 @@ impl Shared {
                     );
                     return self.persist_new(slow, tokens, Some(lifetime)).await;
                 }
-                Err(DrChronoError::ReauthorizationRequired {
+                Refreshed::Rotated { rotated, error } => {
+                    return self.keep_rotated(slow, &current, rotated, error).await;
+                }
+                Refreshed::Failed(DrChronoError::ReauthorizationRequired {
                     description,
                     context,
                 }) => {
@@ -254,7 +258,7 @@ impl Shared {
                     let rejected = Some(&current.tokens.refresh_token);
                     return Err(self.latch(slow, reason, description, *context, from, rejected));
                 }
-                Err(DrChronoError::InvalidClient {
+                Refreshed::Failed(DrChronoError::InvalidClient {
                     description,
                     context,
                 }) => {
@@ -263,7 +267,7 @@ impl Shared {
                     let rejected = Some(&current.tokens.refresh_token);
                     return Err(self.latch(slow, reason, description, *context, from, rejected));
                 }
-                Err(error) => {
+                Refreshed::Failed(error) => {
                     tracing::warn!(
                         generation = from,
                         kind = error.kind_name(),

@@ -7,6 +7,7 @@ use drchrono_core::{BoxError, DrChronoError, ErrorContext, parse};
 use http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::MalformedTokenResponse;
@@ -45,6 +46,13 @@ impl fmt::Debug for TokenGrant {
 #[derive(Debug)]
 pub(crate) enum Attempt {
     Granted(TokenGrant),
+    /// A 2xx answer whose access token cannot be used: the server has rotated the pair, so
+    /// the attempt is never repeated (the refresh token it sent is dead), and its rotated
+    /// refresh token must be kept. `error` is the [`MalformedTokenResponse`] failure.
+    Rotated {
+        rotated: Rotated,
+        error: DrChronoError,
+    },
     Retry {
         error: DrChronoError,
         retry_after: Option<Duration>,
@@ -52,12 +60,14 @@ pub(crate) enum Attempt {
     Fail(DrChronoError),
 }
 
-/// The body as sent. The optional fields are read as any JSON value and interpreted
-/// leniently (see [`parse_grant`]): by the time the body arrives the server has rotated the
-/// pair, so an odd `expires_in` must never throw away the new refresh token.
+/// The body as sent. `access_token` and the optional fields are read as any JSON value and
+/// interpreted leniently (see [`parse_grant`]): by the time the body arrives the server has
+/// rotated the pair, so an odd `expires_in`, or an access token that cannot be used, must
+/// never throw away the new refresh token.
 #[derive(Deserialize)]
 struct Wire {
-    access_token: SecretString,
+    #[serde(default)]
+    access_token: Option<AccessToken>,
     #[serde(default)]
     token_type: Option<Value>,
     #[serde(default)]
@@ -68,12 +78,75 @@ struct Wire {
     scope: Option<Value>,
 }
 
+/// `access_token` as sent: a string, or any other JSON value (then it cannot be used, but the
+/// rotated refresh token beside it still can).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AccessToken {
+    Text(SecretString),
+    Other(IgnoredAny),
+}
+
+/// What is kept of a 2xx answer whose access token cannot be used: the rotated refresh
+/// token (the server has spent the one it was sent) and the scopes.
+///
+/// `Debug` never prints the token.
+pub(crate) struct Rotated {
+    /// Why the access token cannot be used.
+    pub(crate) reason: MalformedTokenResponse,
+    /// The rotated refresh token; never empty.
+    pub(crate) refresh_token: SecretString,
+    /// The scopes granted, when sent as a string.
+    pub(crate) scope: Option<String>,
+}
+
+impl fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotated")
+            .field("reason", &self.reason)
+            .field("refresh_token", &"[REDACTED]")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Why [`parse_grant`] refused a 2xx body.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Nothing in the body can be kept.
+    Malformed(MalformedTokenResponse),
+    /// The access token cannot be used; the rotated refresh token can, and must be kept.
+    Rotated(Rotated),
+}
+
+impl Refused {
+    /// Why the body was refused.
+    pub(crate) fn reason(&self) -> &MalformedTokenResponse {
+        match self {
+            Self::Malformed(reason) => reason,
+            Self::Rotated(rotated) => &rotated.reason,
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.reason(), f)
+    }
+}
+
 /// Parses a 2xx body.
 ///
-/// `access_token` and `refresh_token` are read strictly (a string each; anything else is
-/// [`MalformedTokenResponse`]). The optional fields are read leniently; the odd ones are
-/// reported in one `warn` event per grant that names each field and its JSON type, never a
-/// value:
+/// A grant has a non-empty, header-safe `access_token` string of type `Bearer` (an absent
+/// `token_type` counts as `Bearer`) and, when sent, a non-empty `refresh_token` string;
+/// anything else is refused with the [`MalformedTokenResponse`] a strict reading gives (an
+/// absent or non-string token: `NotJson`). By the time a 2xx body arrives the server has
+/// rotated the pair, so a body whose access token cannot be used but that carries a
+/// non-empty `refresh_token` string is [`Refused::Rotated`], which keeps that refresh
+/// token; only one without it (absent, empty, not a string) is [`Refused::Malformed`].
+///
+/// The optional fields are read leniently; the odd ones are reported in one `warn` event
+/// per grant that names each field and its JSON type, never a value:
 /// - `expires_in`: a non-negative integer; else an integer-valued string (`"7200"`,
 ///   surrounding whitespace ignored) or a finite non-negative float (`7200.9`), rounded
 ///   *down* to whole seconds (the token is then refreshed at most a second early, never
@@ -83,44 +156,73 @@ struct Wire {
 ///   is then
 ///   [`RefreshTiming::assumed_lifetime`](crate::RefreshTiming::assumed_lifetime).
 /// - `token_type` and `scope`: a string; any other type is taken as absent (a `token_type`
-///   *string* other than `Bearer` is still refused).
-pub(crate) fn parse_grant(body: &[u8]) -> Result<TokenGrant, MalformedTokenResponse> {
+///   *string* other than `Bearer` is still refused, its refresh token kept).
+pub(crate) fn parse_grant(body: &[u8]) -> Result<TokenGrant, Refused> {
     let (grant, odd) = read_grant(body)?;
     odd.report(grant.expires_in);
     Ok(grant)
 }
 
 /// [`parse_grant`] without the report of odd fields.
-fn read_grant(body: &[u8]) -> Result<(TokenGrant, Oddities), MalformedTokenResponse> {
-    let wire: Wire = serde_json::from_slice(body).map_err(|_| MalformedTokenResponse::NotJson)?;
+fn read_grant(body: &[u8]) -> Result<(TokenGrant, Oddities), Refused> {
+    let wire: Wire = serde_json::from_slice(body)
+        .map_err(|_| Refused::Malformed(MalformedTokenResponse::NotJson))?;
     let mut odd = Oddities::default();
     let token_type = odd.string("token_type", wire.token_type);
     let scope = odd.string("scope", wire.scope);
     let expires_in = wire.expires_in.and_then(|value| odd.seconds(&value));
-    if let Some(kind) = &token_type
+    let (refresh_token, refresh_is_empty) = match wire.refresh_token {
+        Some(refresh) if refresh.expose_secret().is_empty() => (None, true),
+        refresh => (refresh, false),
+    };
+    let access_token = match usable_access_token(wire.access_token, token_type.as_deref()) {
+        Ok(access_token) => access_token,
+        Err(reason) => {
+            return Err(match refresh_token {
+                Some(refresh_token) => Refused::Rotated(Rotated {
+                    reason,
+                    refresh_token,
+                    scope,
+                }),
+                None => Refused::Malformed(reason),
+            });
+        }
+    };
+    if refresh_is_empty {
+        return Err(Refused::Malformed(
+            MalformedTokenResponse::EmptyRefreshToken,
+        ));
+    }
+    let grant = TokenGrant {
+        access_token,
+        refresh_token,
+        expires_in: expires_in.map(Duration::from_secs),
+        scope,
+    };
+    Ok((grant, odd))
+}
+
+/// The access token, or why it cannot be used: absent or not a string (`NotJson`, as a
+/// strict reading of the body says), a `token_type` string other than `Bearer`, empty or
+/// not header-safe; checked in that order.
+fn usable_access_token(
+    token: Option<AccessToken>,
+    token_type: Option<&str>,
+) -> Result<SecretString, MalformedTokenResponse> {
+    let Some(AccessToken::Text(token)) = token else {
+        return Err(MalformedTokenResponse::NotJson);
+    };
+    if let Some(kind) = token_type
         && !kind.eq_ignore_ascii_case("bearer")
     {
         let shown: String = kind.chars().take(32).collect();
         return Err(MalformedTokenResponse::UnsupportedTokenType(shown));
     }
-    let token = wire.access_token.expose_secret();
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    let text = token.expose_secret();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(MalformedTokenResponse::InvalidAccessToken);
     }
-    if wire
-        .refresh_token
-        .as_ref()
-        .is_some_and(|refresh| refresh.expose_secret().is_empty())
-    {
-        return Err(MalformedTokenResponse::EmptyRefreshToken);
-    }
-    let grant = TokenGrant {
-        access_token: wire.access_token,
-        refresh_token: wire.refresh_token,
-        expires_in: expires_in.map(Duration::from_secs),
-        scope,
-    };
-    Ok((grant, odd))
+    Ok(token)
 }
 
 /// The optional fields of a grant that had an unexpected shape: `(field, JSON type, what
@@ -214,7 +316,11 @@ pub(crate) fn classify_response(
     if status.is_success() {
         return match parse_grant(body) {
             Ok(grant) => Attempt::Granted(grant),
-            Err(reason) => Attempt::Fail(malformed(reason, context)),
+            Err(Refused::Rotated(rotated)) => Attempt::Rotated {
+                error: malformed(rotated.reason.clone(), context),
+                rotated,
+            },
+            Err(Refused::Malformed(reason)) => Attempt::Fail(malformed(reason, context)),
         };
     }
     let context = Box::new(context);

@@ -446,6 +446,186 @@ async fn a_grant_with_a_string_expires_in_keeps_the_rotated_refresh_token() {
     assert!(!text.contains("SECRETTOKEN"), "{text}");
 }
 
+/// A 2xx answer whose access token cannot be used (`fields` over a regular grant's) has
+/// still rotated the pair: the request fails with `reason` (typed, unsent), the rotated
+/// refresh token is stored in a pair without an access token, and the next request refreshes
+/// with it, not with the dead one (`invalid_grant`: the practice had to re-authorise).
+async fn an_unusable_access_token_keeps_the_rotated_refresh_token(
+    fields: serde_json::Value,
+    reason: MalformedTokenResponse,
+) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let auth = FakeAuth::new(600);
+    auth.garble_next_grant(fields);
+    let log = Arc::new(ApiLog::default());
+    let store = Arc::new(MemoryTokenStore::new());
+    let manager = manager(&auth, store.clone());
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => {
+            let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+            match failed.error() {
+                DrChronoError::Transport {
+                    not_sent: false,
+                    source,
+                    ..
+                } => assert_eq!(
+                    source.downcast_ref::<MalformedTokenResponse>(),
+                    Some(&reason)
+                ),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(log.calls.load(Ordering::SeqCst), 0, "nothing sent unusable");
+    let rotated = auth.current_refresh_token();
+    assert_ne!(rotated, FIRST_REFRESH);
+    let stored = store
+        .load()
+        .await
+        .unwrap()
+        .expect("the rotated refresh token is stored");
+    assert_eq!(stored.generation, 2);
+    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    assert!(
+        stored.access_token.expose_secret().is_empty(),
+        "no access token"
+    );
+    assert!(
+        stored.expires_at <= SystemTime::now(),
+        "refreshed before use"
+    );
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 2 }
+    );
+
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(
+        auth.received_refresh_tokens(),
+        [FIRST_REFRESH.to_owned(), rotated.clone()],
+        "the next refresh spends the rotated token"
+    );
+    assert_eq!(auth.invalid_grants(), 0);
+    assert_eq!(log.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(log.unauthorized.load(Ordering::SeqCst), 0);
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.generation, 3);
+    assert_eq!(
+        stored.refresh_token.expose_secret(),
+        auth.current_refresh_token()
+    );
+    assert!(!stored.access_token.expose_secret().is_empty());
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 3 }
+    );
+
+    let text = captured.text();
+    assert!(
+        text.contains("keeping the rotated refresh token for the next refresh"),
+        "{text}"
+    );
+    assert!(!text.contains("SECRETTOKEN"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_with_a_non_bearer_token_type_keeps_the_rotated_refresh_token() {
+    an_unusable_access_token_keeps_the_rotated_refresh_token(
+        serde_json::json!({"token_type": "mac"}),
+        MalformedTokenResponse::UnsupportedTokenType("mac".into()),
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_with_an_empty_access_token_keeps_the_rotated_refresh_token() {
+    an_unusable_access_token_keeps_the_rotated_refresh_token(
+        serde_json::json!({"access_token": ""}),
+        MalformedTokenResponse::InvalidAccessToken,
+    )
+    .await;
+}
+
+/// The rotated refresh token of an answer without a usable access token, when the store
+/// cannot save it, stays in memory as pending: no refresh spends it before it is saved,
+/// and the first refresh after the save does.
+#[tokio::test(start_paused = true)]
+async fn a_rotated_refresh_token_that_cannot_be_saved_is_saved_before_it_is_spent() {
+    let auth = FakeAuth::new(600);
+    auth.garble_next_grant(serde_json::json!({"access_token": "not header safe"}));
+    let log = Arc::new(ApiLog::default());
+    let store = Arc::new(FlakyStore::default());
+    store
+        .inner
+        .save(
+            0,
+            &TokenSet::from_refresh_token(FIRST_REFRESH).with_generation(1),
+        )
+        .await
+        .unwrap();
+    let manager = manager(&auth, store.clone());
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+
+    store.fail_saves.store(true, Ordering::SeqCst);
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => {
+            let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+            assert!(matches!(
+                failed.error(),
+                DrChronoError::Transport { source, .. }
+                    if source.downcast_ref::<MalformedTokenResponse>()
+                        == Some(&MalformedTokenResponse::InvalidAccessToken)
+            ));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::PersistPending { generation: 2 }
+    );
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(auth.calls(), 1, "not spent before it is saved");
+
+    store.fail_saves.store(false, Ordering::SeqCst);
+    service.clone().oneshot(get(URL)).await.unwrap();
+    let rotated = "rt-1-SECRETTOKEN".to_owned();
+    assert_eq!(
+        auth.received_refresh_tokens(),
+        [FIRST_REFRESH.to_owned(), rotated]
+    );
+    assert_eq!(auth.invalid_grants(), 0);
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.generation, 3);
+    assert_eq!(
+        stored.refresh_token.expose_secret(),
+        auth.current_refresh_token()
+    );
+}
+
 /// Counts the lease's acquisitions and releases.
 #[derive(Debug, Default)]
 struct CountingLease {

@@ -91,6 +91,45 @@ async fn oversized_bodies_are_malformed() {
     }
 }
 
+/// A 2xx answer with a rotated refresh token but an access token that cannot be used is
+/// tried once (the refresh token sent is dead); `exchange` keeps the rotated token, the
+/// public `refresh` returns the typed error as before.
+#[tokio::test(start_paused = true)]
+async fn a_rotated_answer_without_a_usable_access_token_is_not_retried() {
+    let calls = Arc::new(Mutex::new(0));
+    let counter = Arc::clone(&calls);
+    let transport = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        *counter.lock().unwrap() += 1;
+        async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                br#"{"access_token":"","token_type":"Bearer","refresh_token":"RT2"}"#,
+            ))))
+        }
+    });
+    let client = TokenClient::new(transport, credentials());
+    match client.exchange(&SecretString::from("RT")).await {
+        Refreshed::Rotated {
+            rotated,
+            error: DrChronoError::Transport { source, .. },
+        } => {
+            assert_eq!(rotated.refresh_token.expose_secret(), "RT2");
+            assert_eq!(
+                source.downcast_ref::<MalformedTokenResponse>(),
+                Some(&MalformedTokenResponse::InvalidAccessToken)
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match client.refresh(&SecretString::from("RT")).await {
+        Err(DrChronoError::Transport { source, .. }) => assert_eq!(
+            source.downcast_ref::<MalformedTokenResponse>(),
+            Some(&MalformedTokenResponse::InvalidAccessToken)
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(*calls.lock().unwrap(), 2, "one call each, never retried");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_classifying_stack_keeps_its_error_types() {
     let calls = Arc::new(Mutex::new(0));

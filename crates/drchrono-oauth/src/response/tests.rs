@@ -117,8 +117,10 @@ fn odd_token_type_and_scope_are_taken_as_absent() {
     }
     // A `token_type` *string* other than Bearer is still refused.
     assert_eq!(
-        parse_grant(br#"{"access_token":"a","token_type":"mac","expires_in":"1"}"#).unwrap_err(),
-        MalformedTokenResponse::UnsupportedTokenType("mac".into())
+        parse_grant(br#"{"access_token":"a","token_type":"mac","expires_in":"1"}"#)
+            .unwrap_err()
+            .reason(),
+        &MalformedTokenResponse::UnsupportedTokenType("mac".into())
     );
 }
 
@@ -267,6 +269,153 @@ fn malformed_grants_are_typed() {
             ),
             other => panic!("{body}: unexpected {other:?}"),
         }
+    }
+}
+
+/// A 2xx body whose access token cannot be used but that carries a rotated refresh token:
+/// the server has spent the old refresh token, so the new one is kept, with the reason a
+/// strict reading gives.
+#[test]
+fn an_unusable_access_token_keeps_the_rotated_refresh_token() {
+    let mac = || MalformedTokenResponse::UnsupportedTokenType("mac".into());
+    let cases: Vec<(&str, MalformedTokenResponse)> = vec![
+        // A `token_type` string other than Bearer (whatever the access token).
+        (r#""access_token":"NEW-AT","token_type":"mac""#, mac()),
+        (r#""access_token":"","token_type":"mac""#, mac()),
+        (
+            r#""access_token":"NEW-AT","token_type":"""#,
+            MalformedTokenResponse::UnsupportedTokenType(String::new()),
+        ),
+        (
+            r#""access_token":"NEW-AT","token_type":"Bearer token, and a very long one too""#,
+            MalformedTokenResponse::UnsupportedTokenType("Bearer token, and a very long on".into()),
+        ),
+        // An empty or not header-safe access token.
+        (
+            r#""access_token":"","token_type":"Bearer""#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#""access_token":"","token_type":5"#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#""access_token":"NEW AT""#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#""access_token":"NEW-AT\n","token_type":"bearer""#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#""access_token":"NEW-ÄT""#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        // No access token string at all.
+        (r#""token_type":"Bearer""#, MalformedTokenResponse::NotJson),
+        (
+            r#""access_token":null,"token_type":"mac""#,
+            MalformedTokenResponse::NotJson,
+        ),
+        (r#""access_token":7"#, MalformedTokenResponse::NotJson),
+        (
+            r#""access_token":["NEW-AT"]"#,
+            MalformedTokenResponse::NotJson,
+        ),
+        (
+            r#""access_token":{"token":"NEW-AT"}"#,
+            MalformedTokenResponse::NotJson,
+        ),
+    ];
+    for (fields, reason) in cases {
+        let body = format!(
+            r#"{{{fields},"expires_in":"7200","refresh_token":"NEW-RT","scope":"patients:read"}}"#
+        );
+        let rotated = match parse_grant(body.as_bytes()) {
+            Err(Refused::Rotated(rotated)) => rotated,
+            other => panic!("{body}: unexpected {other:?}"),
+        };
+        assert_eq!(rotated.reason, reason, "{body}");
+        assert_eq!(rotated.refresh_token.expose_secret(), "NEW-RT", "{body}");
+        assert_eq!(rotated.scope.as_deref(), Some("patients:read"), "{body}");
+        let debug = format!("{:?}", Refused::Rotated(rotated));
+        assert!(debug.contains("[REDACTED]"), "{debug}");
+        assert!(!debug.contains("NEW-RT"), "{debug}");
+        assert!(!debug.contains("NEW-AT"), "{debug}");
+
+        // The attempt is never retried, and fails with the reason as a typed source.
+        match classify(200, &body) {
+            Attempt::Rotated {
+                rotated,
+                error:
+                    DrChronoError::Transport {
+                        not_sent: false,
+                        source,
+                        context,
+                    },
+            } => {
+                assert_eq!(rotated.refresh_token.expose_secret(), "NEW-RT", "{body}");
+                assert_eq!(
+                    source.downcast_ref::<MalformedTokenResponse>(),
+                    Some(&reason),
+                    "{body}"
+                );
+                assert_eq!(context.status, Some(StatusCode::OK));
+            }
+            other => panic!("{body}: unexpected {other:?}"),
+        }
+    }
+}
+
+/// Without a usable rotated refresh token nothing can be kept: an absent one (the server
+/// kept the old one, as RFC 6749 allows), an empty one, one that is not a string, or a body
+/// that is not a JSON object.
+#[test]
+fn without_a_usable_refresh_token_nothing_is_kept() {
+    let cases: [(&str, MalformedTokenResponse); 9] = [
+        (
+            r#"{"access_token":"","token_type":"Bearer"}"#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#"{"access_token":"AT","token_type":"mac"}"#,
+            MalformedTokenResponse::UnsupportedTokenType("mac".into()),
+        ),
+        (
+            r#"{"access_token":"","refresh_token":null}"#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#"{"access_token":"","refresh_token":""}"#,
+            MalformedTokenResponse::InvalidAccessToken,
+        ),
+        (
+            r#"{"access_token":"AT","token_type":"mac","refresh_token":""}"#,
+            MalformedTokenResponse::UnsupportedTokenType("mac".into()),
+        ),
+        (
+            r#"{"access_token":"AT","refresh_token":""}"#,
+            MalformedTokenResponse::EmptyRefreshToken,
+        ),
+        (
+            r#"{"access_token":"","refresh_token":7}"#,
+            MalformedTokenResponse::NotJson,
+        ),
+        (
+            r#"{"refresh_token":["NEW-RT"]}"#,
+            MalformedTokenResponse::NotJson,
+        ),
+        ("<html>NEW-RT</html>", MalformedTokenResponse::NotJson),
+    ];
+    for (body, reason) in cases {
+        match parse_grant(body.as_bytes()) {
+            Err(Refused::Malformed(refused)) => assert_eq!(refused, reason, "{body}"),
+            other => panic!("{body}: unexpected {other:?}"),
+        }
+        assert!(
+            matches!(classify(200, body), Attempt::Fail(_)),
+            "{body}: never retried"
+        );
     }
 }
 

@@ -39,6 +39,8 @@ struct AuthState {
     lifetime_secs: u64,
     /// What grants carry as `expires_in` instead of `lifetime_secs`.
     expires_in: Option<serde_json::Value>,
+    /// Fields the next grants carry over the regular ones, one object per grant.
+    garbled: VecDeque<serde_json::Value>,
     /// Every refresh token received, in order.
     received: Vec<String>,
     delay: Duration,
@@ -56,6 +58,7 @@ impl FakeAuth {
                 invalid_grant: 0,
                 lifetime_secs,
                 expires_in: None,
+                garbled: VecDeque::new(),
                 received: Vec::new(),
                 delay: Duration::from_millis(50),
                 script: VecDeque::new(),
@@ -89,6 +92,13 @@ impl FakeAuth {
     /// they still rotate the pair.
     pub fn send_expires_in(&self, expires_in: serde_json::Value) {
         self.state.lock().unwrap().expires_in = Some(expires_in);
+    }
+
+    /// The next grant carries these fields (a JSON object) over the regular ones (a
+    /// misbehaving server: `{"token_type":"mac"}`, `{"access_token":""}`); it still rotates
+    /// the pair. Grants after it are regular again.
+    pub fn garble_next_grant(&self, fields: serde_json::Value) {
+        self.state.lock().unwrap().garbled.push_back(fields);
     }
 
     /// Every refresh token the token endpoint received, in order.
@@ -170,13 +180,16 @@ impl FakeAuth {
         let n = state.issued;
         state.refresh_token = format!("rt-{n}-SECRETTOKEN");
         state.access_token = Some(format!("at-{n}-SECRETTOKEN"));
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "access_token": state.access_token,
             "token_type": "Bearer",
             "expires_in": state.expires_in.clone().unwrap_or(state.lifetime_secs.into()),
             "refresh_token": state.refresh_token,
             "scope": "patients:read",
         });
+        if let Some(serde_json::Value::Object(fields)) = state.garbled.pop_front() {
+            body.as_object_mut().unwrap().extend(fields);
+        }
         respond(200, body.to_string())
     }
 }
