@@ -165,6 +165,11 @@ pub(crate) fn parse_grant(body: &[u8]) -> Result<TokenGrant, Refused> {
 
 /// [`parse_grant`] without the report of odd fields.
 fn read_grant(body: &[u8]) -> Result<(TokenGrant, Oddities), Refused> {
+    // A JSON object only: serde's derived reader also takes an array by field position
+    // (`["x"]` would read as a grant of access token `x`).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Refused::Malformed(MalformedTokenResponse::NotJson));
+    }
     let wire: Wire = serde_json::from_slice(body)
         .map_err(|_| Refused::Malformed(MalformedTokenResponse::NotJson))?;
     let mut odd = Oddities::default();

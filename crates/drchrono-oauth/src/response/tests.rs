@@ -233,8 +233,14 @@ fn odd_fields_are_named_with_their_type_never_their_value() {
 
 #[test]
 fn malformed_grants_are_typed() {
-    let cases: [(&str, MalformedTokenResponse); 6] = [
+    let cases: [(&str, MalformedTokenResponse); 8] = [
         ("<html>", MalformedTokenResponse::NotJson),
+        // Fields by position are no grant.
+        (
+            r#"["a","Bearer",7200,"r"]"#,
+            MalformedTokenResponse::NotJson,
+        ),
+        (r#"  ["a"]"#, MalformedTokenResponse::NotJson),
         (
             r#"{"token_type":"Bearer"}"#,
             MalformedTokenResponse::NotJson,
