@@ -132,6 +132,10 @@ impl Shard {
     #[inline]
     fn take(&self, now: Reading) -> Take {
         let grant = &self.grant;
+        // An instant past the year 2554 cannot be stored plus one: the lock decides it.
+        if now.mono == u64::MAX {
+            return Take::Empty;
+        }
         let mut word = Word(grant.word.load(Ordering::Acquire));
         loop {
             let left = word.left();
@@ -139,8 +143,10 @@ impl Shard {
                 return Take::Empty;
             }
             // Both were written before the word that granted them (release) and are read
-            // after it (acquire). A newer grant's, read here, was written after a
-            // revocation that changed the word's generation: the swap below then fails.
+            // after it (acquire). A newer grant's, read here (both loads must stay
+            // acquire), was written after a revocation that changed the word's generation:
+            // the swap below then fails. The generation is what makes a pair of them from
+            // two grants harmless.
             let offset = grant.offset.load(Ordering::Acquire);
             let floor = grant.floor.load(Ordering::Acquire);
             if offset != now.offset() {
@@ -184,9 +190,10 @@ impl Shard {
         self.slots.len() as u32 / 2
     }
 
-    /// Appends to `instants` those of the credits taken and not yet charged, sorted, and
-    /// returns their offset between the clocks; with `revoke`, first revokes the credits
-    /// left. Called with the lock held (the only writer of the grant, with the takers).
+    /// Appends to `instants` those of the credits taken and not yet charged, in the order
+    /// taken, and returns their offset between the clocks; with `revoke`, first revokes the
+    /// credits left. Called with the lock held (the only writer of the grant, with the
+    /// takers).
     fn collect(&self, charged: &mut ShardCharged, revoke: bool, instants: &mut Vec<u64>) -> u64 {
         if !charged.live {
             // Nothing granted since the last revocation, so nothing can be taken.
@@ -199,14 +206,12 @@ impl Shard {
             word = Word(grant.word.swap(next.0, Ordering::AcqRel));
             charged.live = false;
         }
-        let start = instants.len();
         let mut index = charged.count;
         while index & 0xffff != word.taken() {
             instants.push(wait_written(self.slot(index)) - 1);
             index = index.wrapping_add(1);
         }
         charged.count = if revoke { 0 } else { index & 0xffff };
-        instants[start..].sort_unstable();
         grant.offset.load(Ordering::Relaxed)
     }
 
@@ -281,7 +286,9 @@ pub(crate) struct Charged {
 #[inline]
 fn home_shard() -> usize {
     let marker = 0_u8;
-    (std::ptr::addr_of!(marker).addr() >> 21) % SHARDS
+    // The megabytes, mixed (Fibonacci hashing): stacks 2, 8 or 64 MiB apart spread alike.
+    let megabytes = (std::ptr::addr_of!(marker).addr() >> 20) as u64;
+    (megabytes.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
 impl Credits {
@@ -401,10 +408,11 @@ mod tests {
         instants
     }
 
-    /// Revokes one shard, and returns the instants charged.
+    /// Revokes one shard, and returns the instants charged, sorted.
     fn revoke_shard(shard: &Shard, charged: &mut ShardCharged) -> Vec<u64> {
         let mut instants = Vec::new();
         shard.collect(charged, true, &mut instants);
+        instants.sort_unstable();
         instants
     }
 
@@ -453,7 +461,8 @@ mod tests {
         assert_eq!(credits.take(stepped), Take::Empty, "two slots");
         let mut instants = Vec::new();
         assert_eq!(credits.collect(&mut charged, true, &mut instants), 5_000);
-        assert_eq!(instants, [100, 200]);
+        // In the order taken: the sharded credits sort them all.
+        assert_eq!(instants, [200, 100]);
     }
 
     #[test]

@@ -62,7 +62,16 @@ impl Handle {
     /// The limiter, unless it was dropped (every handle of it: nobody is left to pause).
     fn limiter(&self) -> Option<RateLimiter> {
         match self {
-            Self::Id(id) => id.upgrade(),
+            Self::Id(id) => {
+                let limiter = id.upgrade();
+                if limiter.is_none() {
+                    tracing::warn!(
+                        "DrChrono throttled a request whose rate limiter was dropped meanwhile: \
+                         no caller is paused"
+                    );
+                }
+                limiter
+            }
             Self::Held(limiter) => Some(limiter.clone()),
         }
     }

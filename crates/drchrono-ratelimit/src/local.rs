@@ -92,6 +92,10 @@ struct Locked {
     state: State,
     charged: Charged,
     credited: Vec<u64>,
+    /// The clocks' offset at the last admission under the lock: credits are granted only
+    /// when two admissions in a row saw the same (clocks read apart, whose offset moves at
+    /// every reading, would have every credit refused and granted again for nothing).
+    admitted_at_offset: Option<u64>,
 }
 
 fn slot(priority: Priority) -> usize {
@@ -112,6 +116,7 @@ impl LocalLimiter {
             state: policy.new_state(),
             charged: Charged::default(),
             credited: Vec::new(),
+            admitted_at_offset: None,
         });
         Self {
             policy,
@@ -141,6 +146,7 @@ impl LocalLimiter {
             state,
             charged,
             credited,
+            ..
         } = locked;
         credited.clear();
         let offset = self.credits.collect(charged, revoke, credited);
@@ -229,8 +235,10 @@ impl LocalLimiter {
         if decided.is_ok() {
             let now = now.not_before(state.last_now());
             let headroom = self.policy.headroom(&state, now);
-            let Locked { charged, .. } = &mut *state.0;
-            self.credits.grant(charged, headroom, now);
+            let locked = &mut *state.0;
+            if locked.admitted_at_offset.replace(now.offset()) == Some(now.offset()) {
+                self.credits.grant(&mut locked.charged, headroom, now);
+            }
         }
         decided.map_err(|(_, refusal)| refusal)
     }
@@ -280,7 +288,8 @@ impl LocalLimiter {
         self.decide(&mut state, now, priority)
             .map_err(|(earliest, refusal)| {
                 if priority == Priority::Background
-                    && self.policy.earliest(&state, now, Priority::Interactive) <= now.mono
+                    && self.policy.earliest(&state, now, Priority::Interactive)
+                        <= now.not_before(state.last_now()).mono
                 {
                     // Only the background reserve holds it: interactive work may go now.
                     Held::Reserved(earliest)
@@ -549,5 +558,33 @@ mod tests {
         let status = limiter.status(start + Duration::from_millis(2_100));
         let remaining: Vec<_> = status.rules.iter().map(|r| r.remaining).collect();
         assert_eq!(remaining, [0, 3_000, 6_000]);
+    }
+
+    /// Credits are granted only once two admissions in a row saw the clocks at one offset:
+    /// clocks read apart (whose offset moves at each reading) decide under the lock alone.
+    #[test]
+    fn credits_wait_for_a_steady_offset_between_the_clocks() {
+        let config = RateLimitConfig::builder()
+            .safety_margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let at = |mono: u64, wall: u64| Reading { mono, wall };
+        let base = 1_767_609_420_000_000_000;
+        let limiter = LocalLimiter::new(&config);
+        let p = Priority::Interactive;
+        // Each reading's offset differs from the last one's by a few nanoseconds.
+        for i in 0..3 {
+            let now = at(base + i, base + 2 * i);
+            limiter.try_acquire_reading(now, p).unwrap();
+            assert_eq!(limiter.credits.take(now), Take::Empty, "reading {i}");
+        }
+        // The same offset twice: credits.
+        let steady = LocalLimiter::new(&config);
+        steady.try_acquire_reading(at(base, base), p).unwrap();
+        assert_eq!(steady.credits.take(at(base, base)), Take::Empty);
+        steady
+            .try_acquire_reading(at(base + 1, base + 1), p)
+            .unwrap();
+        assert_ne!(steady.credits.take(at(base + 2, base + 2)), Take::Empty);
     }
 }

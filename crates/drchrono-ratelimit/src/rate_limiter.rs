@@ -169,6 +169,11 @@ impl RateLimiter {
     /// The process-wide budget of `config`'s [application key](RateLimitConfig::application):
     /// every call with the same key, while one of its limiters is alive, returns the same
     /// budget (the first caller's configuration wins).
+    ///
+    /// Keep one alive (in your service, or a static) for as long as requests may be in
+    /// flight: a request admitted at once does not hold its limiter, so once every handle is
+    /// dropped a 429 it meets pauses nobody (it is logged), and the next call builds a fresh
+    /// budget that knows nothing of what was charged.
     pub fn shared(config: RateLimitConfig) -> Self {
         let mut map = registry().lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, weak| weak.strong_count() > 0);
