@@ -4,6 +4,7 @@
 mod atomic;
 mod error;
 mod format;
+mod unwritten;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -22,6 +23,7 @@ use crate::time::{Reading, duration_nanos, to_nanos};
 use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
 
 pub use error::FileStateError;
+use unwritten::{Pause, UnwrittenPause};
 
 /// The name a [`BackendError`] of this backend carries.
 const BACKEND: &str = "file";
@@ -77,8 +79,8 @@ const BACKEND: &str = "file";
 /// reader sees the previous state or the new one, never a torn one, and the file keeps
 /// mode `0600`. (That is why the lock is a separate file: a lock on the state file would
 /// stay on the inode the rename replaced.) A refusal and [`status`](Backend::status) write
-/// nothing (but for a clock stepped back, below). Temporary files that crashed processes
-/// left are removed once a minute old.
+/// nothing (but for a clock stepped back, below, and a pause held in memory). Temporary
+/// files that crashed processes left are removed once a minute old.
 ///
 /// Decisions are made on the wall clock the backend is given ([`Clock::now`](crate::Clock::now)),
 /// for the rolling windows and the aligned hour alike: every process of a host reads the
@@ -106,20 +108,28 @@ const BACKEND: &str = "file";
 ///
 /// # When the file is unusable: fail closed
 /// A file that cannot be read, locked or written, a file that is not a state this crate
-/// wrote (truncated, edited, not JSON, inconsistent), an unknown format version, or another
-/// [application](RateLimitConfig::application)'s state: [`open`](Self::open) and every
-/// decision return a [`BackendError`] named `"file"` whose source is the
-/// [`FileStateError`] saying which, and nothing is sent (the layer returns
-/// `DrChronoError::Transport { not_sent: true }`). A broken file is never taken for an empty
-/// budget. Removing it starts again from a full budget: DrChrono may still count the last
+/// wrote (truncated, edited, not JSON, a field missing or unknown, inconsistent: instants
+/// out of order or apart from the latest charge, counts that moved backwards, …), an
+/// unknown format version, or another [application](RateLimitConfig::application)'s
+/// state: [`open`](Self::open) and every decision return a [`BackendError`] named
+/// `"file"` whose source is the [`FileStateError`] saying which, and nothing is sent (the
+/// layer returns `DrChronoError::Transport { not_sent: true }`). A broken file is never
+/// taken for an empty budget. Removing it starts again from a full budget: DrChrono may still count the last
 /// 10 minutes and the current hour, and a 429 then pauses every caller.
+///
+/// A server 429's pause that cannot be written ([`pause_until`](Backend::pause_until)
+/// returns the error, which the limiter logs) is not lost: the backend holds it in memory
+/// (the one that ends latest) and applies it to every state it reads, so this process sends
+/// nothing during it, even from a file usable again or removed, and its next decision writes
+/// it, for the other processes. It is dropped once written, or once over.
 ///
 /// # Configuration
 /// Build every process's backend and limiter from the same [`RateLimitConfig`]. A changed
 /// configuration carries the state over: rules are matched by kind and window or period,
-/// so a raised hourly maximum or another margin keeps what was charged; a rule the file
-/// holds nothing for counts as spent by everything up to the latest charge (until one
-/// window after it, or the end of its period); a rule removed is forgotten.
+/// so a raised hourly maximum or another margin keeps what was charged (several rules of
+/// one kind and period are read together: the longest log, the highest counts); a rule
+/// the file holds nothing for counts as spent by everything up to the latest charge (until
+/// one window after it, or the end of its period); a rule removed is forgotten.
 ///
 /// # A wall clock stepped back
 /// A reading up to a second behind the state's latest decision is taken as that instant
@@ -159,6 +169,19 @@ struct Inner {
     failing: AtomicBool,
     /// When stale temporary files were last looked for.
     swept: Mutex<std::time::Instant>,
+    /// A server's pause the file could not take, applied to every state read until written.
+    unwritten: UnwrittenPause,
+}
+
+/// A state read for a decision at some instant.
+struct Loaded {
+    state: State,
+    /// Rebased on a clock stepped back: to be written even if nothing is charged (the
+    /// rebase counts charges as made now, so that done again at a later reading it would
+    /// hold them longer each time).
+    rebased: bool,
+    /// The pause held in memory that was applied to it: to be written.
+    unwritten: Option<Pause>,
 }
 
 impl FileRateLimitBackend {
@@ -184,6 +207,7 @@ impl FileRateLimitBackend {
             lock: Mutex::new(lock),
             failing: AtomicBool::new(false),
             swept: Mutex::new(std::time::Instant::now()),
+            unwritten: UnwrittenPause::default(),
             path,
             lock_path,
         };
@@ -298,11 +322,24 @@ impl Inner {
         }
     }
 
-    /// The state as of a decision at `now`, and whether it had to be rebased on a clock
-    /// stepped back. It must then be written even if nothing is charged: the rebase counts
-    /// charges as made at `now`, so that done again at a later reading it would hold them
-    /// longer each time.
-    fn load(&self, now: u64) -> Result<(State, bool), FileStateError> {
+    /// The state as of a decision at `now`, with the pause held in memory applied.
+    fn load(&self, now: u64) -> Result<Loaded, FileStateError> {
+        let (mut state, rebased) = self.import(now)?;
+        let unwritten = self.unwritten.at(now);
+        if let Some(pause) = unwritten {
+            self.policy
+                .pause(&mut state, agreeing(now), pause.until_at(now));
+        }
+        Ok(Loaded {
+            state,
+            rebased,
+            unwritten,
+        })
+    }
+
+    /// The state in the file as of a decision at `now`, and whether it had to be rebased on
+    /// a clock stepped back.
+    fn import(&self, now: u64) -> Result<(State, bool), FileStateError> {
         let Some(snapshot) = self.read()? else {
             return Ok((self.policy.new_state(), false));
         };
@@ -329,9 +366,14 @@ impl Inner {
         Ok((imported.state, imported.stepped_back.is_some()))
     }
 
-    fn store(&self, state: &State) -> Result<(), FileStateError> {
+    /// Writes `state`; the pause held in memory that was applied to it (`unwritten`) is in
+    /// the file then, and no longer held.
+    fn store(&self, state: &State, unwritten: Option<Pause>) -> Result<(), FileStateError> {
         let bytes = format::encode(&self.application, &self.policy.export(state));
         atomic::replace(&self.path, &bytes, self.fsync.load(Ordering::Relaxed))?;
+        if let Some(pause) = unwritten {
+            self.unwritten.written(pause);
+        }
         let sweep = {
             let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
             let due = swept.elapsed() >= atomic::STALE_TEMP_AGE;
@@ -354,10 +396,16 @@ impl Inner {
     ) -> Result<Result<(), NotUntil>, FileStateError> {
         let _held = self.hold()?;
         let now = decided_at(now, started);
-        let (mut state, rebased) = self.load(now)?;
+        let Loaded {
+            mut state,
+            rebased,
+            unwritten,
+        } = self.load(now)?;
         let decision = self.policy.try_acquire(&mut state, agreeing(now), priority);
-        if decision.is_ok() || rebased {
-            self.store(&state)?;
+        // A pause held in memory is written with the first decision that can, refused or
+        // not, so that the other processes hold too.
+        if decision.is_ok() || rebased || unwritten.is_some() {
+            self.store(&state, unwritten)?;
         }
         // One clock: a monotonic instant is a wall instant.
         Ok(decision.map_err(|earliest| {
@@ -366,24 +414,43 @@ impl Inner {
         }))
     }
 
+    /// Writes a server's pause; one that cannot be written (whatever failed: the lock, the
+    /// read, the write) is held in memory, and the error returned.
     fn pause(
         &self,
         now: SystemTime,
         started: Instant,
         until: SystemTime,
     ) -> Result<(), FileStateError> {
+        let until = to_nanos(until);
+        let written = self.write_pause(now, started, until);
+        if written.is_err() {
+            self.unwritten.hold(decided_at(now, started), until);
+        }
+        written
+    }
+
+    fn write_pause(
+        &self,
+        now: SystemTime,
+        started: Instant,
+        until: u64,
+    ) -> Result<(), FileStateError> {
         let _held = self.hold()?;
         let now = decided_at(now, started);
-        let (mut state, _) = self.load(now)?;
-        self.policy
-            .pause(&mut state, agreeing(now), to_nanos(until));
-        self.store(&state)
+        let Loaded {
+            mut state,
+            unwritten,
+            ..
+        } = self.load(now)?;
+        self.policy.pause(&mut state, agreeing(now), until);
+        self.store(&state, unwritten)
     }
 
     /// Without the lock: the file is replaced whole, so it always holds a whole state.
     fn status(&self, now: SystemTime, started: Instant) -> Result<Status, FileStateError> {
         let now = decided_at(now, started);
-        let (state, _) = self.load(now)?;
+        let state = self.load(now)?.state;
         Ok(self.policy.status(&state, agreeing(now)))
     }
 

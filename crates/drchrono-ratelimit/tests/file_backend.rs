@@ -246,6 +246,96 @@ async fn a_pause_and_the_status_are_shared_through_the_file() {
     assert_eq!(refused.rule(), Some(config.rules()[0]));
 }
 
+/// A server 429's pause that could not be written is held in memory: once the file is
+/// usable again (or removed), this process still sends nothing during the pause, and its next
+/// decision writes the pause for the other processes.
+#[tokio::test(start_paused = true)]
+async fn a_pause_that_could_not_be_written_is_held_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    fs::create_dir(&state_dir).unwrap();
+    let path = state_dir.join("ratelimit.json");
+    let config = RateLimitConfig::builder()
+        .safety_margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let backend = FileRateLimitBackend::open(&path, &config)
+        .unwrap()
+        .fsync(false);
+    let now = start();
+    for _ in 0..3 {
+        backend
+            .try_acquire(now, Priority::Interactive)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    // The state's directory is gone when the 429 comes (unmounted, moved by an operator):
+    // the write fails for real, whoever runs the test (a read-only directory does not stop
+    // root), and the pause call says so.
+    let away = dir.path().join("away");
+    fs::rename(&state_dir, &away).unwrap();
+    let until = now + Duration::from_secs(30);
+    let error = backend.pause_until(now, until).await.unwrap_err();
+    assert!(
+        matches!(file_state_error(&error), FileStateError::Io { .. }),
+        "{error:?}"
+    );
+    // Usable again, with the state from before the pause: this process holds to it all the
+    // same.
+    fs::rename(&away, &state_dir).unwrap();
+    let during = now + Duration::from_secs(1);
+    let refused = backend
+        .try_acquire(during, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.earliest(), until);
+    assert_eq!(refused.rule(), None);
+    let status = backend.status(during).await.unwrap();
+    assert_eq!(status.paused_until, Some(until));
+    assert_eq!(status.rules[2].remaining, 497, "the charges were kept");
+    // That decision wrote the pause: another process holds to it too.
+    let other = FileRateLimitBackend::open(&path, &config).unwrap();
+    let refused = other
+        .try_acquire(during, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.earliest(), until);
+    // At its end, requests go again.
+    backend
+        .try_acquire(until, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A 429 while the file is broken (not a state this crate wrote): the pause cannot be
+    // written either, and survives the operator's removal of the file.
+    let now = until + Duration::from_secs(5);
+    fs::write(&path, b"{\"version\":1,\"rules\":[").unwrap();
+    let until = now + Duration::from_secs(20);
+    let error = backend.pause_until(now, until).await.unwrap_err();
+    assert!(
+        matches!(file_state_error(&error), FileStateError::Corrupt { .. }),
+        "{error:?}"
+    );
+    fs::remove_file(&path).unwrap();
+    let during = now + Duration::from_secs(1);
+    let refused = backend
+        .try_acquire(during, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.earliest(), until);
+    backend
+        .try_acquire(until, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 fn file_state_error(error: &BackendError) -> &FileStateError {
     assert_eq!(error.backend(), "file");
     std::error::Error::source(error)
@@ -337,6 +427,134 @@ async fn a_corrupt_file_fails_closed_and_nothing_is_sent() {
     fs::remove_file(&path).unwrap();
     service.oneshot(Request::new(())).await.unwrap();
     assert_eq!(sent.load(Ordering::SeqCst), 2);
+}
+
+/// A state file no limiter can have written, whatever the JSON shape, fails closed as
+/// corrupt, at start-up and while running: never read some way that takes spent budget for
+/// unspent.
+#[tokio::test(start_paused = true)]
+async fn an_inconsistent_file_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratelimit.json");
+    let config = RateLimitConfig::default();
+    // 9 charged at the start: a second, 10 minutes and an hour that hold 9.
+    let t = support::START * 1_000_000_000;
+    let state = |pause: &str, charge: &str, rules: &str| {
+        format!(
+            r#"{{"version":1,"application":"default","now_ns":{t},"paused_until_ns":{pause},"last_charge_ns":{charge},"rules":[{rules}]}}"#
+        )
+    };
+    let log = |max: u32, window: u64, n: usize| {
+        let charged = vec![t.to_string(); n].join(",");
+        format!(r#"{{"kind":"sliding","max":{max},"window_ns":{window},"charged_ns":[{charged}]}}"#)
+    };
+    let hour = |latest: (u64, u32, u32), before: (u64, u32, u32)| {
+        format!(
+            r#"{{"kind":"aligned","max":500,"period_ns":3600000000000,"latest":{{"index":{},"count":{},"next":{}}},"before":{{"index":{},"count":{},"next":{}}}}}"#,
+            latest.0, latest.1, latest.2, before.0, before.1, before.2
+        )
+    };
+    let k = t / 3_600_000_000_000;
+    let second = log(9, 1_000_000_000, 9);
+    let window = log(290, 600_000_000_000, 9);
+    let counted = hour((k, 9, 0), (k - 1, 0, 0));
+    let rules = format!("{second},{window},{counted}");
+    let good = state("null", &t.to_string(), &rules);
+    let shapes = [
+        ("no rules", state("null", "null", "")),
+        (
+            "instants without a latest charge",
+            state("null", "null", &rules),
+        ),
+        (
+            "the newest instant is not the latest charge",
+            state("null", &(t + 1).to_string(), &rules),
+        ),
+        (
+            "more instants than the maximum",
+            state(
+                "null",
+                &t.to_string(),
+                &format!("{},{window},{counted}", log(5, 1_000_000_000, 9)),
+            ),
+        ),
+        (
+            "two logs of the rolling second that disagree",
+            state(
+                "null",
+                &t.to_string(),
+                &format!(
+                    r#"{{"kind":"sliding","max":9,"window_ns":1000000000,"charged_ns":[{},{t}]}},{rules}"#,
+                    t - 1
+                ),
+            ),
+        ),
+        (
+            "aligned counts that moved backwards",
+            state(
+                "null",
+                &t.to_string(),
+                &format!("{second},{window},{}", hour((k, 9, 0), (k - 1, 0, 500))),
+            ),
+        ),
+        (
+            "a rule of period 0",
+            state("null", &t.to_string(), &format!("{rules},{}", log(9, 0, 0))),
+        ),
+        (
+            "a pause over before the latest decision",
+            state(&(t - 1).to_string(), &t.to_string(), &rules),
+        ),
+        (
+            "a missing field (the pause)",
+            good.replace(r#""paused_until_ns":null,"#, ""),
+        ),
+        (
+            "a misspelled field",
+            good.replace("paused_until_ns", "paused_until"),
+        ),
+        (
+            "an unknown field in a rule",
+            good.replace(r#""kind":"sliding","#, r#""kind":"sliding","spare":1,"#),
+        ),
+    ];
+    // The good one decides: the rolling second is spent.
+    fs::write(&path, &good).unwrap();
+    let backend = FileRateLimitBackend::open(&path, &config).unwrap();
+    let now = UNIX_EPOCH + Duration::from_nanos(t);
+    let status = backend.status(now).await.unwrap();
+    assert_eq!(status.rules[0].remaining, 0);
+    assert_eq!(status.rules[2].remaining, 491);
+    for (shape, bytes) in &shapes {
+        fs::write(&path, bytes).unwrap();
+        let error = FileRateLimitBackend::open(&path, &config).unwrap_err();
+        assert!(
+            matches!(file_state_error(&error), FileStateError::Corrupt { .. }),
+            "{shape}: {error:?}"
+        );
+        let error = backend
+            .try_acquire(now, Priority::Interactive)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(file_state_error(&error), FileStateError::Corrupt { .. }),
+            "{shape}: {error:?}"
+        );
+    }
+    // The rolling second listed twice, an empty log first (a configuration that had two
+    // rules of it): read as the longer log, not as a second with nothing in it.
+    let twice = state(
+        "null",
+        &t.to_string(),
+        &format!("{},{rules}", log(9, 1_000_000_000, 0)),
+    );
+    fs::write(&path, twice).unwrap();
+    let refused = backend
+        .try_acquire(now, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.rule(), Some(config.rules()[0]));
 }
 
 /// The state file and the lock file are private (`0600`), the file holds no more than the

@@ -27,7 +27,7 @@
 //!   server may meanwhile see one period's worth more in the period it is in.
 
 use super::{Compiled, Counts, Periods, Policy, RuleState, State};
-use crate::RuleKind;
+use crate::MAX_PERIOD;
 use crate::time::duration_nanos;
 
 /// How far behind the state's latest instant a reading may be and still be taken as that
@@ -156,92 +156,71 @@ impl Policy {
     /// The state `snapshot` describes, for this policy's rules, as of a decision at `now`
     /// (see the module docs for a `now` behind the snapshot).
     ///
-    /// Rules are matched by kind and window or period, in order: a changed maximum or
-    /// margin keeps what was charged. A rule the snapshot holds nothing for is counted as
-    /// spent by everything up to the latest charge: a sliding one holds every request until
-    /// one window after it, an aligned one has its period (and the next, within the margin
-    /// of the boundary) full.
+    /// Rules are matched by kind and window or period: a changed maximum or margin keeps
+    /// what was charged. Several rules of one kind and period in the snapshot (a
+    /// configuration that had them) are read together: a sliding one takes the longest log
+    /// (they are suffixes of one another), an aligned one counts in each period the most any
+    /// of them does. A rule the snapshot holds nothing for is counted as spent by everything
+    /// up to the latest charge: a sliding one holds every request until one window after it,
+    /// an aligned one has its period (and the next, within the margin of the boundary) full.
     ///
     /// # Errors
-    /// [`InvalidSnapshot`] when no state can have produced `snapshot`: charged instants out
-    /// of order or after its latest instant, a latest charge after it, aligned counts that
-    /// moved backwards.
+    /// [`InvalidSnapshot`] when no state can have produced `snapshot` ([`check`]).
     pub(crate) fn import(
         &self,
         snapshot: &Snapshot,
         now: u64,
     ) -> Result<Imported, InvalidSnapshot> {
+        check(snapshot)?;
         let last_now = snapshot.last_now;
-        if snapshot.last_charge.is_some_and(|t| t > last_now) {
-            return Err(InvalidSnapshot(
-                "the latest charge is after the latest decision",
-            ));
-        }
-        for rule in &snapshot.rules {
-            match &rule.memory {
-                Memory::Sliding(charged) => {
-                    if !charged.is_sorted() {
-                        return Err(InvalidSnapshot("charged instants out of order"));
-                    }
-                    if charged.last().is_some_and(|&t| t > last_now) {
-                        return Err(InvalidSnapshot(
-                            "a charged instant is after the latest decision",
-                        ));
-                    }
-                }
-                Memory::Aligned { latest, before } => {
-                    if before.period > latest.period {
-                        return Err(InvalidSnapshot("aligned periods out of order"));
-                    }
-                }
-            }
-        }
-
         let mut st = self.new_state();
         st.last_now = last_now;
         st.paused_until = snapshot.paused_until;
         st.last_charge = snapshot.last_charge;
-        let mut taken = vec![false; snapshot.rules.len()];
         let mut unmatched = 0;
         for (c, rs) in self.rules.iter().zip(&mut st.rules) {
             let period = duration_nanos(c.rule.period());
-            let found = snapshot.rules.iter().enumerate().find(|(i, rule)| {
-                !taken[*i]
-                    && rule.period == period
-                    && match rule.memory {
-                        Memory::Sliding(_) => c.rule.kind() == RuleKind::Sliding,
-                        Memory::Aligned { .. } => c.rule.kind() == RuleKind::Aligned,
+            let same = snapshot.rules.iter().filter(|rule| rule.period == period);
+            let found = match rs {
+                RuleState::Sliding(log) => {
+                    let longest = same
+                        .filter_map(|rule| match &rule.memory {
+                            Memory::Sliding(charged) => Some(charged),
+                            Memory::Aligned { .. } => None,
+                        })
+                        .max_by_key(|charged| charged.len());
+                    if let Some(charged) = longest {
+                        let skip = charged.len().saturating_sub(c.max as usize);
+                        log.extend(&charged[skip..]);
                     }
-            });
-            match found {
-                Some((i, rule)) => {
-                    taken[i] = true;
-                    match (&rule.memory, rs) {
-                        (Memory::Sliding(charged), RuleState::Sliding(log)) => {
-                            let skip = charged.len().saturating_sub(c.max as usize);
-                            log.extend(&charged[skip..]);
-                        }
-                        (Memory::Aligned { latest, before }, RuleState::Aligned(ps)) => {
-                            *ps = Periods {
-                                latest: (*latest).into(),
-                                before: (*before).into(),
-                            };
-                        }
-                        // The kinds were matched above.
-                        _ => {}
-                    }
+                    longest.is_some()
                 }
-                None => {
-                    unmatched += 1;
-                    if let Some(t) = snapshot.last_charge {
-                        match rs {
-                            // Full until one window after the latest charge: as a pause,
-                            // which has the same effect and needs no `max` entries.
-                            RuleState::Sliding(_) => {
-                                st.paused_until = st.paused_until.max(t.saturating_add(c.span));
-                            }
-                            RuleState::Aligned(ps) => *ps = self.spent_at(c, t),
+                RuleState::Aligned(ps) => {
+                    let all: Vec<Periods> = same
+                        .filter_map(|rule| match rule.memory {
+                            Memory::Aligned { latest, before } => Some(Periods {
+                                latest: latest.into(),
+                                before: before.into(),
+                            }),
+                            Memory::Sliding(_) => None,
+                        })
+                        .collect();
+                    if let Some(merged) = merged(&all) {
+                        *ps = merged;
+                    }
+                    !all.is_empty()
+                }
+            };
+            if !found {
+                unmatched += 1;
+                if let Some(t) = snapshot.last_charge {
+                    match rs {
+                        // Full until one window after the latest charge: as a pause, which
+                        // has the same effect and needs no `max` entries.
+                        RuleState::Sliding(_) => {
+                            st.paused_until = st.paused_until.max(t.saturating_add(c.span));
                         }
+                        RuleState::Aligned(ps) => *ps = self.spent_at(c, t),
                     }
                 }
             }
@@ -332,9 +311,139 @@ impl Policy {
     }
 }
 
+/// Whether a limiter can have exported `snapshot`: what no limiter can have written is
+/// rejected, since reading it some way or other could take spent budget for unspent.
+///
+/// Each of these holds of every export: the configuration had rules, each with a maximum
+/// and a period a [`Rule`](crate::Rule) can have; the latest charge is not after the latest
+/// decision, and a pause kept is not over by it; a sliding rule keeps at most its maximum
+/// of charged instants, oldest first, the newest of them the latest charge (each charge is
+/// logged in every sliding rule, and only a log whose every entry left the window loses its
+/// newest); two sliding rules of one window log the same charges, so the shorter log ends
+/// the longer; an aligned rule's periods are in order and on the clock, and the latest one,
+/// when the period after the one before, counts at least what the one before counted for
+/// it (it starts from that count and only grows).
+fn check(snapshot: &Snapshot) -> Result<(), InvalidSnapshot> {
+    let last_now = snapshot.last_now;
+    if snapshot.rules.is_empty() {
+        return Err(InvalidSnapshot("no rules"));
+    }
+    if snapshot.last_charge.is_some_and(|t| t > last_now) {
+        return Err(InvalidSnapshot(
+            "the latest charge is after the latest decision",
+        ));
+    }
+    if snapshot.paused_until != 0 && snapshot.paused_until <= last_now {
+        return Err(InvalidSnapshot(
+            "a pause kept although it ended by the latest decision",
+        ));
+    }
+    for (i, rule) in snapshot.rules.iter().enumerate() {
+        if rule.max == 0 || rule.period == 0 || rule.period > duration_nanos(MAX_PERIOD) {
+            return Err(InvalidSnapshot("a rule no configuration can have"));
+        }
+        match &rule.memory {
+            Memory::Sliding(charged) => {
+                if !charged.is_sorted() {
+                    return Err(InvalidSnapshot("charged instants out of order"));
+                }
+                if charged.last().is_some_and(|&t| t > last_now) {
+                    return Err(InvalidSnapshot(
+                        "a charged instant is after the latest decision",
+                    ));
+                }
+                if charged.len() > rule.max as usize {
+                    return Err(InvalidSnapshot(
+                        "more charged instants than the rule's maximum",
+                    ));
+                }
+                if charged
+                    .last()
+                    .is_some_and(|&t| snapshot.last_charge != Some(t))
+                {
+                    return Err(InvalidSnapshot(
+                        "a rule's newest charged instant is not the latest charge",
+                    ));
+                }
+                let disagree = snapshot.rules[..i].iter().any(|other| match &other.memory {
+                    Memory::Sliding(logged) if other.period == rule.period => {
+                        !(logged.ends_with(charged) || charged.ends_with(logged))
+                    }
+                    _ => false,
+                });
+                if disagree {
+                    return Err(InvalidSnapshot(
+                        "two sliding rules of one window logged different charges",
+                    ));
+                }
+            }
+            Memory::Aligned { latest, before } => {
+                if before.period > latest.period {
+                    return Err(InvalidSnapshot("aligned periods out of order"));
+                }
+                if latest.period.checked_mul(rule.period).is_none() {
+                    return Err(InvalidSnapshot(
+                        "an aligned period beyond the clock's range",
+                    ));
+                }
+                if latest.period == before.period.saturating_add(1) && latest.count < before.next {
+                    return Err(InvalidSnapshot("aligned counts moved backwards"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The counts of several aligned rules of one period (`None`: none): for every period, at
+/// least what each of them counts in it ([`Periods::count_of`]); one of them as it is.
+///
+/// The latest period is theirs that is latest, counting the most any of them counts in it
+/// and in the next. The one before is the latest one that each of them either knows from
+/// before its latest move or moved past (earlier ones count as full), counting the most any
+/// of them counts there apart from its latest period's count (which the latest period's,
+/// added to it, covers). Periods between the two count as the latest one does: no rule
+/// counts anything there apart from that.
+fn merged(all: &[Periods]) -> Option<Periods> {
+    let latest = all.iter().map(|ps| ps.latest.period).max()?;
+    let before = all
+        .iter()
+        .map(|ps| {
+            if ps.latest.period == latest {
+                ps.before.period
+            } else {
+                ps.latest.period
+            }
+        })
+        .max()?;
+    let most = |count: &dyn Fn(&Periods) -> u32| all.iter().map(count).max().unwrap_or(0);
+    // Apart from the latest period's count: from `before` on, which each knows.
+    let apart = |ps: &Periods, k: u64| {
+        if ps.latest.period == latest {
+            ps.before.get(k)
+        } else {
+            ps.latest.get(k)
+        }
+    };
+    Some(Periods {
+        latest: Counts {
+            period: latest,
+            count: most(&|ps| ps.count_of(latest)),
+            next: most(&|ps| ps.count_of(latest.saturating_add(1))),
+        },
+        before: Counts {
+            period: before,
+            count: most(&|ps| apart(ps, before)),
+            next: most(&|ps| apart(ps, before.saturating_add(1))),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use proptest::prelude::*;
 
     use super::*;
     use crate::time::{Reading, from_nanos};
@@ -585,5 +694,417 @@ mod tests {
         // And the next hour is a new one.
         let status = policy.status(&st, at(HOUR_11 + SEC));
         assert_eq!(status.rules[2].remaining, 500);
+    }
+
+    /// What `policy` admits at `now` from `snapshot`, one request after the other (at most
+    /// 1,000).
+    fn admitted(policy: &Policy, snapshot: &Snapshot, now: u64) -> usize {
+        let mut st = policy.import(snapshot, now).unwrap().state;
+        (0..1_000)
+            .take_while(|_| {
+                policy
+                    .try_acquire(&mut st, at(now), Priority::Interactive)
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// DrChrono's rules without a margin, after charges at T0, T0 + 0.5 s and T0 + 1 s: the
+    /// rolling second holds the last two, the 10 minutes all three, the hour counts 3.
+    fn charged() -> (Policy, Snapshot) {
+        let policy = drchrono(0);
+        let mut st = policy.new_state();
+        for t in [T0, T0 + SEC / 2, T0 + SEC] {
+            policy
+                .try_acquire(&mut st, at(t), Priority::Interactive)
+                .unwrap();
+        }
+        let snapshot = policy.export(&st);
+        (policy, snapshot)
+    }
+
+    fn sliding(snapshot: &mut Snapshot, rule: usize) -> &mut Vec<u64> {
+        match &mut snapshot.rules[rule].memory {
+            Memory::Sliding(charged) => charged,
+            Memory::Aligned { .. } => panic!("rule {rule} is aligned"),
+        }
+    }
+
+    fn aligned(latest: (u64, u32, u32), before: (u64, u32, u32)) -> Memory {
+        let counts = |(period, count, next)| PeriodCounts {
+            period,
+            count,
+            next,
+        };
+        Memory::Aligned {
+            latest: counts(latest),
+            before: counts(before),
+        }
+    }
+
+    /// Each shape no limiter can have exported, beyond those of the test above: rejected,
+    /// with what is wrong. Read some way or other, each could take spent budget for unspent
+    /// (the comments say how it was read before it was rejected).
+    #[test]
+    fn every_shape_no_limiter_can_have_written_is_rejected() {
+        let (policy, good) = charged();
+        assert_eq!(admitted(&policy, &good, T0 + SEC), 7);
+        let hour = T0 / (3_600 * SEC);
+        type Edit = fn(&mut Snapshot);
+        let shapes: [(&str, Edit); 12] = [
+            // Every rule of the policy unmatched, nothing charged: a full budget.
+            ("no rules", |s| {
+                s.rules.clear();
+                s.last_charge = None;
+            }),
+            ("no rules", |s| s.rules.clear()),
+            ("a rule no configuration can have", |s| s.rules[0].max = 0),
+            ("a rule no configuration can have", |s| {
+                s.rules[2].period = 0
+            }),
+            ("a rule no configuration can have", |s| {
+                s.rules[1].period = duration_nanos(MAX_PERIOD) + 1;
+            }),
+            // The oldest instant dropped.
+            ("more charged instants than the rule's maximum", |s| {
+                s.rules[0].max = 1;
+            }),
+            // A rule added since counts nothing as spent, pacing starts from nothing.
+            (
+                "a rule's newest charged instant is not the latest charge",
+                |s| s.last_charge = None,
+            ),
+            // A log that lost its newest entry: one more admitted in its window.
+            (
+                "a rule's newest charged instant is not the latest charge",
+                |s| {
+                    sliding(s, 1).pop();
+                },
+            ),
+            // A rule added since is spent only until one window after the earlier charge.
+            (
+                "a rule's newest charged instant is not the latest charge",
+                |s| s.last_charge = Some(T0 + SEC / 2),
+            ),
+            // The rolling second read from whichever log came first.
+            (
+                "two sliding rules of one window logged different charges",
+                |s| {
+                    let mut other = s.rules[0].clone();
+                    match &mut other.memory {
+                        Memory::Sliding(charged) => charged[0] = T0 + SEC / 4,
+                        Memory::Aligned { .. } => unreachable!(),
+                    }
+                    s.rules.insert(0, other);
+                },
+            ),
+            (
+                "a pause kept although it ended by the latest decision",
+                |s| {
+                    s.paused_until = T0;
+                },
+            ),
+            ("aligned counts moved backwards", |s| {
+                let hour = T0 / (3_600 * SEC);
+                // The hour before said 500 of this one's; this one says 3.
+                s.rules[2].memory = aligned((hour, 3, 0), (hour - 1, 0, 500));
+            }),
+        ];
+        let mut accepted = Vec::new();
+        for (index, (detail, edit)) in shapes.iter().enumerate() {
+            let mut shape = good.clone();
+            edit(&mut shape);
+            match policy.import(&shape, T0 + SEC) {
+                Ok(_) => accepted.push(index),
+                Err(InvalidSnapshot(found)) => assert_eq!(found, *detail, "shape {index}"),
+            }
+        }
+        // An aligned period no clock reaches: the hour before it "stepped back" from, counted
+        // as nothing.
+        let mut beyond = good.clone();
+        beyond.rules[2].memory = aligned((u64::MAX / 1_000, 0, 0), (hour, 3, 0));
+        match policy.import(&beyond, T0 + SEC) {
+            Ok(_) => accepted.push(shapes.len()),
+            Err(InvalidSnapshot(found)) => {
+                assert_eq!(found, "an aligned period beyond the clock's range");
+            }
+        }
+        assert_eq!(accepted, [0_usize; 0], "shapes accepted");
+    }
+
+    /// Several rules of one kind and period in a file (a configuration that had them) are
+    /// read together, whichever comes first: the longest log, the most counted.
+    #[test]
+    fn rules_of_one_kind_and_period_are_read_together() {
+        let (drchrono, good) = charged();
+        // The rolling second listed again, with an empty log (it left the window) or a
+        // shorter one (a rule of a lower maximum), first.
+        for (max, charged) in [(9, vec![]), (1, vec![T0 + SEC])] {
+            let mut twice = good.clone();
+            twice.rules.insert(
+                0,
+                RuleSnapshot {
+                    max,
+                    period: SEC,
+                    memory: Memory::Sliding(charged),
+                },
+            );
+            assert_eq!(admitted(&drchrono, &twice, T0 + SEC), 7);
+        }
+        // Two hourly rules, 100 and 500: a 429 marked each hour spent at its maximum.
+        let hour = T0 / (3_600 * SEC);
+        let mut twice = good.clone();
+        twice.rules[2] = RuleSnapshot {
+            max: 100,
+            period: 3_600 * SEC,
+            memory: aligned((hour, 100, 0), (hour - 1, 0, 0)),
+        };
+        twice.rules.push(RuleSnapshot {
+            max: 500,
+            period: 3_600 * SEC,
+            memory: aligned((hour, 500, 0), (hour - 1, 0, 0)),
+        });
+        let status = drchrono.status(
+            &drchrono.import(&twice, T0 + SEC).unwrap().state,
+            at(T0 + SEC),
+        );
+        assert_eq!(status.rules[2].remaining, 0);
+        // A configuration of several such rules keeps each one's own state.
+        let both = policy(
+            [
+                Rule::sliding(2, Duration::from_secs(1)).unwrap(),
+                Rule::sliding(3, Duration::from_secs(1)).unwrap(),
+            ],
+            0,
+        );
+        let mut st = both.new_state();
+        for t in [T0, T0 + SEC / 2] {
+            both.try_acquire(&mut st, at(t), Priority::Interactive)
+                .unwrap();
+        }
+        let exported = both.export(&st);
+        let imported = both.import(&exported, T0 + SEC / 2).unwrap();
+        assert_eq!(both.export(&imported.state), exported);
+    }
+
+    /// Shapes that look odd but a limiter can write, or that are read conservatively: kept
+    /// (each holds at least as much as a consistent reading would).
+    #[test]
+    fn odd_shapes_that_hold_at_least_as_much_are_accepted() {
+        let (policy, good) = charged();
+        let now = T0 + SEC;
+        let hour = T0 / (3_600 * SEC);
+        // Counts for a period in the future (a clock stepped back, less than the longest
+        // rule): the hour counts them on top of its own.
+        let mut future = good.clone();
+        future.rules[2].memory = aligned((hour + 1, 5, 0), (hour, 3, 0));
+        let st = policy.import(&future, now).unwrap().state;
+        assert_eq!(policy.status(&st, at(now)).rules[2].remaining, 500 - 3 - 5);
+        // A count above the maximum (a clock far ahead folded into the hour).
+        let mut above = good.clone();
+        above.rules[2].memory = aligned((hour, 900, 0), (hour, 900, 0));
+        assert_eq!(admitted(&policy, &above, now + SEC), 0);
+        // A latest decision and charges far ahead (a clock at the end of its range): taken
+        // as now.
+        let mut ahead = good.clone();
+        ahead.last_now = u64::MAX;
+        ahead.last_charge = Some(u64::MAX);
+        for rule in 0..2 {
+            *sliding(&mut ahead, rule) = vec![u64::MAX];
+        }
+        ahead.paused_until = 0;
+        assert_eq!(admitted(&policy, &ahead, now), 8);
+        // A pause far ahead: held (a caller's own `Backend::pause_until` may ask for it).
+        let mut paused = good.clone();
+        paused.paused_until = u64::MAX;
+        assert_eq!(admitted(&policy, &paused, now), 0);
+        // Charges long gone, an aligned rule never charged.
+        let mut old = good;
+        old.rules[2].memory = aligned((0, 0, 0), (0, 0, 0));
+        assert_eq!(admitted(&policy, &old, now + 3_600 * SEC), 9);
+    }
+
+    /// A set of valid counts of one aligned rule: the latest period, the one before it and
+    /// their counts, the latest counting at least what the one before counted for it.
+    fn periods() -> impl Strategy<Value = Periods> {
+        (0_u64..6, 0_u64..3, 0_u32..8, 0_u32..8, 0_u32..8, 0_u32..8).prop_map(
+            |(latest, back, count, next, before_count, before_next)| {
+                let before = latest.saturating_sub(back);
+                let count = if before + 1 == latest {
+                    count.max(before_next)
+                } else {
+                    count
+                };
+                Periods {
+                    latest: Counts {
+                        period: latest,
+                        count,
+                        next,
+                    },
+                    before: Counts {
+                        period: before,
+                        count: before_count,
+                        next: before_next,
+                    },
+                }
+            },
+        )
+    }
+
+    fn snapshot_of(all: &[Periods]) -> Snapshot {
+        Snapshot {
+            last_now: 10 * 3_600 * SEC,
+            paused_until: 0,
+            last_charge: None,
+            rules: all
+                .iter()
+                .map(|ps| RuleSnapshot {
+                    max: 5,
+                    period: 3_600 * SEC,
+                    memory: Memory::Aligned {
+                        latest: ps.latest.into(),
+                        before: ps.before.into(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// One step of a history the state file goes through.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The clock moves on (ms).
+        Wait(u64),
+        /// The clock steps back, or ahead, by this many seconds.
+        Step(i64),
+        Acquire(Priority),
+        /// A server 429 asks for this many seconds.
+        Pause(u64),
+        /// The configuration changes to this one of [`configurations`].
+        Configure(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0_u64..1_500).prop_map(Op::Wait),
+            1 => (0_u64..400_000).prop_map(Op::Wait),
+            10 => prop_oneof![Just(Priority::Interactive), Just(Priority::Background)]
+                .prop_map(Op::Acquire),
+            1 => prop_oneof![
+                -2_i64..=0,
+                -700_i64..=-60,
+                Just(-2 * 24 * 3_600),
+                Just(24 * 3_600)
+            ]
+            .prop_map(Op::Step),
+            1 => prop_oneof![1_u64..5, 50_u64..3_600].prop_map(Op::Pause),
+            1 => (0_usize..5).prop_map(Op::Configure),
+        ]
+    }
+
+    /// Configurations a file may be read with in turn: DrChrono's with and without a margin,
+    /// with rules of one kind and period twice, with rules added, removed, short.
+    fn configurations() -> Vec<Policy> {
+        let s = Duration::from_secs;
+        vec![
+            drchrono(100),
+            drchrono(0),
+            policy(
+                [
+                    Rule::sliding(5, s(1)).unwrap(),
+                    Rule::sliding(9, s(1)).unwrap(),
+                    Rule::aligned(8, s(60)).unwrap(),
+                    Rule::sliding(12, s(10)).unwrap(),
+                    Rule::aligned(20, s(60)).unwrap(),
+                ],
+                50,
+            ),
+            policy(
+                [
+                    Rule::aligned(20, s(60)).unwrap(),
+                    Rule::sliding(9, s(1)).unwrap(),
+                ],
+                0,
+            ),
+            policy(
+                [
+                    Rule::sliding(3, s(1)).unwrap(),
+                    Rule::aligned(50, s(3_600)).unwrap(),
+                    Rule::aligned(8, s(60)).unwrap(),
+                ],
+                100,
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever a limiter exports imports back, read by any configuration: through
+        /// charges, refusals, 429 pauses, clocks stepped back a little, some minutes or days
+        /// and ahead, and configuration changes. (The checks of `import` reject only what no
+        /// limiter writes: a state file this crate wrote never fails closed as corrupt.)
+        #[test]
+        fn everything_a_limiter_exports_imports_back(
+            ops in proptest::collection::vec(op(), 1..250),
+        ) {
+            let configurations = configurations();
+            let mut policy = &configurations[0];
+            let mut file: Option<Snapshot> = None;
+            let mut now = T0;
+            let load = |policy: &Policy, file: &Option<Snapshot>, now: u64| match file {
+                Some(snapshot) => policy
+                    .import(snapshot, now)
+                    .map(|imported| (imported.state, imported.stepped_back.is_some()))
+                    .map_err(|invalid| TestCaseError::fail(format!("{invalid:?} from {snapshot:?}"))),
+                None => Ok((policy.new_state(), false)),
+            };
+            for op in ops {
+                match op {
+                    Op::Wait(ms) => now += ms * 1_000_000,
+                    Op::Step(secs) => now = now.saturating_add_signed(secs * SEC as i64),
+                    Op::Configure(index) => policy = &configurations[index],
+                    Op::Acquire(priority) => {
+                        let (mut st, rebased) = load(policy, &file, now)?;
+                        let decision = policy.try_acquire(&mut st, at(now), priority);
+                        if decision.is_ok() || rebased {
+                            file = Some(policy.export(&st));
+                        }
+                    }
+                    Op::Pause(secs) => {
+                        let (mut st, _) = load(policy, &file, now)?;
+                        policy.pause(&mut st, at(now), now + secs * SEC);
+                        file = Some(policy.export(&st));
+                    }
+                }
+            }
+            for policy in &configurations {
+                load(policy, &file, now)?;
+            }
+        }
+
+        /// Several aligned rules of one period read together count, in every period, at
+        /// least what each of them counts; one of them is read as it is; and what they are
+        /// read as is itself a state a limiter can export.
+        #[test]
+        fn aligned_rules_read_together_count_the_most_of_each(
+            all in proptest::collection::vec(periods(), 1..4),
+        ) {
+            prop_assert!(check(&snapshot_of(&all)).is_ok());
+            let merged = merged(&all).unwrap();
+            for k in 0..10 {
+                for ps in &all {
+                    prop_assert!(
+                        merged.count_of(k) >= ps.count_of(k),
+                        "period {}: {:?} from {:?}", k, merged, all
+                    );
+                }
+            }
+            if let [one] = all.as_slice() {
+                prop_assert_eq!(merged.latest, one.latest);
+                prop_assert_eq!(merged.before, one.before);
+            }
+            prop_assert!(check(&snapshot_of(&[merged])).is_ok());
+        }
     }
 }

@@ -24,9 +24,11 @@ pub enum FileStateError {
         /// The operating system's error.
         source: io::Error,
     },
-    /// The state file is not a state this crate writes: truncated, edited, not JSON, or
-    /// inconsistent (charged instants out of order, after the latest decision, …). It is
-    /// never taken for an empty budget; remove it to start again from a full one.
+    /// The state file is not a state this crate writes: truncated, edited, not JSON, a
+    /// field missing or unknown, or inconsistent (charged instants out of order, after the
+    /// latest decision or apart from the latest charge, aligned counts that moved
+    /// backwards, …). It is never taken for an empty budget; remove it to start again from
+    /// a full one.
     Corrupt {
         /// The state file.
         path: PathBuf,

@@ -37,18 +37,23 @@ struct Header {
     version: u64,
 }
 
+/// Every field is required (`null` where none) and no other is allowed: a file missing one
+/// (a pause dropped by an edit, a field misspelled) is not a state this crate wrote.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StateFile {
     version: u64,
     application: String,
     now_ns: u64,
+    #[serde(deserialize_with = "Option::deserialize")]
     paused_until_ns: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     last_charge_ns: Option<u64>,
     rules: Vec<FileRule>,
 }
 
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum FileRule {
     Sliding {
         max: u32,
@@ -64,6 +69,7 @@ enum FileRule {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FilePeriod {
     index: u64,
     count: u32,
@@ -231,6 +237,52 @@ mod tests {
                 matches!(decode(bytes), Err(Undecodable::Corrupt(_))),
                 "{}",
                 String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    /// A valid JSON that is not the whole format: a field missing (a missing pause would
+    /// read as none, a missing latest charge as none), misspelled, or one it does not have.
+    /// Numbers out of their type's range or not integers.
+    #[test]
+    fn a_missing_misspelled_or_unknown_field_is_undecodable() {
+        let good = String::from_utf8(encode("default", &snapshot())).unwrap();
+        assert!(decode(good.as_bytes()).is_ok());
+        let edits = [
+            (r#""paused_until_ns":null,"#, ""),
+            (r#""last_charge_ns":1767609420000000000,"#, ""),
+            (r#""now_ns":1767609420000000000,"#, ""),
+            (r#","charged_ns":[1767609420000000000]"#, ""),
+            (r#","next":0},"before""#, r#"},"before""#),
+            ("paused_until_ns", "paused_until"),
+            ("last_charge_ns", "last_charge"),
+            (r#""version":1,"#, r#""version":1,"spare":true,"#),
+            (r#""kind":"sliding","#, r#""kind":"sliding","spare":1,"#),
+            (r#""index":490891,"#, r#""index":490891,"spare":1,"#),
+            (r#""max":9,"#, r#""max":4294967296,"#),
+            (r#""count":1,"#, r#""count":-1,"#),
+            (r#""count":1,"#, r#""count":1.5,"#),
+            (r#""index":490891,"#, r#""index":1e6,"#),
+            (
+                r#""now_ns":1767609420000000000,"#,
+                r#""now_ns":18446744073709551616,"#,
+            ),
+        ];
+        for (from, to) in edits {
+            assert_eq!(good.matches(from).count(), 1, "{from}");
+            let edited = good.replacen(from, to, 1);
+            assert!(
+                matches!(decode(edited.as_bytes()), Err(Undecodable::Corrupt(_))),
+                "{edited}"
+            );
+        }
+        // A key twice, or a second value after the state.
+        let twice = good.replacen(r#""now_ns":"#, r#""now_ns":1,"now_ns":"#, 1);
+        let trailing = format!("{}{{}}", good.trim_end());
+        for edited in [twice, trailing] {
+            assert!(
+                matches!(decode(edited.as_bytes()), Err(Undecodable::Corrupt(_))),
+                "{edited}"
             );
         }
     }
