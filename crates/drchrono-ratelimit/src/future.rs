@@ -361,7 +361,7 @@ fn after_wait_or_429<B, E: LayerError>(
 }
 
 /// Tells the layers above how long the attempt waited for its permit ([`PermitWait`]): in
-/// the response's extensions, or in a [`DrChronoError`]'s context (boxed or not). An error
+/// the response's extensions, or in a [`DrChronoError`](drchrono_core::DrChronoError)'s context (boxed or not). An error
 /// of any other type cannot carry it.
 fn record_wait<B, E: LayerError>(outcome: &mut Result<Response<B>, E>, waited: Duration) {
     match outcome {

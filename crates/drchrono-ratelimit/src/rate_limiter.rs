@@ -535,7 +535,7 @@ pub struct RateLimiterBuilder {
 }
 
 impl RateLimiterBuilder {
-    /// How the budget is divided among [`Tenant`](crate::Tenant)s. Default:
+    /// How the budget is divided among [`Tenant`]s. Default:
     /// [`FairShares::new`] (fair queueing and protected shares, equal weights);
     /// [`FairShares::off`] for one first-come first-served queue.
     pub fn fair_shares(mut self, fair_shares: FairShares) -> Self {

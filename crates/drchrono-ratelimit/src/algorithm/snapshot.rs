@@ -7,7 +7,7 @@
 //! (NTP, a virtual machine restored, a clock that was wrong at boot and then corrected), and
 //! a state kept across processes outlives the step, so the import handles it:
 //!
-//! - A reading up to [`STEP_TOLERANCE`] behind the state's latest instant is taken as that
+//! - A reading up to [`STEP_TOLERANCE`](crate::algorithm::snapshot::STEP_TOLERANCE) behind the state's latest instant is taken as that
 //!   instant (the core's rule: time never runs backwards). Processes read the clock before
 //!   they take their turn at the state, so their readings arrive slightly out of order.
 //! - Further behind, the clock stepped back. Every charged instant after the reading is
