@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use drchrono_core::{DrChronoError, ErrorContext};
 
@@ -82,6 +83,35 @@ impl StdError for RefreshFailed {
         Some(self.error.as_ref())
     }
 }
+
+/// Why a grant's access token is never sent: it lives no longer than the configured
+/// [`RefreshTiming::expiry_skew`](crate::RefreshTiming::expiry_skew) (a misbehaving token
+/// endpoint, or a skew set too large). The source of the token endpoint's error inside
+/// [`RefreshFailed`]; never contains a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GrantWithinSkew {
+    /// The grant's `expires_in`.
+    pub(crate) lifetime: Duration,
+    /// The configured expiry skew.
+    pub(crate) skew: Duration,
+    /// How long refreshes are held back ([`RefreshTiming::retry_interval`](crate::RefreshTiming::retry_interval)).
+    pub(crate) hold: Duration,
+}
+
+impl fmt::Display for GrantWithinSkew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the token endpoint granted an access token for {:?}, no longer than the \
+             configured expiry skew of {:?}: it is never sent; the rotated pair is kept and \
+             the next refresh is held back for {:?} (check the token endpoint's `expires_in`, \
+             or lower `RefreshTiming::expiry_skew`)",
+            self.lifetime, self.skew, self.hold
+        )
+    }
+}
+
+impl StdError for GrantWithinSkew {}
 
 /// The error every caller of a failed refresh receives (see the module docs).
 pub(crate) fn surface(error: &Arc<DrChronoError>) -> DrChronoError {

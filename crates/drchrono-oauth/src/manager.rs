@@ -36,6 +36,13 @@ use crate::{
 ///   typed error until [`set_tokens`](TokenManager::set_tokens) installs a new pair or
 ///   another process saves a newer one in the shared store (re-read at most once per
 ///   [`RefreshTiming::store_recheck_interval`], 5 s).
+/// - Never sends a token within [`RefreshTiming::expiry_skew`] of its expiry. A grant that
+///   lives no longer than the skew (a misbehaving token endpoint, or a skew set too large)
+///   is installed and persisted all the same (its refresh token is the only live one), but
+///   the requests waiting on it fail (`Transport`, `not_sent: true`, with a
+///   [`RefreshFailed`](crate::RefreshFailed) source naming the lifetime and the skew), and
+///   so does every request, with no refresh, for [`RefreshTiming::retry_interval`] (30 s):
+///   one rotation per interval, not one per request.
 ///
 /// Cheap to clone; `Debug` prints no token.
 #[derive(Clone)]
@@ -114,6 +121,10 @@ pub(crate) struct SlowState {
     pub(crate) initial: Option<TokenSet>,
     /// The error of the last refresh attempt, if it failed.
     pub(crate) last_failure: Option<Arc<DrChronoError>>,
+    /// No refresh before this instant: the last grant's token lived no longer than the
+    /// expiry skew, so it is never sent, and every caller gets `last_failure` until then
+    /// ([`RefreshTiming::retry_interval`]) rather than rotating the pair once per request.
+    pub(crate) held_until: Option<Instant>,
     /// The last refresh a 401 caused, if any (reset by `set_tokens`).
     pub(crate) after_unauthorized: Option<UnauthorizedRefresh>,
     /// A fingerprint of the refresh token the re-authorisation hook last fired for: the
@@ -388,6 +399,7 @@ impl TokenManagerBuilder {
                     persisted_generation: 0,
                     initial: self.initial,
                     last_failure: None,
+                    held_until: None,
                     after_unauthorized: None,
                     hooked: None,
                 })),

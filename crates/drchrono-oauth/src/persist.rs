@@ -261,6 +261,7 @@ impl Shared {
             let mut tokens = tokens.with_generation(current.max(slow.persisted_generation) + 1);
             slow.initial = None;
             slow.last_failure = None;
+            slow.held_until = None;
             slow.after_unauthorized = None;
             match shared.save(&mut slow, &mut tokens, false).await {
                 Ok(_) => {

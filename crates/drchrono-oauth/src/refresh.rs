@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::active::{Active, Need};
 use crate::client::Refreshed;
-use crate::error::{store_failure, surface};
+use crate::error::{GrantWithinSkew, store_failure, surface};
 use crate::manager::{Health, Latch, Shared, SlowState};
 use crate::response::TokenGrant;
 use crate::status::ReauthorizationReason;
@@ -92,11 +92,13 @@ impl Shared {
         {
             return Ok(Prepared::Usable(Arc::clone(active)));
         }
-        if self.attempts.load(Ordering::SeqCst) != seen
+        let held = slow.held_until.is_some_and(|until| now < until);
+        if (held || self.attempts.load(Ordering::SeqCst) != seen)
             && let Some(failure) = &slow.last_failure
         {
-            // The refresh this caller waited for failed: share its outcome rather than
-            // hammer the token endpoint once per waiter.
+            // The refresh this caller waited for failed, or refreshes are held back after a
+            // grant within the expiry skew: share its outcome rather than hammer the token
+            // endpoint once per waiter.
             return match current {
                 Some(active) if need == Need::Fresh && still_valid(&active, now) => {
                     Ok(Prepared::Usable(active))
@@ -218,6 +220,7 @@ impl Shared {
             match result {
                 Refreshed::Granted(grant) => {
                     slow.last_failure = None;
+                    slow.held_until = None;
                     let next = from.max(slow.persisted_generation) + 1;
                     let (tokens, lifetime) = next_pair(&current.tokens, grant, next, self);
                     tracing::info!(
@@ -226,7 +229,11 @@ impl Shared {
                         expires_in_secs = lifetime.as_secs(),
                         "token refresh succeeded"
                     );
-                    return self.persist_new(slow, tokens, Some(lifetime)).await;
+                    let active = self.persist_new(slow, tokens, Some(lifetime)).await?;
+                    if still_valid(&active, Instant::now()) {
+                        return Ok(active);
+                    }
+                    return Err(self.hold_after_short_grant(slow, &active, lifetime));
                 }
                 Refreshed::Rotated { rotated, error } => {
                     return self.keep_rotated(slow, &current, rotated, error).await;
@@ -288,6 +295,41 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// A grant whose token lives no longer than the expiry skew (so `Active::new` made it
+    /// expire at once) was installed and persisted: it rotated the pair, and its refresh
+    /// token is the only live one. Its token is never sent: the callers waiting on it fail,
+    /// and so does every caller, with no refresh, for the retry interval. Each refresh
+    /// rotates the pair at DrChrono; one per request would be a refresh storm. Logged once
+    /// per grant, at `error`: the server or the configured skew needs a look.
+    fn hold_after_short_grant(
+        &self,
+        slow: &mut SlowState,
+        active: &Active,
+        lifetime: Duration,
+    ) -> DrChronoError {
+        let short = GrantWithinSkew {
+            lifetime,
+            skew: self.timing.skew(),
+            hold: self.timing.retry_after_failure(),
+        };
+        tracing::error!(
+            generation = active.generation(),
+            expires_in = ?short.lifetime,
+            expiry_skew = ?short.skew,
+            held_for = ?short.hold,
+            "the token endpoint granted an access token that lives no longer than the expiry \
+             skew: the pair is kept, the token is never sent, refreshes are held back"
+        );
+        let error = Arc::new(DrChronoError::Transport {
+            not_sent: false,
+            source: Box::new(short),
+            context: Box::new(context()),
+        });
+        slow.last_failure = Some(Arc::clone(&error));
+        slow.held_until = Some(later(Instant::now(), short.hold));
+        surface(&error)
     }
 
     /// [`adopt_stored`](Self::adopt_stored) before a refresh: a store that cannot be read

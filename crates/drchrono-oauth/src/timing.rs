@@ -64,7 +64,9 @@ impl RefreshTiming {
 
     /// After a proactive refresh failed transiently while the current token is still
     /// valid, requests keep using it and the next refresh is tried this much later.
-    /// Default: 30 s.
+    /// Likewise after a grant whose token lives no longer than the
+    /// [`expiry_skew`](Self::expiry_skew): that token is never sent, and requests fail
+    /// (with no refresh) for this long before the next refresh is tried. Default: 30 s.
     #[must_use]
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
@@ -77,7 +79,9 @@ impl RefreshTiming {
     /// DrChrono issued it, and a request reaches DrChrono a little after it leaves: a token
     /// this close to its expiry is treated as expired (never attached; the request waits
     /// for the refresh instead), and a proactive refresh is due no later than this before
-    /// expiry, whatever [`max_margin`](Self::max_margin) says.
+    /// expiry, whatever [`max_margin`](Self::max_margin) says. A grant that lives no longer
+    /// than the skew is kept (it rotated the pair) but its token is never sent; see
+    /// [`retry_interval`](Self::retry_interval).
     #[must_use]
     pub fn expiry_skew(mut self, skew: Duration) -> Self {
         self.expiry_skew = skew;

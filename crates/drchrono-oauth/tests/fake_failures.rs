@@ -663,3 +663,123 @@ async fn the_lease_is_released_when_the_refresh_panics() {
     assert_eq!(lease.acquired.load(Ordering::SeqCst), 1);
     assert_eq!(lease.released.load(Ordering::SeqCst), 1);
 }
+
+/// A grant whose token lives no longer than the expiry skew (`expires_in: 10` with a 30 s
+/// skew: a misbehaving server, or a skew set too large) has rotated the pair: it is kept and
+/// persisted, but its token is never sent. The requests waiting on it fail (typed, unsent),
+/// later ones too, with no refresh, for the retry interval: not one rotation per request.
+/// Once the hold passes, the next refresh spends the rotated refresh token.
+#[tokio::test(start_paused = true)]
+async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per_request() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let auth = FakeAuth::new(600);
+    auth.send_expires_in(serde_json::json!(10));
+    let log = Arc::new(ApiLog::default());
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&sent);
+    let api = api(&auth, &log, Duration::ZERO).map_request(move |request: http::Request<_>| {
+        let header = request.headers().get(http::header::AUTHORIZATION);
+        let header = header.and_then(|h| h.to_str().ok()).unwrap_or_default();
+        seen.lock().unwrap().push(header.to_owned());
+        request
+    });
+    let store = Arc::new(MemoryTokenStore::new());
+    let timing = RefreshTiming::new().expiry_skew(Duration::from_secs(30));
+    let manager = TokenManager::builder(token_client(&auth))
+        .shared_store(store.clone())
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .timing(timing)
+        .build();
+    let service = Retry::new(
+        ReplayOnce::default(),
+        OAuthRefresh::new(api, manager.clone()),
+    );
+
+    fn expect_short_grant<T: std::fmt::Debug>(result: Result<T, DrChronoError>) {
+        match result {
+            Err(DrChronoError::Transport {
+                not_sent: true,
+                source,
+                ..
+            }) => {
+                let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+                let DrChronoError::Transport { source, .. } = failed.error() else {
+                    panic!("unexpected {:?}", failed.error());
+                };
+                // The lifetime granted and the skew configured, never a token.
+                let shown = source.to_string();
+                assert!(shown.contains("for 10s"), "{shown}");
+                assert!(shown.contains("expiry skew of 30s"), "{shown}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let results = join_all((0..50).map(|_| service.clone().oneshot(get(URL)))).await;
+    for result in results {
+        expect_short_grant(result);
+    }
+    assert_eq!(auth.calls(), 1, "one refresh for 50 concurrent requests");
+    // Later requests, and `refresh_now`, fail the same way with no refresh until the
+    // retry interval (30 s) has passed.
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(9)).await;
+        expect_short_grant(service.clone().oneshot(get(URL)).await);
+        expect_short_grant(manager.bearer().await);
+    }
+    assert!(manager.refresh_now().await.is_err());
+    assert_eq!(auth.calls(), 1, "no refresh within the hold");
+    assert!(
+        sent.lock().unwrap().is_empty(),
+        "the short-lived token is never sent"
+    );
+    assert_eq!(log.calls.load(Ordering::SeqCst), 0);
+
+    // The rotated pair is persisted: its refresh token is the only live one.
+    let rotated = auth.current_refresh_token();
+    assert_ne!(rotated, FIRST_REFRESH);
+    let stored = store
+        .load()
+        .await
+        .unwrap()
+        .expect("the rotated pair is stored");
+    assert_eq!(stored.generation, 2);
+    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+
+    // The server behaves again; once the hold has passed, the next refresh spends the rotated
+    // refresh token.
+    auth.send_expires_in(serde_json::json!(600));
+    tokio::time::advance(Duration::from_secs(4)).await;
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(
+        auth.received_refresh_tokens(),
+        [FIRST_REFRESH.to_owned(), rotated],
+        "the next refresh spends the rotated token"
+    );
+    assert_eq!(auth.invalid_grants(), 0);
+    assert_eq!(auth.calls(), 2);
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent, ["Bearer at-2-SECRETTOKEN".to_owned()]);
+    assert_eq!(log.unauthorized.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 3 }
+    );
+
+    // Logged once per short grant, with the lifetime and the skew, never a token.
+    let text = captured.text();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("no longer than the expiry skew"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains(" ERROR "), "{}", errors[0]);
+    assert!(errors[0].contains("expires_in=10s"), "{}", errors[0]);
+    assert!(errors[0].contains("expiry_skew=30s"), "{}", errors[0]);
+    assert!(!text.contains("SECRETTOKEN"), "{text}");
+}
