@@ -79,12 +79,12 @@ const BACKEND: &str = "file";
 /// reader sees the previous state or the new one, never a torn one, and the file keeps
 /// mode `0600`. (That is why the lock is a separate file: a lock on the state file would
 /// stay on the inode the rename replaced.) A refusal and [`status`](Backend::status) write
-/// nothing (but for a clock stepped back, below, and a pause held in memory). Temporary
+/// nothing (but for a clock stepped far back, below, and a pause held in memory). Temporary
 /// files that crashed processes left are removed once a minute old.
 ///
 /// Decisions are made on the wall clock the backend is given ([`Clock::now`](crate::Clock::now)),
-/// for the rolling windows and the aligned hour alike: every process of a host reads the
-/// same one. The instant charged is that reading plus the time the decision waited for the
+/// for the rolling windows and the aligned hour alike (but for a clock stepped back,
+/// below): every process of a host reads the same one. The instant charged is that reading plus the time the decision waited for the
 /// lock (on tokio's clock), so a process that waited behind another is charged when it
 /// decides, not when it asked.
 ///
@@ -134,12 +134,19 @@ const BACKEND: &str = "file";
 /// # A wall clock stepped back
 /// A reading up to a second behind the state's latest decision is taken as that instant
 /// (processes read the clock before they take the lock). Further behind, the clock stepped
-/// back: every charged instant after the reading counts as made at the reading, which holds
-/// each rolling window at least as long whichever of the two readings was right, and the
-/// aligned hour counts the earlier hour's requests plus everything since, as in memory.
-/// More than the longest rule behind (a clock that was far ahead, then corrected), the
-/// counts of the hours ahead are added into the current one, so the budget is not held
-/// until the clock gets there again.
+/// back: the state is kept as it is, and the rolling windows are decided at the latest
+/// decision's instant, while the aligned hour follows the clock as it reads (it counts the
+/// earlier hour's requests plus everything since, as in memory). So what was charged
+/// before the step, and what is charged during it, leaves each rolling window only once
+/// the clock gets back to where it was, as on a server whose clock was not stepped, and a
+/// 429's pause ends where it was asked to; should NTP undo the step, no window frees early.
+/// The cost: until the clock gets back (at most the longest rule), each rolling window
+/// admits at most its maximum, less what it held, and a refusal may name an instant at
+/// which the caller is refused again (the earliest were the clock right now). More than
+/// the longest rule behind (a clock that was far ahead, then corrected), the state is
+/// rebased on the reading and written: every charged instant after it counts as made at
+/// it, a pause keeps what remained of it, and the counts of the hours ahead are added into
+/// the current one, so the budget is not held until the clock gets there again.
 ///
 /// # When to use Redis instead
 /// The file is shared by the processes of one host (a lock on a network filesystem is not
@@ -176,7 +183,11 @@ struct Inner {
 /// A state read for a decision at some instant.
 struct Loaded {
     state: State,
-    /// Rebased on a clock stepped back: to be written even if nothing is charged (the
+    /// The readings to decide on ([`Imported::reading`](crate::algorithm::snapshot::Imported::reading)):
+    /// the instant on both clocks, or after a step back the state's latest instant on the
+    /// monotonic line.
+    reading: Reading,
+    /// Rebased on a clock stepped far back: to be written even if nothing is charged (the
     /// rebase counts charges as made now, so that done again at a later reading it would
     /// hold them longer each time).
     rebased: bool,
@@ -262,11 +273,6 @@ fn decided_at(now: SystemTime, started: Instant) -> u64 {
     to_nanos(now).saturating_add(duration_nanos(started.elapsed()))
 }
 
-/// Both readings of the one clock the file's state lives on.
-fn agreeing(t: u64) -> Reading {
-    Reading { mono: t, wall: t }
-}
-
 fn file_error(error: FileStateError) -> BackendError {
     BackendError::new(BACKEND, error)
 }
@@ -324,24 +330,28 @@ impl Inner {
 
     /// The state as of a decision at `now`, with the pause held in memory applied.
     fn load(&self, now: u64) -> Result<Loaded, FileStateError> {
-        let (mut state, rebased) = self.import(now)?;
+        let (mut state, reading, rebased) = self.import(now)?;
         let unwritten = self.unwritten.at(now);
         if let Some(pause) = unwritten {
-            self.policy
-                .pause(&mut state, agreeing(now), pause.until_at(now));
+            self.policy.pause(&mut state, reading, pause.until_at(now));
         }
         Ok(Loaded {
             state,
+            reading,
             rebased,
             unwritten,
         })
     }
 
-    /// The state in the file as of a decision at `now`, and whether it had to be rebased on
-    /// a clock stepped back.
-    fn import(&self, now: u64) -> Result<(State, bool), FileStateError> {
+    /// The state in the file as of a decision at `now`, the readings to decide on, and
+    /// whether it had to be rebased on a clock stepped far back.
+    fn import(&self, now: u64) -> Result<(State, Reading, bool), FileStateError> {
         let Some(snapshot) = self.read()? else {
-            return Ok((self.policy.new_state(), false));
+            let reading = Reading {
+                mono: now,
+                wall: now,
+            };
+            return Ok((self.policy.new_state(), reading, false));
         };
         let imported = self
             .policy
@@ -355,15 +365,23 @@ impl Inner {
                  changed): each counts as spent by everything charged so far"
             );
         }
-        if let Some(step) = imported.stepped_back {
-            tracing::warn!(
+        match imported.stepped_back {
+            Some(step) if imported.rebased => tracing::warn!(
+                path = %self.path.display(),
+                step_secs = step as f64 / 1e9,
+                "the wall clock reads far earlier than the rate-limit state's latest \
+                 decision: counting what was charged since as charged now"
+            ),
+            // At every decision until the clock gets back: not a warning each time.
+            Some(step) => tracing::debug!(
                 path = %self.path.display(),
                 step_secs = step as f64 / 1e9,
                 "the wall clock reads earlier than the rate-limit state's latest decision: \
-                 counting what was charged since as charged now"
-            );
+                 the rolling windows wait for it to get back there"
+            ),
+            None => {}
         }
-        Ok((imported.state, imported.stepped_back.is_some()))
+        Ok((imported.state, imported.reading, imported.rebased))
     }
 
     /// Writes `state`; the pause held in memory that was applied to it (`unwritten`) is in
@@ -398,19 +416,25 @@ impl Inner {
         let now = decided_at(now, started);
         let Loaded {
             mut state,
+            reading,
             rebased,
             unwritten,
         } = self.load(now)?;
-        let decision = self.policy.try_acquire(&mut state, agreeing(now), priority);
+        let decision = self.policy.try_acquire(&mut state, reading, priority);
         // A pause held in memory is written with the first decision that can, refused or
         // not, so that the other processes hold too.
         if decision.is_ok() || rebased || unwritten.is_some() {
             self.store(&state, unwritten)?;
         }
-        // One clock: a monotonic instant is a wall instant.
+        // The earliest monotonic instant on the wall clock, at the reading's offset (0 but
+        // after a step back: a lower bound then, see "A wall clock stepped back").
         Ok(decision.map_err(|earliest| {
-            let rule = self.policy.binding(&state, agreeing(now), priority);
-            Refusal { earliest, rule }.not_until(&self.policy)
+            let rule = self.policy.binding(&state, reading, priority);
+            Refusal {
+                earliest: reading.wall_at(earliest),
+                rule,
+            }
+            .not_until(&self.policy)
         }))
     }
 
@@ -440,18 +464,18 @@ impl Inner {
         let now = decided_at(now, started);
         let Loaded {
             mut state,
+            reading,
             unwritten,
             ..
         } = self.load(now)?;
-        self.policy.pause(&mut state, agreeing(now), until);
+        self.policy.pause(&mut state, reading, until);
         self.store(&state, unwritten)
     }
 
     /// Without the lock: the file is replaced whole, so it always holds a whole state.
     fn status(&self, now: SystemTime, started: Instant) -> Result<Status, FileStateError> {
-        let now = decided_at(now, started);
-        let state = self.load(now)?.state;
-        Ok(self.policy.status(&state, agreeing(now)))
+        let Loaded { state, reading, .. } = self.load(decided_at(now, started))?;
+        Ok(self.policy.status(&state, reading))
     }
 
     fn outcome<T>(&self, result: Result<T, FileStateError>) -> Result<T, BackendError> {

@@ -772,3 +772,104 @@ async fn a_state_from_a_clock_far_ahead_does_not_hold_the_budget() {
     let status = corrected.status().await.unwrap();
     assert_eq!(status.rules[2].remaining, 500 - 9 - 10);
 }
+
+/// A wall clock stepped back a little, then forward again (NTP undoing a wrong step, a
+/// virtual machine resumed behind and then corrected): what was charged before the step
+/// holds each rolling window until it leaves it on the clock as it reads again, as on
+/// DrChrono's server, whose windows still hold those requests.
+#[tokio::test(start_paused = true)]
+async fn a_clock_stepped_back_then_forward_again_keeps_the_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratelimit.json");
+    let config = RateLimitConfig::builder()
+        .safety_margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let backend = FileRateLimitBackend::open(&path, &config)
+        .unwrap()
+        .fsync(false);
+    let second = Some(config.rules()[0]);
+    let acquire = |at: SystemTime| {
+        let backend = &backend;
+        async move {
+            backend
+                .try_acquire(at, Priority::Interactive)
+                .await
+                .unwrap()
+        }
+    };
+    let now = start();
+    // 9 at `now`: the rolling second is full until `now + 1 s`, here and on the server.
+    for _ in 0..9 {
+        acquire(now).await.unwrap();
+    }
+    // 100 ms later the clock steps 30 s back: the second is still full.
+    let back = now + Duration::from_millis(100) - Duration::from_secs(30);
+    let refused_back = acquire(back).await.unwrap_err();
+    assert_eq!(refused_back.rule(), second);
+    // The step is undone: 500 ms after the 9 went, the server's second still holds them.
+    let again = now + Duration::from_millis(500);
+    let refused = acquire(again).await.unwrap_err();
+    assert_eq!(refused.rule(), second);
+    assert_eq!(refused.earliest(), now + Duration::from_secs(1));
+    // They leave it at `now + 1 s`: 9 more go, not 10.
+    let freed = now + Duration::from_secs(1);
+    for _ in 0..9 {
+        acquire(freed).await.unwrap();
+    }
+    assert_eq!(acquire(freed).await.unwrap_err().rule(), second);
+    let status = backend.status(freed).await.unwrap();
+    assert_eq!(status.rules[2].remaining, 500 - 18);
+    // Refused after the step back, the instant named was the earliest the second may free
+    // were the new reading right (a second after the 9, at its offset): a lower bound,
+    // since the 9 stayed where they were, and the windows wait for the clock to get back.
+    assert_eq!(refused_back.earliest(), back + Duration::from_secs(1));
+}
+
+/// A step back of more than the longest rule (the hour: a clock that was far ahead, then
+/// corrected) rebases the state on the reading, as documented: the charges count as made at
+/// it, in the rolling windows and in the current hour, and the refusal writes that.
+#[tokio::test(start_paused = true)]
+async fn a_step_back_beyond_the_longest_rule_rebases_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratelimit.json");
+    let config = RateLimitConfig::builder()
+        .safety_margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let backend = FileRateLimitBackend::open(&path, &config)
+        .unwrap()
+        .fsync(false);
+    let now = start();
+    for _ in 0..9 {
+        backend
+            .try_acquire(now, Priority::Interactive)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // An hour and a second back, into the hour before.
+    let back = now - Duration::from_secs(3_601);
+    let refused = backend
+        .try_acquire(back, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.earliest(), back + Duration::from_secs(1));
+    let state: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let back_ns = u64::try_from(back.duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap();
+    assert_eq!(state["now_ns"].as_u64(), Some(back_ns), "written at once");
+    // A second later the 9 have left the rolling second: not held until the clock gets
+    // back to `now`. The hour it reads counts them.
+    let later = back + Duration::from_secs(1);
+    for _ in 0..9 {
+        backend
+            .try_acquire(later, Priority::Interactive)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let status = backend.status(later).await.unwrap();
+    assert_eq!(status.rules[0].remaining, 0);
+    assert_eq!(status.rules[2].remaining, 500 - 18);
+}

@@ -10,25 +10,37 @@
 //! - A reading up to [`STEP_TOLERANCE`](crate::algorithm::snapshot::STEP_TOLERANCE) behind the state's latest instant is taken as that
 //!   instant (the core's rule: time never runs backwards). Processes read the clock before
 //!   they take their turn at the state, so their readings arrive slightly out of order.
-//! - Further behind, the clock stepped back. Every charged instant after the reading is
-//!   taken as the reading itself. That is conservative whichever clock was right: if the
-//!   reading is, those requests were sent before it, so they leave every window no later
-//!   than counted; if the earlier readings were, our clock now runs behind by at least the
-//!   step, so a window ending at `reading + W` on it ends later still on the true one. A
-//!   429 pause keeps what remained of it at the latest decision. Aligned periods are left to
-//!   the core, which counts a step back into an earlier period conservatively: that
-//!   period's count plus everything charged since, and a period it no longer knows as full.
+//! - Further behind, the clock stepped back. The state is kept as it is, and the decision
+//!   is made on [`Imported::reading`](crate::algorithm::snapshot::Imported::reading): the
+//!   state's latest instant on the monotonic line, the reading on the wall clock (a
+//!   monotonic line that never goes back, as the in-memory limiter's, while the aligned
+//!   periods follow the wall clock as it reads). So the
+//!   charged instants, a 429 pause and what is charged meanwhile (at the latest instant)
+//!   leave their windows only once the clock gets back to where they are. That is the one
+//!   reading conservative whichever clock was right and whatever it does next: if the
+//!   earlier readings were right and the step is undone (NTP correcting a wrong step, a
+//!   virtual machine resumed behind), the server's windows hold those requests until then;
+//!   instants moved back to the reading would leave them that much too early (a 429). The
+//!   cost: until the clock gets back, each rolling window admits at most its maximum, less
+//!   what it held. Aligned periods are left to the core, which counts a step back into an
+//!   earlier period conservatively: that period's count plus everything charged since, and
+//!   a period it no longer knows as full.
 //! - More than the longest rule (plus the margin) behind, the state comes from a clock that
 //!   was far ahead: kept as it is, it would hold the budget until the clock reached it again
-//!   (years, after a clock wrong at boot), in every process to come. So each aligned count of
-//!   the current period or later is added into the current period (a request charged
-//!   within the margin of its end in the next one too), which is conservative if the clock
-//!   is right now; if it is the one that is behind, it is corrected soon (NTP), and the
-//!   server may meanwhile see one period's worth more in the period it is in.
+//!   (years, after a clock wrong at boot), in every process to come. So it is rebased on the
+//!   reading ([`Imported::rebased`](crate::algorithm::snapshot::Imported::rebased)): every
+//!   charged instant after the reading is taken as the reading itself, which holds each
+//!   window at least as long if the reading is right
+//!   (those requests were sent before it), a 429 pause keeps what remained of it at the
+//!   latest decision, and each aligned count of the current period or later is added into
+//!   the current period (a request charged within the margin of its end in the next one
+//!   too), which is conservative if the clock is right now; if it is the one that is
+//!   behind, it is corrected soon (NTP), and the server may meanwhile see up to one window's
+//!   or period's worth more.
 
 use super::{Compiled, Counts, Periods, Policy, RuleState, State};
 use crate::MAX_PERIOD;
-use crate::time::duration_nanos;
+use crate::time::{Reading, duration_nanos};
 
 /// How far behind the state's latest instant a reading may be and still be taken as that
 /// instant: 1 s, in nanoseconds.
@@ -113,6 +125,15 @@ pub(crate) struct Imported {
     /// How far behind the snapshot's latest instant the reading was, in nanoseconds, when
     /// beyond [`STEP_TOLERANCE`] (the clock stepped back).
     pub(crate) stepped_back: Option<u64>,
+    /// Whether the state was rebased on the reading (a step back of more than the longest
+    /// rule): to be written even if nothing is charged, since rebasing it again at a later
+    /// reading would hold its charges longer each time.
+    pub(crate) rebased: bool,
+    /// The readings to decide on: the reading on both clocks (the core takes one up to
+    /// [`STEP_TOLERANCE`] behind as the latest instant); after a step back of at most the
+    /// longest rule, the state's latest instant on the monotonic line and the reading on
+    /// the wall clock (see the module docs).
+    pub(crate) reading: Reading,
 }
 
 impl Policy {
@@ -230,13 +251,33 @@ impl Policy {
             .checked_add(STEP_TOLERANCE)
             .filter(|&tolerated| tolerated < last_now)
             .map(|_| last_now - now);
-        if let Some(step) = stepped_back {
-            self.step_back(&mut st, now, step);
+        let longest = self
+            .rules
+            .iter()
+            .map(|c| c.span)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(self.margin);
+        let rebased = stepped_back.is_some_and(|step| step > longest);
+        let reading = match stepped_back {
+            Some(_) if !rebased => Reading {
+                mono: last_now,
+                wall: now,
+            },
+            _ => Reading {
+                mono: now,
+                wall: now,
+            },
+        };
+        if rebased {
+            self.rebase(&mut st, now);
         }
         Ok(Imported {
             state: st,
             unmatched,
             stepped_back,
+            rebased,
+            reading,
         })
     }
 
@@ -258,17 +299,9 @@ impl Policy {
         }
     }
 
-    /// The clock reads `now`, `step` behind the state's latest instant (see the module
-    /// docs).
-    fn step_back(&self, st: &mut State, now: u64, step: u64) {
-        let longest = self
-            .rules
-            .iter()
-            .map(|c| c.span)
-            .max()
-            .unwrap_or(0)
-            .saturating_add(self.margin);
-        let far = step > longest;
+    /// The clock reads `now`, more than the longest rule behind the state's latest instant:
+    /// the state rebased on it (see the module docs).
+    fn rebase(&self, st: &mut State, now: u64) {
         for (c, rs) in self.rules.iter().zip(&mut st.rules) {
             match rs {
                 RuleState::Sliding(log) => {
@@ -276,7 +309,7 @@ impl Policy {
                         *e = (*e).min(now);
                     }
                 }
-                RuleState::Aligned(ps) if far => {
+                RuleState::Aligned(ps) => {
                     let (k, k2) = self.periods_of(c, now, ps.latest.period);
                     let mut total = 0_u32;
                     for counts in [ps.before, ps.latest] {
@@ -299,7 +332,6 @@ impl Policy {
                         before: counts,
                     };
                 }
-                RuleState::Aligned(_) => {}
             }
         }
         if st.paused_until > now {
@@ -631,7 +663,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_stepped_back_holds_each_window_from_the_reading() {
+    fn a_clock_stepped_back_keeps_each_window_until_it_gets_back() {
         let policy = policy(
             [
                 Rule::sliding(2, Duration::from_secs(10)).unwrap(),
@@ -644,21 +676,49 @@ mod tests {
         policy.try_acquire(&mut st, at(T0), p).unwrap();
         policy.try_acquire(&mut st, at(T0), p).unwrap();
         policy.pause(&mut st, at(T0), T0 + 30 * SEC);
-        // The clock steps back 5 minutes: within the hour, both charges are taken as made
-        // now, and the pause keeps its 30 s.
+        let exported = policy.export(&st);
+        // The clock steps back 5 minutes: within the hour. The state is kept; the decision
+        // is made at the latest instant on the monotonic line, the reading on the wall.
         let back = T0 - 300 * SEC;
-        let imported = policy.import(&policy.export(&st), back).unwrap();
+        let imported = policy.import(&exported, back).unwrap();
         assert_eq!(imported.stepped_back, Some(300 * SEC));
-        let mut st = imported.state;
+        assert!(!imported.rebased);
         assert_eq!(
-            policy.try_acquire(&mut st, at(back), p),
-            Err(back + 30 * SEC)
+            imported.reading,
+            Reading {
+                mono: T0,
+                wall: back
+            }
         );
-        policy.try_acquire(&mut st, at(back + 30 * SEC), p).unwrap();
-        policy.try_acquire(&mut st, at(back + 30 * SEC), p).unwrap();
-        // The hour holds 4 now.
+        let mut st = imported.state;
+        assert_eq!(policy.export(&st), exported);
+        // The pause ends 30 s on, on the monotonic line.
         assert_eq!(
-            policy.try_acquire(&mut st, at(back + 40 * SEC), p),
+            policy.try_acquire(&mut st, imported.reading, p),
+            Err(T0 + 30 * SEC)
+        );
+        // 30 s later the clock still reads 4.5 minutes back: the line has not moved, the
+        // pause holds (on a server whose clock was not stepped, it ends now).
+        let later = policy.import(&exported, back + 30 * SEC).unwrap();
+        assert_eq!(later.reading.mono, T0);
+        assert!(policy.try_acquire(&mut st, later.reading, p).is_err());
+        // The step undone 5 s after the pause was asked: it still ends where the server
+        // put it, and the charges are still in the 10 s window.
+        let forward = policy.import(&exported, T0 + 5 * SEC).unwrap();
+        assert_eq!(forward.stepped_back, None);
+        let mut st = forward.state;
+        assert_eq!(
+            policy.try_acquire(&mut st, forward.reading, p),
+            Err(T0 + 30 * SEC)
+        );
+        // Had it stayed behind instead, the charges leave the window once it gets back to
+        // T0 + 10 s, and the hour holds 4 then.
+        let mut st = policy.import(&exported, back).unwrap().state;
+        let caught_up = T0 + 30 * SEC;
+        policy.try_acquire(&mut st, at(caught_up), p).unwrap();
+        policy.try_acquire(&mut st, at(caught_up), p).unwrap();
+        assert_eq!(
+            policy.try_acquire(&mut st, at(caught_up + 10 * SEC), p),
             Err(HOUR_11)
         );
     }
@@ -1055,9 +1115,9 @@ mod tests {
             let load = |policy: &Policy, file: &Option<Snapshot>, now: u64| match file {
                 Some(snapshot) => policy
                     .import(snapshot, now)
-                    .map(|imported| (imported.state, imported.stepped_back.is_some()))
+                    .map(|imported| (imported.state, imported.rebased, imported.reading))
                     .map_err(|invalid| TestCaseError::fail(format!("{invalid:?} from {snapshot:?}"))),
-                None => Ok((policy.new_state(), false)),
+                None => Ok((policy.new_state(), false, at(now))),
             };
             for op in ops {
                 match op {
@@ -1065,15 +1125,15 @@ mod tests {
                     Op::Step(secs) => now = now.saturating_add_signed(secs * SEC as i64),
                     Op::Configure(index) => policy = &configurations[index],
                     Op::Acquire(priority) => {
-                        let (mut st, rebased) = load(policy, &file, now)?;
-                        let decision = policy.try_acquire(&mut st, at(now), priority);
+                        let (mut st, rebased, reading) = load(policy, &file, now)?;
+                        let decision = policy.try_acquire(&mut st, reading, priority);
                         if decision.is_ok() || rebased {
                             file = Some(policy.export(&st));
                         }
                     }
                     Op::Pause(secs) => {
-                        let (mut st, _) = load(policy, &file, now)?;
-                        policy.pause(&mut st, at(now), now + secs * SEC);
+                        let (mut st, _, reading) = load(policy, &file, now)?;
+                        policy.pause(&mut st, reading, now + secs * SEC);
                         file = Some(policy.export(&st));
                     }
                 }
