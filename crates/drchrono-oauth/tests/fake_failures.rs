@@ -22,6 +22,20 @@ use tower::retry::Retry;
 
 const URL: &str = "http://api.test/api/patients/1";
 
+/// A store that can be made to fail, holding `FIRST_REFRESH` as generation 1.
+async fn flaky_store_from_first_refresh() -> Arc<FlakyStore> {
+    let store = Arc::new(FlakyStore::default());
+    store
+        .inner
+        .save(
+            0,
+            &TokenSet::from_refresh_token(FIRST_REFRESH).with_generation(1),
+        )
+        .await
+        .unwrap();
+    store
+}
+
 #[tokio::test(start_paused = true)]
 async fn invalid_grant_stops_refreshing_until_set_tokens() {
     let auth = FakeAuth::new(600);
@@ -184,15 +198,7 @@ async fn a_failed_proactive_refresh_keeps_using_the_valid_token() {
 async fn a_failed_save_surfaces_and_keeps_the_new_pair_for_a_later_save() {
     let auth = FakeAuth::new(600);
     let log = Arc::new(ApiLog::default());
-    let store = Arc::new(FlakyStore::default());
-    store
-        .inner
-        .save(
-            0,
-            &TokenSet::from_refresh_token(FIRST_REFRESH).with_generation(1),
-        )
-        .await
-        .unwrap();
+    let store = flaky_store_from_first_refresh().await;
     let manager = manager(&auth, store.clone());
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
 
@@ -386,12 +392,7 @@ async fn a_grant_with_an_absurd_lifetime_is_kept() {
 #[tokio::test(start_paused = true)]
 async fn a_grant_with_a_string_expires_in_keeps_the_rotated_refresh_token() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
     let auth = FakeAuth::new(600);
     auth.send_expires_in(serde_json::json!("7200"));
     let store = Arc::new(MemoryTokenStore::new());
@@ -455,12 +456,7 @@ async fn an_unusable_access_token_keeps_the_rotated_refresh_token(
     reason: MalformedTokenResponse,
 ) {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
     let auth = FakeAuth::new(600);
     auth.garble_next_grant(fields);
     let log = Arc::new(ApiLog::default());
@@ -567,15 +563,7 @@ async fn a_rotated_refresh_token_that_cannot_be_saved_is_saved_before_it_is_spen
     let auth = FakeAuth::new(600);
     auth.garble_next_grant(serde_json::json!({"access_token": "not header safe"}));
     let log = Arc::new(ApiLog::default());
-    let store = Arc::new(FlakyStore::default());
-    store
-        .inner
-        .save(
-            0,
-            &TokenSet::from_refresh_token(FIRST_REFRESH).with_generation(1),
-        )
-        .await
-        .unwrap();
+    let store = flaky_store_from_first_refresh().await;
     let manager = manager(&auth, store.clone());
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
 
@@ -672,12 +660,7 @@ async fn the_lease_is_released_when_the_refresh_panics() {
 #[tokio::test(start_paused = true)]
 async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per_request() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
     let auth = FakeAuth::new(600);
     auth.send_expires_in(serde_json::json!(10));
     let log = Arc::new(ApiLog::default());

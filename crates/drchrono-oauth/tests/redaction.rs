@@ -54,12 +54,7 @@ impl Secrets {
 #[tokio::test(start_paused = true)]
 async fn no_secret_in_tracing_or_debug_output() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
 
     let sim = Simulator::new(SimConfig::default().token_lifetime(Duration::from_secs(600)));
     let credentials = sim.credentials();

@@ -32,11 +32,35 @@ fn top_of_the_hour() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_767_610_800)
 }
 
+/// DrChrono's rules with no safety margin: the rules exactly.
+fn no_margin() -> RateLimitConfig {
+    RateLimitConfig::builder()
+        .safety_margin(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// A backend on the state file at `path` (no `fsync`: a test's temporary directory).
+fn open(path: &Path, config: &RateLimitConfig) -> FileRateLimitBackend {
+    FileRateLimitBackend::open(path, config)
+        .unwrap()
+        .fsync(false)
+}
+
+/// `count` interactive requests decided at `at`, each admitted.
+async fn admit(backend: &FileRateLimitBackend, at: SystemTime, count: usize) {
+    for _ in 0..count {
+        backend
+            .try_acquire(at, Priority::Interactive)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// A "process": a limiter on its own backend on the state file at `path`.
 fn process(path: &Path, config: &RateLimitConfig, clock: TokioClock) -> RateLimiter {
-    let backend = FileRateLimitBackend::open(path, config)
-        .unwrap()
-        .fsync(false);
+    let backend = open(path, config);
     RateLimiter::builder(config.clone())
         .backend(backend)
         .clock(clock)
@@ -148,10 +172,7 @@ async fn two_processes_started_100_ms_apart_never_exceed_9_in_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ratelimit.json");
     // No margin: the rule exactly.
-    let config = RateLimitConfig::builder()
-        .safety_margin(Duration::ZERO)
-        .build()
-        .unwrap();
+    let config = no_margin();
     let clock = TokioClock::starting_at(start());
 
     let run = |first: RateLimiter, second: Box<dyn FnOnce() -> RateLimiter>| async move {
@@ -196,19 +217,11 @@ async fn two_processes_started_100_ms_apart_never_exceed_9_in_a_second() {
 async fn a_pause_and_the_status_are_shared_through_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ratelimit.json");
-    let config = RateLimitConfig::builder()
-        .safety_margin(Duration::ZERO)
-        .build()
-        .unwrap();
+    let config = no_margin();
     let one = FileRateLimitBackend::open(&path, &config).unwrap();
     let other = FileRateLimitBackend::open(&path, &config).unwrap();
     let now = start();
-    for _ in 0..3 {
-        one.try_acquire(now, Priority::Interactive)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    admit(&one, now, 3).await;
     let status = other.status(now).await.unwrap();
     assert_eq!(status.rules[0].remaining, 6);
     assert_eq!(status.rules[2].remaining, 497);
@@ -231,12 +244,7 @@ async fn a_pause_and_the_status_are_shared_through_the_file() {
         .unwrap();
     assert_eq!(one.status(until).await.unwrap().rules[2].remaining, 496);
     // Eight more fill the rolling second: the refusal names that rule.
-    for _ in 0..8 {
-        one.try_acquire(until, Priority::Interactive)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    admit(&one, until, 8).await;
     let refused = other
         .try_acquire(until, Priority::Interactive)
         .await
@@ -255,21 +263,10 @@ async fn a_pause_that_could_not_be_written_is_held_in_memory() {
     let state_dir = dir.path().join("state");
     fs::create_dir(&state_dir).unwrap();
     let path = state_dir.join("ratelimit.json");
-    let config = RateLimitConfig::builder()
-        .safety_margin(Duration::ZERO)
-        .build()
-        .unwrap();
-    let backend = FileRateLimitBackend::open(&path, &config)
-        .unwrap()
-        .fsync(false);
+    let config = no_margin();
+    let backend = open(&path, &config);
     let now = start();
-    for _ in 0..3 {
-        backend
-            .try_acquire(now, Priority::Interactive)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    admit(&backend, now, 3).await;
 
     // The state's directory is gone when the 429 comes (unmounted, moved by an operator):
     // the write fails for real, whoever runs the test (a read-only directory does not stop
@@ -757,10 +754,7 @@ fn two_os_processes_share_one_budget() {
 async fn a_state_from_a_clock_far_ahead_does_not_hold_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ratelimit.json");
-    let config = RateLimitConfig::builder()
-        .safety_margin(Duration::ZERO)
-        .build()
-        .unwrap();
+    let config = no_margin();
     let ahead = start() + Duration::from_secs(30 * 24 * 3600);
     let wrong = process(&path, &config, TokioClock::starting_at(ahead));
     send(&wrong, 9).await;
@@ -781,13 +775,8 @@ async fn a_state_from_a_clock_far_ahead_does_not_hold_the_budget() {
 async fn a_clock_stepped_back_then_forward_again_keeps_the_windows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ratelimit.json");
-    let config = RateLimitConfig::builder()
-        .safety_margin(Duration::ZERO)
-        .build()
-        .unwrap();
-    let backend = FileRateLimitBackend::open(&path, &config)
-        .unwrap()
-        .fsync(false);
+    let config = no_margin();
+    let backend = open(&path, &config);
     let second = Some(config.rules()[0]);
     let acquire = |at: SystemTime| {
         let backend = &backend;
@@ -833,21 +822,10 @@ async fn a_clock_stepped_back_then_forward_again_keeps_the_windows() {
 async fn a_step_back_beyond_the_longest_rule_rebases_the_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ratelimit.json");
-    let config = RateLimitConfig::builder()
-        .safety_margin(Duration::ZERO)
-        .build()
-        .unwrap();
-    let backend = FileRateLimitBackend::open(&path, &config)
-        .unwrap()
-        .fsync(false);
+    let config = no_margin();
+    let backend = open(&path, &config);
     let now = start();
-    for _ in 0..9 {
-        backend
-            .try_acquire(now, Priority::Interactive)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    admit(&backend, now, 9).await;
     // An hour and a second back, into the hour before.
     let back = now - Duration::from_secs(3_601);
     let refused = backend
@@ -862,13 +840,7 @@ async fn a_step_back_beyond_the_longest_rule_rebases_the_state() {
     // A second later the 9 have left the rolling second: not held until the clock gets
     // back to `now`. The hour it reads counts them.
     let later = back + Duration::from_secs(1);
-    for _ in 0..9 {
-        backend
-            .try_acquire(later, Priority::Interactive)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    admit(&backend, later, 9).await;
     let status = backend.status(later).await.unwrap();
     assert_eq!(status.rules[0].remaining, 0);
     assert_eq!(status.rules[2].remaining, 500 - 18);
