@@ -2,6 +2,7 @@
 //! sliding windows are measured on, and the bridge to tokio's timer.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -14,7 +15,8 @@ use crate::time::{Reading, duration_nanos, floor_ms_time, from_nanos, to_nanos};
 /// Two clocks take part in every decision. The **wall clock**, [`Clock::now`], says which
 /// aligned period (the UTC hour) a request falls in, and dates every instant the limiter
 /// reports; it is read at every decision, so a step of the system clock (NTP, a resume
-/// after suspend) is seen at the next one. The **monotonic clock** is tokio's
+/// after suspend) is seen at the next one (with the default [`TokioClock`], which reads the
+/// system clock's steps at most once a millisecond, within a millisecond). The **monotonic clock** is tokio's
 /// ([`tokio::time::Instant`]): sliding windows, pauses and waits are measured on it, so no
 /// step of the wall clock moves them, and the limiter sleeps on it (paused time,
 /// `tokio::time::pause`, drives both).
@@ -155,6 +157,21 @@ impl From<SystemTime> for Now {
     }
 }
 
+/// How long, on the monotonic clock, a reading of the system clock's steps stands for a
+/// limiter ([`TokioClock::reading_cached`]): one millisecond, the grid the wall clock
+/// follows the system clock on.
+pub(crate) const STEP_CHECK_NANOS: u64 = 1_000_000;
+
+/// The system clock's steps as a limiter last read them, and until when (on the monotonic
+/// line, in nanoseconds) that reading stands. On a cache line of its own: every decision
+/// reads it, and it is written once a millisecond at most.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct StepCache {
+    until: AtomicU64,
+    steps: AtomicI64,
+}
+
 /// The default clock: the monotonic clock is tokio's, and the wall clock is the system
 /// clock as it is at each reading ([`TokioClock::new`]), or a fixed start that advances
 /// with tokio's clock ([`TokioClock::starting_at`], for planning and tests).
@@ -263,6 +280,8 @@ impl TokioClock {
     ///
     /// Each reading costs one read of the system clock besides tokio's; the real monotonic
     /// clock is read too only while the two disagree (after a step, or under paused time).
+    /// A [`RateLimiter`](crate::RateLimiter) on this clock reads the system clock at most
+    /// once a millisecond of tokio's clock, and the steps it read in between.
     pub fn new() -> Self {
         let system = SystemAnchor::now();
         Self {
@@ -333,14 +352,36 @@ impl TokioClock {
         self.monotonic_nanos_at(Instant::now())
     }
 
-    /// Both readings now, in nanoseconds, in integer arithmetic: what the limiter decides
-    /// on.
-    #[inline]
+    /// Both readings now, in nanoseconds, the system clock's steps read afresh.
+    #[cfg(test)]
     pub(crate) fn reading(&self) -> Reading {
+        self.reading_cached(&StepCache::default())
+    }
+
+    /// Both readings now, in nanoseconds, in integer arithmetic: what the limiter decides
+    /// on. The system clock's steps are read at most once per
+    /// [`STEP_CHECK_NANOS`] of the monotonic clock, through `cache`: a step is seen within a
+    /// millisecond, the precision this clock follows the system clock to anyway, and a
+    /// decision costs one clock read instead of two.
+    #[inline]
+    pub(crate) fn reading_cached(&self, cache: &StepCache) -> Reading {
         let mono = self.monotonic_nanos();
+        let steps = if self.system.is_none() {
+            0
+        } else if mono < cache.until.load(Ordering::Acquire) {
+            cache.steps.load(Ordering::Relaxed)
+        } else {
+            let steps = self.steps(mono);
+            // Two threads may both read and store: each stores a step it has just read.
+            cache.steps.store(steps, Ordering::Relaxed);
+            cache
+                .until
+                .store(mono.saturating_add(STEP_CHECK_NANOS), Ordering::Release);
+            steps
+        };
         Reading {
             mono,
-            wall: mono.saturating_add_signed(self.steps(mono)),
+            wall: mono.saturating_add_signed(steps),
         }
     }
 
@@ -481,6 +522,35 @@ mod tests {
         assert_eq!(ahead.wall - ahead.mono, 60_000_000_000);
         let back = clock.stepped(-60_000_000_000).reading();
         assert_eq!(back.mono - back.wall, 60_000_000_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiters_reading_sees_a_step_within_a_millisecond() {
+        let clock = TokioClock::new();
+        let cache = StepCache::default();
+        let before = clock.reading_cached(&cache);
+        assert_eq!(before.wall, before.mono);
+        // The system clock steps 60 s ahead: within the millisecond, the step read last
+        // stands; the next millisecond reads the system clock again.
+        let ahead = clock.stepped(60_000_000_000);
+        let step = 60_000_000_000;
+        tokio::time::advance(Duration::from_nanos(STEP_CHECK_NANOS - 1)).await;
+        let within = ahead.reading_cached(&cache);
+        assert_eq!(within.wall, within.mono);
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        let after = ahead.reading_cached(&cache);
+        assert_eq!(after.wall, after.mono + step);
+        assert_eq!(after.mono - before.mono, STEP_CHECK_NANOS);
+        // And the reading stands again for a millisecond.
+        tokio::time::advance(Duration::from_nanos(STEP_CHECK_NANOS - 1)).await;
+        assert_eq!(
+            clock.reading_cached(&cache).wall - step,
+            before.mono + 2 * STEP_CHECK_NANOS - 1
+        );
+        // A clock that never follows the system reads no step, cached or not.
+        let fixed = TokioClock::starting_at(UNIX_EPOCH + Duration::from_secs(1_767_609_420));
+        let reading = fixed.reading_cached(&StepCache::default());
+        assert_eq!(reading.wall, reading.mono);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use crate::clock::StepCache;
 use crate::fair::{FairQueue, Held};
 use crate::time::{Reading, ceil_ms_time, from_nanos, to_nanos};
 use crate::{
@@ -79,8 +80,9 @@ enum Store {
 
 /// The clocks a limiter decides on.
 enum Clocks {
-    /// A [`TokioClock`] (the default, or [`RateLimiterBuilder::start_at`]): it reads both.
-    Tokio(TokioClock),
+    /// A [`TokioClock`] (the default, or [`RateLimiterBuilder::start_at`]): it reads both,
+    /// the system clock's steps at most once a millisecond.
+    Tokio(TokioClock, StepCache),
     /// A [`Clock`] chosen with [`RateLimiterBuilder::clock`] for the wall clock, beside
     /// tokio's monotonic clock (anchored at that clock's time when built).
     Custom {
@@ -90,9 +92,13 @@ enum Clocks {
 }
 
 impl Clocks {
+    fn tokio(clock: TokioClock) -> Self {
+        Self::Tokio(clock, StepCache::default())
+    }
+
     fn wall(&self) -> &dyn Clock {
         match self {
-            Self::Tokio(clock) => clock,
+            Self::Tokio(clock, _) => clock,
             Self::Custom { wall, .. } => &**wall,
         }
     }
@@ -103,7 +109,7 @@ impl Inner {
     #[inline]
     fn reading(&self) -> Reading {
         match &self.clocks {
-            Clocks::Tokio(clock) => clock.reading(),
+            Clocks::Tokio(clock, steps) => clock.reading_cached(steps),
             Clocks::Custom { wall, monotonic } => Reading {
                 mono: monotonic.monotonic_nanos(),
                 wall: to_nanos(wall.now()),
@@ -555,7 +561,7 @@ impl RateLimiterBuilder {
     /// Both clocks start at `start` now and advance with tokio's clock alone
     /// ([`TokioClock::starting_at`]): for planning and for tests under paused time.
     pub fn start_at(mut self, start: SystemTime) -> Self {
-        self.clock = Some(Clocks::Tokio(TokioClock::starting_at(start)));
+        self.clock = Some(Clocks::tokio(TokioClock::starting_at(start)));
         self
     }
 
@@ -576,7 +582,7 @@ impl RateLimiterBuilder {
         };
         let clocks = self
             .clock
-            .unwrap_or_else(|| Clocks::Tokio(TokioClock::new()));
+            .unwrap_or_else(|| Clocks::tokio(TokioClock::new()));
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let id = LimiterId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let inner = Arc::new(Inner {
@@ -681,7 +687,7 @@ mod tests {
             .build();
         assert!(matches!(
             (&typed.inner.store, &typed.inner.clocks),
-            (Store::Memory(_), Clocks::Tokio(_))
+            (Store::Memory(_), Clocks::Tokio(..))
         ));
         assert!(matches!(
             (&general.inner.store, &general.inner.clocks),
