@@ -2,7 +2,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use drchrono_core::{DrChronoError, ErrorContext};
@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) hook: Option<ReauthorizationHook>,
     pub(crate) status: watch::Sender<AuthStatus>,
     pub(crate) snapshot: RwLock<Snapshot>,
+    /// The snapshot's freshness, for `poll_ready` to read without the lock.
+    pub(crate) freshness: Freshness,
     /// Held by the one task that loads, refreshes or persists.
     pub(crate) slow: Arc<Mutex<SlowState>>,
     /// Refresh attempts completed, so that waiters can tell one finished while they waited.
@@ -206,12 +208,20 @@ impl TokenManager {
     /// sent with no token work first.
     #[inline]
     pub(crate) fn is_fresh(&self) -> bool {
+        let now = Instant::now();
+        self.shared.freshness.holds(now) || self.is_fresh_locked(now)
+    }
+
+    /// [`is_fresh`](Self::is_fresh) under the snapshot's lock: where the lock-free copy
+    /// cannot tell (a token due before the manager was built, or a write under way).
+    #[cold]
+    fn is_fresh_locked(&self, now: Instant) -> bool {
         let snapshot = self.shared.read();
         matches!(snapshot.health, Health::Ready)
             && snapshot
                 .active
                 .as_ref()
-                .is_some_and(|active| active.usable(Need::Fresh, tokio::time::Instant::now()))
+                .is_some_and(|active| active.usable(Need::Fresh, now))
     }
 
     /// The bearer header on the fast path: installed, persisted, not due for refresh.
@@ -395,6 +405,7 @@ impl TokenManagerBuilder {
                     active: None,
                     health: Health::Unloaded,
                 }),
+                freshness: Freshness::new(),
                 slow: Arc::new(Mutex::new(SlowState {
                     persisted_generation: 0,
                     initial: self.initial,
@@ -418,5 +429,155 @@ impl fmt::Debug for TokenManagerBuilder {
             .field("timing", &self.timing)
             .field("initial", &self.initial)
             .finish_non_exhaustive()
+    }
+}
+
+/// The snapshot's freshness as one number, so that `poll_ready` tells whether a request may
+/// go with no token work first without taking the snapshot's lock (a read lock writes its
+/// cache line twice a request): until when the installed token is fresh, in nanoseconds
+/// after `origin` on tokio's clock, or 0 while no token may be sent without work first
+/// (none installed, not persisted, latched, or due before `origin`). Written with the
+/// snapshot, under its write lock ([`SnapshotWriter`](crate::persist::SnapshotWriter)).
+pub(crate) struct Freshness {
+    origin: Instant,
+    until: AtomicU64,
+}
+
+impl Freshness {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the token installed is fresh at `now`. Never true where the snapshot would
+    /// say otherwise; false where it cannot tell.
+    #[inline]
+    pub(crate) fn holds(&self, now: Instant) -> bool {
+        nanos(now.saturating_duration_since(self.origin)) < self.until.load(Ordering::Acquire)
+    }
+
+    /// Copies `snapshot`'s freshness.
+    pub(crate) fn publish(&self, snapshot: &Snapshot) {
+        let until = match (&snapshot.health, &snapshot.active) {
+            (Health::Ready, Some(active)) if active.header.is_some() => {
+                nanos(active.refresh_at.saturating_duration_since(self.origin))
+            }
+            _ => 0,
+        };
+        self.until.store(until, Ordering::Release);
+    }
+}
+
+/// `d` in nanoseconds, saturating (584 years).
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::{RefreshTiming, TokenSet};
+
+    /// What `poll_ready` decided under the lock before the lock-free copy.
+    fn fresh_under_lock(snapshot: &Snapshot, now: Instant) -> bool {
+        matches!(snapshot.health, Health::Ready)
+            && snapshot
+                .active
+                .as_ref()
+                .is_some_and(|active| active.usable(Need::Fresh, now))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_free_freshness_says_what_the_snapshot_says() {
+        let timing = RefreshTiming::new().expiry_skew(Duration::ZERO);
+        let freshness = Freshness::new();
+        let origin = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let lived = |access: &str, lifetime: u64| {
+            let tokens = TokenSet::new(access, "RT", SystemTime::now());
+            Arc::new(Active::new(
+                tokens,
+                &timing,
+                Some(Duration::from_secs(lifetime)),
+            ))
+        };
+        // A 600 s token is due at 540 s, a 1 s one at 0.9 s; one with no usable access
+        // token is never fresh.
+        let actives = [
+            None,
+            Some(lived("AT", 600)),
+            Some(lived("AT", 1)),
+            Some(lived("", 600)),
+        ];
+        let latch = Arc::new(Latch {
+            reason: ReauthorizationReason::InvalidGrant,
+            description: None,
+            context: ErrorContext::new(),
+            recheck_at: origin,
+        });
+        let healths = [
+            Health::Unloaded,
+            Health::Ready,
+            Health::PersistPending,
+            Health::Latched(latch),
+        ];
+        let now = Instant::now();
+        let instants = [
+            origin,
+            now,
+            now + Duration::from_millis(539_999),
+            now + Duration::from_secs(540),
+            now + Duration::from_secs(3_600),
+        ];
+        let mut fresh = 0;
+        for active in &actives {
+            for health in &healths {
+                let snapshot = Snapshot {
+                    active: active.clone(),
+                    health: health.clone(),
+                };
+                freshness.publish(&snapshot);
+                for at in instants {
+                    let expected = fresh_under_lock(&snapshot, at);
+                    assert_eq!(freshness.holds(at), expected, "at {:?}", at - origin);
+                    fresh += usize::from(expected);
+                }
+            }
+        }
+        // Ready: the 600 s token at the first three instants, the 1 s one at the first two.
+        assert_eq!(fresh, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn installing_a_pair_publishes_its_freshness_and_a_latch_withdraws_it() {
+        let never_called = tower::service_fn(
+            |_request: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+                Err::<http::Response<http_body_util::Full<bytes::Bytes>>, drchrono_core::BoxError>(
+                    "no token call in this test".into(),
+                )
+            },
+        );
+        let client =
+            crate::TokenClient::new(never_called, crate::ClientCredentials::new("id", "secret"));
+        let expires_at = SystemTime::now() + Duration::from_secs(48 * 3_600);
+        let manager = TokenManager::builder(client)
+            .initial_tokens(TokenSet::new("AT", "RT", expires_at))
+            .build();
+        assert!(!manager.shared.freshness.holds(Instant::now()));
+        manager.bearer().await.expect("the initial pair");
+        assert!(manager.shared.freshness.holds(Instant::now()));
+        assert!(manager.is_fresh());
+        manager.shared.write().health = Health::Latched(Arc::new(Latch {
+            reason: ReauthorizationReason::InvalidGrant,
+            description: None,
+            context: ErrorContext::new(),
+            recheck_at: Instant::now(),
+        }));
+        assert!(!manager.shared.freshness.holds(Instant::now()));
+        assert!(!manager.is_fresh());
     }
 }

@@ -2,6 +2,7 @@
 //! `set_tokens`.
 
 use std::hash::BuildHasher;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
@@ -12,11 +13,38 @@ use tracing::Instrument;
 
 use crate::active::Active;
 use crate::error::{store_failure, surface};
-use crate::manager::{Health, Latch, Shared, SlowState, Snapshot};
+use crate::manager::{Freshness, Health, Latch, Shared, SlowState, Snapshot};
 use crate::refresh::{context, later};
 use crate::response::Rotated;
 use crate::status::ReauthorizationReason;
 use crate::{AuthStatus, ReauthorizationEvent, StoreError, TokenSet};
+
+/// The snapshot under its write lock ([`Shared::write`]); publishes its freshness when
+/// dropped, before the lock is released.
+pub(crate) struct SnapshotWriter<'a> {
+    snapshot: RwLockWriteGuard<'a, Snapshot>,
+    freshness: &'a Freshness,
+}
+
+impl Deref for SnapshotWriter<'_> {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+impl DerefMut for SnapshotWriter<'_> {
+    fn deref_mut(&mut self) -> &mut Snapshot {
+        &mut self.snapshot
+    }
+}
+
+impl Drop for SnapshotWriter<'_> {
+    fn drop(&mut self) {
+        self.freshness.publish(&self.snapshot);
+    }
+}
 
 /// Compare-and-swap rounds before a save gives up on a store that keeps changing.
 const MAX_SAVE_ROUNDS: usize = 4;
@@ -34,10 +62,16 @@ impl Shared {
         self.snapshot.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Snapshot> {
-        self.snapshot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The snapshot, to change: its freshness is copied for the fast path when the writer
+    /// is dropped, before the lock is released.
+    pub(crate) fn write(&self) -> SnapshotWriter<'_> {
+        SnapshotWriter {
+            snapshot: self
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            freshness: &self.freshness,
+        }
     }
 
     pub(crate) fn current(&self) -> Option<Arc<Active>> {
