@@ -19,10 +19,8 @@ use drchrono_core::{
 /// Where the context of the request comes from, should the call fail.
 #[derive(Debug)]
 pub(crate) enum RequestContext {
-    /// Copied when the service was called. Boxed: the future stays the inner one plus a few
-    /// words, which every layer above moves (a copy of the request's parts would be most of
-    /// it).
-    Captured(Box<RequestInfo>),
+    /// Copied when the service was called.
+    Captured(RequestInfo),
     /// Already given to an error.
     Used,
 }
@@ -31,13 +29,13 @@ impl RequestContext {
     /// A copy of `request`'s method, URI and payload.
     #[inline]
     pub(crate) fn of<B>(request: &Request<B>) -> Self {
-        Self::Captured(Box::new(RequestInfo::new(request)))
+        Self::Captured(RequestInfo::new(request))
     }
 
     /// The context of an error, once.
     fn take(&mut self) -> ErrorContext {
         match std::mem::replace(self, Self::Used) {
-            Self::Captured(info) => (*info).into_context(),
+            Self::Captured(info) => info.into_context(),
             Self::Used => {
                 let mut context = ErrorContext::new();
                 context.occurred_at = Some(SystemTime::now());
@@ -53,18 +51,24 @@ fn emit(error: &DrChronoError) {
 }
 
 /// What the future keeps of the request, to fill an [`ErrorContext`] if needed.
+///
+/// The URI is kept as its text, copied into one allocation, and parsed again only for an
+/// error: a clone of the `Uri` itself writes the reference counts of its shared parts
+/// twice (four atomic read-modify-writes a request with the drop), which costs more than
+/// the copy.
 pub(crate) struct RequestInfo {
     method: Method,
-    uri: Uri,
+    uri: Box<str>,
     payload: Option<Bytes>,
 }
 
 impl std::fmt::Debug for RequestInfo {
     /// The method and path: never the query string or the payload.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let uri = self.uri();
         f.debug_struct("RequestInfo")
             .field("method", &self.method)
-            .field("path", &self.uri.path())
+            .field("path", &uri.as_ref().map(Uri::path))
             .field("payload", &self.payload.as_ref().map(Bytes::len))
             .finish()
     }
@@ -74,7 +78,7 @@ impl RequestInfo {
     pub(crate) fn new<B>(request: &Request<B>) -> Self {
         Self {
             method: request.method().clone(),
-            uri: request.uri().clone(),
+            uri: uri_text(request.uri()),
             payload: request
                 .extensions()
                 .get::<RequestPayload>()
@@ -82,15 +86,35 @@ impl RequestInfo {
         }
     }
 
+    /// The URI again (its text always parses: it is a URI's own).
+    fn uri(&self) -> Option<Uri> {
+        Uri::try_from(&*self.uri).ok()
+    }
+
     /// The context of an error: the payload is redacted here, never stored raw.
     fn into_context(self) -> ErrorContext {
         let mut context = ErrorContext::new();
+        context.uri = self.uri();
         context.method = Some(self.method);
-        context.uri = Some(self.uri);
         context.occurred_at = Some(SystemTime::now());
         context.request_payload = self.payload.as_deref().map(redact::redact_payload);
         context
     }
+}
+
+/// `uri` as the text it parses from: scheme, authority, path and query, as they are.
+fn uri_text(uri: &Uri) -> Box<str> {
+    let scheme = uri.scheme_str();
+    let authority = uri.authority().map_or("", |authority| authority.as_str());
+    let path = uri.path_and_query().map_or("", |path| path.as_str());
+    let separator = if scheme.is_some() { "://" } else { "" };
+    let scheme = scheme.unwrap_or("");
+    let mut text =
+        String::with_capacity(scheme.len() + separator.len() + authority.len() + path.len());
+    for part in [scheme, separator, authority, path] {
+        text.push_str(part);
+    }
+    text.into_boxed_str()
 }
 
 pin_project! {

@@ -95,3 +95,57 @@ fn error_bodies_are_read_only_up_to_the_limit() {
         })
         .unwrap();
 }
+
+/// A URI in each of its forms: absolute (with or without a port, a path, a query), origin
+/// (a path alone), authority (`host:port`, as CONNECT sends), and `*`.
+fn uris() -> impl Strategy<Value = http::Uri> {
+    let host = "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,5}){0,2}";
+    let path = "(/[A-Za-z0-9._~%!$&'()*+,;=:@-]{0,12}){0,4}";
+    let query = proptest::option::of("[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,30}");
+    let absolute = (
+        prop_oneof![Just("https"), Just("http")],
+        host,
+        proptest::option::of(1u16..),
+        path,
+        query.clone(),
+    )
+        .prop_map(|(scheme, host, port, path, query)| {
+            let port = port.map(|port| format!(":{port}")).unwrap_or_default();
+            let query = query.map(|query| format!("?{query}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{path}{query}")
+        });
+    let origin = (path, query).prop_map(|(path, query)| {
+        let query = query.map(|query| format!("?{query}")).unwrap_or_default();
+        format!("/{}{query}", path.trim_start_matches('/'))
+    });
+    let authority = (host, 1u16..).prop_map(|(host, port)| format!("{host}:{port}"));
+    prop_oneof![absolute, origin, authority, Just("*".to_owned())]
+        .prop_map(|text| text.parse().expect("a valid URI"))
+}
+
+#[test]
+fn an_errors_context_names_the_uri_as_it_was_sent() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(RunnerConfig::with_cases(1_000));
+    runner
+        .run(&uris(), |uri| {
+            let inner = service_fn(|_req: Request<Empty<Bytes>>| async {
+                let mut response = Response::new(Empty::<Bytes>::new());
+                *response.status_mut() = StatusCode::BAD_GATEWAY;
+                Ok::<_, Infallible>(response)
+            });
+            let service = ErrorClassifyLayer::new().layer(inner);
+            let mut request = Request::new(Empty::new());
+            *request.uri_mut() = uri.clone();
+            *request.method_mut() = http::Method::PATCH;
+            let error = runtime
+                .block_on(service.oneshot(request))
+                .expect_err("a 502 is an error");
+            prop_assert_eq!(error.context().uri.as_ref(), Some(&uri));
+            prop_assert_eq!(error.context().method.as_ref(), Some(&http::Method::PATCH));
+            Ok(())
+        })
+        .unwrap();
+}
