@@ -238,20 +238,22 @@ impl TokenManager {
         Some((active.header.clone()?, active.generation()))
     }
 
-    /// The bearer header a request may carry now: installed, persisted, and not within the
-    /// expiry skew of its expiry, even if a proactive refresh is due (the next
-    /// `poll_ready` starts it). `None`: the request must wait for a token.
-    #[inline]
-    pub(crate) fn sendable_bearer(&self) -> Option<(HeaderValue, u64)> {
+    /// The bearer a request may carry until it expires (less the skew): installed and
+    /// persisted, even if a proactive refresh is due (the next `poll_ready` starts it), with
+    /// the snapshot's version it was read at. `None`: no request may carry one now.
+    pub(crate) fn sendable_bearer(&self) -> Option<SendableBearer> {
         let snapshot = self.shared.read();
         if !matches!(snapshot.health, Health::Ready) {
             return None;
         }
         let active = snapshot.active.as_ref()?;
-        if tokio::time::Instant::now() >= active.expires_at {
-            return None;
-        }
-        Some((active.header.clone()?, active.generation()))
+        Some(SendableBearer {
+            header: active.header.clone()?,
+            generation: active.generation(),
+            expires_at: active.expires_at,
+            // Read under the lock: no write publishes while it is held.
+            version: self.shared.freshness.version(),
+        })
     }
 
     /// The typed error of a family that needs re-authorisation and may not re-read the
@@ -432,6 +434,25 @@ impl fmt::Debug for TokenManagerBuilder {
     }
 }
 
+/// A bearer a request may carry until `expires_at`, as the snapshot held it at `version`
+/// ([`TokenManager::sendable_bearer`]): a service keeps it, and attaches it with no lock
+/// while the snapshot's version has not moved.
+#[derive(Clone)]
+pub(crate) struct SendableBearer {
+    pub(crate) header: HeaderValue,
+    pub(crate) generation: u64,
+    pub(crate) expires_at: Instant,
+    pub(crate) version: u64,
+}
+
+impl SendableBearer {
+    /// Whether a request may carry it at `now`, the snapshot being at `version`.
+    #[inline]
+    pub(crate) fn holds(&self, version: u64, now: Instant) -> bool {
+        self.version == version && now < self.expires_at
+    }
+}
+
 /// The snapshot's freshness as one number, so that `poll_ready` tells whether a request may
 /// go with no token work first without taking the snapshot's lock (a read lock writes its
 /// cache line twice a request): until when the installed token is fresh, in nanoseconds
@@ -441,6 +462,9 @@ impl fmt::Debug for TokenManagerBuilder {
 pub(crate) struct Freshness {
     origin: Instant,
     until: AtomicU64,
+    /// How many times the snapshot was written: a copy of what it held stays true while
+    /// this has not moved.
+    version: AtomicU64,
 }
 
 impl Freshness {
@@ -448,7 +472,14 @@ impl Freshness {
         Self {
             origin: Instant::now(),
             until: AtomicU64::new(0),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the snapshot was written so far.
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Whether the token installed is fresh at `now`. Never true where the snapshot would
@@ -467,6 +498,7 @@ impl Freshness {
             _ => 0,
         };
         self.until.store(until, Ordering::Release);
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -11,10 +11,12 @@ use drchrono_core::DrChronoError;
 use http::Request;
 use http::header::AUTHORIZATION;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::error::join_failure;
 use crate::future::ResponseFuture;
+use crate::manager::SendableBearer;
 use crate::{Bearer, OAuthRefreshLayer, TokenManager};
 
 /// Attaches `Authorization: Bearer …` (marked sensitive) to each request, refreshing the
@@ -30,6 +32,11 @@ use crate::{Bearer, OAuthRefreshLayer, TokenManager};
 /// waiting in between: a slow token endpoint delays requests *before* they are counted,
 /// never after. A request whose token went stale between `poll_ready` and `call` (a
 /// caller that waited in between) waits for the token in its response future instead.
+///
+/// Neither takes a lock while the token stays the same: `poll_ready` reads the token's
+/// freshness from one atomic number, and a service keeps the bearer it attached last and
+/// attaches it again while the manager's state has not changed since (another atomic
+/// number) and it is not within the expiry skew of its expiry (one clock read).
 ///
 /// The token work started by `poll_ready` runs on its own tokio task (the refresh already
 /// does, so that no cancelled caller abandons a rotation half-way): `poll_ready` must be
@@ -67,6 +74,9 @@ pub struct OAuthRefresh<S> {
     manager: TokenManager,
     /// The token work `poll_ready` waits for, if any.
     token: Option<JoinHandle<Result<Bearer, DrChronoError>>>,
+    /// The bearer last attached, attached again with no lock while the snapshot it was read
+    /// from has not changed and it has not expired.
+    bearer: Option<SendableBearer>,
 }
 
 impl<S: Clone> Clone for OAuthRefresh<S> {
@@ -76,6 +86,7 @@ impl<S: Clone> Clone for OAuthRefresh<S> {
             inner: self.inner.clone(),
             manager: self.manager.clone(),
             token: None,
+            bearer: None,
         }
     }
 }
@@ -97,6 +108,7 @@ impl<S> OAuthRefresh<S> {
             inner,
             manager,
             token: None,
+            bearer: None,
         }
     }
 
@@ -165,18 +177,35 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        match self.manager.sendable_bearer() {
-            Some((header, generation)) => {
-                request.headers_mut().insert(AUTHORIZATION, header);
-                let future = self.inner.call(request);
-                ResponseFuture::called(future, generation, self.manager.clone())
-            }
-            None => self.acquire_first(request),
-        }
+        let now = Instant::now();
+        let version = self.manager.shared.freshness.version();
+        let bearer = match &self.bearer {
+            Some(bearer) if bearer.holds(version, now) => bearer,
+            _ => match self.read_bearer(now) {
+                Some(bearer) => bearer,
+                None => return self.acquire_first(request),
+            },
+        };
+        let generation = bearer.generation;
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, bearer.header.clone());
+        let future = self.inner.call(request);
+        ResponseFuture::called(future, generation, self.manager.clone())
     }
 }
 
 impl<S> OAuthRefresh<S> {
+    /// The bearer a request may carry at `now`, read under the snapshot's lock and kept
+    /// for the next calls. `None`: the request must wait for a token.
+    #[cold]
+    fn read_bearer(&mut self, now: Instant) -> Option<&SendableBearer> {
+        self.bearer = self.manager.sendable_bearer();
+        self.bearer
+            .as_ref()
+            .filter(|bearer| now < bearer.expires_at)
+    }
+
     /// `call` when the token must be obtained first: keeps the service that was polled ready
     /// and leaves a fresh clone in its place. Out of line, so that the common path stays
     /// small.

@@ -247,3 +247,33 @@ async fn refresh_now_before_any_load_loads_then_refreshes() {
     assert!(results.iter().all(|r| matches!(r, Ok(7))), "{results:?}");
     assert_eq!(auth.refreshes(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_kept_for_every_request_attaches_each_new_token() {
+    use tower::Service;
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let manager = manager(&auth, Arc::new(MemoryTokenStore::new()));
+    // One service for every request: it keeps the bearer it attached last.
+    let mut service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    for _ in 0..3 {
+        for _ in 0..3 {
+            service.ready().await.unwrap().call(get(URL)).await.unwrap();
+        }
+        // Rotated by another caller: the next request carries the new token, not the kept
+        // one (which the server no longer accepts).
+        manager.refresh_now().await.unwrap();
+    }
+    // Due for a proactive refresh: poll_ready refreshes, and the request carries the result.
+    tokio::time::advance(Duration::from_secs(541)).await;
+    service.ready().await.unwrap().call(get(URL)).await.unwrap();
+    assert_eq!(auth.refreshes(), 5);
+    // Held ready past the token's expiry: the kept bearer is not sent; the call waits for a
+    // new token instead.
+    let ready = service.ready().await.unwrap();
+    tokio::time::advance(Duration::from_secs(600)).await;
+    ready.call(get(URL)).await.unwrap();
+    assert_eq!(auth.refreshes(), 6);
+    assert_eq!(log.calls.load(Ordering::SeqCst), 11);
+    assert_eq!(log.unauthorized.load(Ordering::SeqCst), 0);
+}
