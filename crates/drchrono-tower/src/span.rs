@@ -1,10 +1,8 @@
 //! `tracing` spans shaped like OpenTelemetry's HTTP client conventions: one span per logical
 //! request ([`DrChronoService`](crate::DrChronoService)), one per attempt ([`AttemptSpan`]).
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use drchrono_core::{LayerError, ResendCount, redact};
@@ -186,69 +184,26 @@ fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E
 ///
 /// [`DrChronoLayer`](crate::DrChronoLayer) puts it between the retry layer and the rate
 /// limiter. With no `tracing` subscriber interested, it costs a disabled span's check.
-///
-/// # Clones are made on demand
-/// tower's `Retry` clones its service into every request's future, for the retries most
-/// requests never make. A clone of `AttemptSpan` holds only a reference to the service it
-/// was made from, and makes its own copy of the stack below (the limiter's and the token
-/// manager's handles, the transport) the first time it is polled ready: a request that
-/// needs no retry costs one reference count instead of one per handle below. The copy is
-/// made from the service as it was wrapped (`new`), which is what a clone of a service
-/// that was never polled is: clones of tower services start unready anyway.
+#[derive(Debug, Clone)]
 pub struct AttemptSpan<S> {
-    /// The service every clone copies, when it first needs one.
-    template: Arc<S>,
-    /// This handle's own service, once it needed one. Boxed: the clone in every request's
-    /// future stays two words.
-    service: Option<Box<S>>,
+    inner: S,
 }
 
 impl<S> AttemptSpan<S> {
-    /// Wraps `inner`: the template of every clone, this one's included.
+    /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        Self {
-            template: Arc::new(inner),
-            service: None,
-        }
+        Self { inner }
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.service.as_deref().unwrap_or(&self.template)
-    }
-}
-
-impl<S: Clone> AttemptSpan<S> {
-    /// This handle's own service, copied from the template the first time.
-    #[inline]
-    fn service(&mut self) -> &mut S {
-        let template = &self.template;
-        self.service
-            .get_or_insert_with(|| Box::new(S::clone(template)))
-    }
-}
-
-impl<S> Clone for AttemptSpan<S> {
-    /// Shares the template; the clone's own service is made when it is first polled.
-    fn clone(&self) -> Self {
-        Self {
-            template: Arc::clone(&self.template),
-            service: None,
-        }
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for AttemptSpan<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AttemptSpan")
-            .field("inner", self.get_ref())
-            .finish()
+        &self.inner
     }
 }
 
 impl<S, B> Service<Request<B>> for AttemptSpan<S>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -256,7 +211,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.service().poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     #[inline]
@@ -269,62 +224,8 @@ where
             http.request.resend_count = i64::from(ResendCount::of(&request)),
         );
         let entered = span.enter();
-        let future = self.service().call(request);
+        let future = self.inner.call(request);
         drop(entered);
         future.instrument(span)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::convert::Infallible;
-    use std::future::{Ready, ready};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tower::ServiceExt;
-
-    use super::*;
-
-    /// A service that counts its clones.
-    #[derive(Debug)]
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Clone for Counted {
-        fn clone(&self) -> Self {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Self(Arc::clone(&self.0))
-        }
-    }
-
-    impl Service<Request<()>> for Counted {
-        type Response = Response<()>;
-        type Error = Infallible;
-        type Future = Ready<Result<Response<()>, Infallible>>;
-
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _request: Request<()>) -> Self::Future {
-            ready(Ok(Response::new(())))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_clone_copies_the_service_below_only_when_it_is_polled() {
-        let clones = Arc::new(AtomicUsize::new(0));
-        let mut span = AttemptSpan::new(Counted(Arc::clone(&clones)));
-        // Its own copy, made once, serves every call.
-        for _ in 0..3 {
-            (&mut span).oneshot(Request::new(())).await.unwrap();
-        }
-        assert_eq!(clones.load(Ordering::SeqCst), 1);
-        // A clone per request, as tower's `Retry` makes: none copies the service below
-        // until it is polled for a retry.
-        let unused: Vec<_> = (0..100).map(|_| span.clone()).collect();
-        assert_eq!(clones.load(Ordering::SeqCst), 1);
-        drop(unused);
-        span.clone().oneshot(Request::new(())).await.unwrap();
-        assert_eq!(clones.load(Ordering::SeqCst), 2);
     }
 }
