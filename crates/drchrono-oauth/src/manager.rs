@@ -584,8 +584,11 @@ mod tests {
         assert_eq!(fresh, 5);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn installing_a_pair_publishes_its_freshness_and_a_latch_withdraws_it() {
+    /// A manager that starts from a 48-hour pair in `store` and never calls the token
+    /// endpoint; and the pair's expiry.
+    fn manager_without_token_calls(
+        store: Arc<crate::MemoryTokenStore>,
+    ) -> (TokenManager, SystemTime) {
         let never_called = tower::service_fn(
             |_request: http::Request<http_body_util::Full<bytes::Bytes>>| async {
                 Err::<http::Response<http_body_util::Full<bytes::Bytes>>, drchrono_core::BoxError>(
@@ -597,8 +600,15 @@ mod tests {
             crate::TokenClient::new(never_called, crate::ClientCredentials::new("id", "secret"));
         let expires_at = SystemTime::now() + Duration::from_secs(48 * 3_600);
         let manager = TokenManager::builder(client)
+            .shared_store(store)
             .initial_tokens(TokenSet::new("AT", "RT", expires_at))
             .build();
+        (manager, expires_at)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn installing_a_pair_publishes_its_freshness_and_a_latch_withdraws_it() {
+        let (manager, _) = manager_without_token_calls(Arc::default());
         assert!(!manager.shared.freshness.holds(Instant::now()));
         manager.bearer().await.expect("the initial pair");
         assert!(manager.shared.freshness.holds(Instant::now()));
@@ -611,5 +621,30 @@ mod tests {
         }));
         assert!(!manager.shared.freshness.holds(Instant::now()));
         assert!(!manager.is_fresh());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adopting_a_newer_pair_forgets_what_failed_or_held_the_old_one() {
+        let store = Arc::new(crate::MemoryTokenStore::new());
+        let (manager, expires_at) = manager_without_token_calls(Arc::clone(&store));
+        manager.bearer().await.expect("the initial pair");
+        let mut slow = manager.shared.slow.lock().await;
+        slow.last_failure = Some(Arc::new(DrChronoError::Transport {
+            not_sent: false,
+            source: "the token endpoint answered 503".into(),
+            context: Box::new(ErrorContext::new()),
+        }));
+        slow.held_until = Some(Instant::now() + Duration::from_secs(30));
+        // Another process re-authorised and stored generation 2.
+        let newer = TokenSet::new("AT2", "RT2", expires_at).with_generation(2);
+        crate::TokenStore::save(&*store, 1, &newer).await.unwrap();
+        let adopted = manager
+            .shared
+            .adopt_stored(&mut slow)
+            .await
+            .expect("adopted");
+        assert_eq!(adopted.generation(), 2);
+        assert!(slow.last_failure.is_none());
+        assert!(slow.held_until.is_none());
     }
 }

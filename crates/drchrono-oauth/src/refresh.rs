@@ -368,6 +368,9 @@ impl Shared {
                     "adopted a newer token pair from the store"
                 );
                 slow.persisted_generation = stored.generation;
+                // What held or failed the replaced pair's refresh is not the new pair's.
+                slow.last_failure = None;
+                slow.held_until = None;
                 Some(self.install(stored, None, Health::Ready))
             }
             _ => None,
