@@ -67,9 +67,9 @@ const BACKEND: &str = "file";
 ///
 /// # A decision
 /// Each decision takes an exclusive lock on the lock file beside the state, `<path>.lock`
-/// ([`File::lock`]: `flock` on Unix; the operating system releases it when a process dies),
-/// reads the state, decides with the same exact core as [`LocalLimiter`](crate::LocalLimiter)
-/// and, when it charged, writes the new state, then unlocks. The state file is never
+/// ([`File::lock`](std::fs::File::lock): `flock` on Unix; the operating system releases it
+/// when a process dies), reads the state, decides with the same exact core as
+/// [`LocalLimiter`](crate::LocalLimiter) and, when it charged, writes the new state, then unlocks. The state file is never
 /// edited in place: each write goes to a temporary file beside it (`.<name>.<32 random hex
 /// digits>.tmp`, created exclusively with mode `0600`), which is renamed over it. So a
 /// reader sees the previous state or the new one, never a torn one, and the file keeps
