@@ -42,7 +42,9 @@ use crate::{
 ///   the requests waiting on it fail (`Transport`, `not_sent: true`, with a
 ///   [`RefreshFailed`](crate::RefreshFailed) source naming the lifetime and the skew), and
 ///   so does every request, with no refresh, for [`RefreshTiming::retry_interval`] (30 s):
-///   one rotation per interval, not one per request.
+///   one rotation per interval, not one per request. Meanwhile the store is re-read at most
+///   once per [`RefreshTiming::store_recheck_interval`]: a newer pair another process saved
+///   is adopted, and ends the hold.
 ///
 /// Cheap to clone; `Debug` prints no token.
 #[derive(Clone)]
@@ -127,6 +129,9 @@ pub(crate) struct SlowState {
     /// expiry skew, so it is never sent, and every caller gets `last_failure` until then
     /// ([`RefreshTiming::retry_interval`]) rather than rotating the pair once per request.
     pub(crate) held_until: Option<Instant>,
+    /// During a hold, when the store may next be re-read for a newer pair another process
+    /// stored ([`RefreshTiming::store_recheck_interval`]): adopting one ends the hold.
+    pub(crate) held_recheck_at: Option<Instant>,
     /// The last refresh a 401 caused, if any (reset by `set_tokens`).
     pub(crate) after_unauthorized: Option<UnauthorizedRefresh>,
     /// A fingerprint of the refresh token the re-authorisation hook last fired for: the
@@ -413,6 +418,7 @@ impl TokenManagerBuilder {
                     initial: self.initial,
                     last_failure: None,
                     held_until: None,
+                    held_recheck_at: None,
                     after_unauthorized: None,
                     hooked: None,
                 })),

@@ -85,6 +85,7 @@ impl Shared {
             Health::PersistPending => self.retry_pending(slow).await?,
             Health::Ready | Health::Unloaded => {}
         }
+        self.recheck_held(slow).await;
         let now = Instant::now();
         let current = self.current();
         if let Some(active) = &current
@@ -129,6 +130,24 @@ impl Shared {
         let recheck_at = later(now, self.timing.recheck_interval());
         self.write().health = Health::Latched(Arc::new(latch.rechecked(recheck_at)));
         false
+    }
+
+    /// While refreshes are held back (a grant within the expiry skew), re-reads the store at
+    /// most once per [`RefreshTiming::store_recheck_interval`](crate::RefreshTiming): a newer
+    /// pair another process stored meanwhile is adopted, which ends the hold.
+    async fn recheck_held(&self, slow: &mut SlowState) {
+        let now = Instant::now();
+        let held = slow.held_until.is_some_and(|until| now < until);
+        if !held || slow.held_recheck_at.is_some_and(|at| now < at) {
+            return;
+        }
+        slow.held_recheck_at = Some(later(now, self.timing.recheck_interval()));
+        if let Some(active) = self.adopt_stored(slow).await {
+            tracing::info!(
+                generation = active.generation(),
+                "a newer token pair in the store ends the hold on refreshes"
+            );
+        }
     }
 
     /// A refresh with the lease held.
@@ -328,7 +347,9 @@ impl Shared {
             context: Box::new(context()),
         });
         slow.last_failure = Some(Arc::clone(&error));
-        slow.held_until = Some(later(Instant::now(), short.hold));
+        let now = Instant::now();
+        slow.held_until = Some(later(now, short.hold));
+        slow.held_recheck_at = Some(later(now, self.timing.recheck_interval()));
         surface(&error)
     }
 

@@ -110,10 +110,11 @@ impl RefreshTiming {
     }
 
     /// While the family needs re-authorisation (`invalid_grant`, `invalid_client`, no
-    /// tokens), how often a request re-reads the store for a newer pair that another
-    /// process saved (a re-authorisation done elsewhere, a rotation that raced ours). A
-    /// newer pair is adopted and requests resume; in between, requests fail at once with
-    /// the typed error, with no store read. Default: 5 s.
+    /// tokens), or refreshes are held after a grant within the expiry skew, how often a
+    /// request re-reads the store for a newer pair that another process saved (a
+    /// re-authorisation done elsewhere, a rotation that raced ours). A newer pair is adopted
+    /// and requests resume; in between, requests fail at once with the typed error, with no
+    /// store read. Default: 5 s.
     #[must_use]
     pub fn store_recheck_interval(mut self, interval: Duration) -> Self {
         self.store_recheck_interval = interval;

@@ -652,6 +652,46 @@ async fn the_lease_is_released_when_the_refresh_panics() {
     assert_eq!(lease.released.load(Ordering::SeqCst), 1);
 }
 
+/// During the hold after a grant within the expiry skew, the store is re-read every
+/// `store_recheck_interval` (5 s): a newer pair another process stored meanwhile is
+/// adopted, which ends the hold, with no refresh.
+#[tokio::test(start_paused = true)]
+async fn a_newer_stored_pair_ends_the_hold_after_a_grant_within_the_skew() {
+    let auth = FakeAuth::new(600);
+    auth.send_expires_in(serde_json::json!(10));
+    let log = Arc::new(ApiLog::default());
+    let store = Arc::new(MemoryTokenStore::new());
+    let timing = RefreshTiming::new().expiry_skew(Duration::from_secs(30));
+    let manager = TokenManager::builder(token_client(&auth))
+        .shared_store(store.clone())
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .timing(timing)
+        .build();
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    assert!(service.clone().oneshot(get(URL)).await.is_err(), "held");
+    assert_eq!(manager.generation(), Some(2));
+
+    // Another process re-authorised and stored its pair.
+    let (access, refresh) = auth.reauthorize();
+    let expires = SystemTime::now() + Duration::from_secs(600);
+    let theirs = TokenSet::new(access, refresh, expires).with_generation(3);
+    store.save(2, &theirs).await.unwrap();
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert!(
+        service.clone().oneshot(get(URL)).await.is_err(),
+        "not re-read yet"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    service
+        .clone()
+        .oneshot(get(URL))
+        .await
+        .expect("the stored pair, adopted");
+    assert_eq!(manager.generation(), Some(3));
+    assert_eq!(auth.calls(), 1, "adopted, not refreshed");
+    assert_eq!(log.calls.load(Ordering::SeqCst), 1);
+}
+
 /// A grant whose token lives no longer than the expiry skew (`expires_in: 10` with a 30 s
 /// skew: a misbehaving server, or a skew set too large) has rotated the pair: it is kept and
 /// persisted, but its token is never sent. The requests waiting on it fail (typed, unsent),
