@@ -16,10 +16,10 @@ use crate::time::{Reading, duration_nanos, floor_ms_time, from_nanos, to_nanos};
 /// aligned period (the UTC hour) a request falls in, and dates every instant the limiter
 /// reports; it is read at every decision, so a step of the system clock (NTP, a resume
 /// after suspend) is seen at the next one (with the default [`TokioClock`], which reads the
-/// system clock's steps at most once a millisecond, within a millisecond). The **monotonic clock** is tokio's
-/// ([`tokio::time::Instant`]): sliding windows, pauses and waits are measured on it, so no
-/// step of the wall clock moves them, and the limiter sleeps on it (paused time,
-/// `tokio::time::pause`, drives both).
+/// system clock's steps at most once a millisecond, within a millisecond). The **monotonic
+/// clock** is tokio's ([`tokio::time::Instant`]): sliding windows, pauses and waits are
+/// measured on it, so no step of the wall clock moves them, and the limiter sleeps on it
+/// (paused time, `tokio::time::pause`, drives both).
 ///
 /// The default conversions assume the two clocks advance together from this very moment.
 /// A sleep until an aligned boundary may therefore end early or late when the wall clock

@@ -69,20 +69,22 @@ const BACKEND: &str = "file";
 /// Each decision takes an exclusive lock on the lock file beside the state, `<path>.lock`
 /// ([`File::lock`](std::fs::File::lock): `flock` on Unix; the operating system releases it
 /// when a process dies), reads the state, decides with the same exact core as
-/// [`LocalLimiter`](crate::LocalLimiter) and, when it charged, writes the new state, then unlocks. The state file is never
-/// edited in place: each write goes to a temporary file beside it (`.<name>.<32 random hex
-/// digits>.tmp`, created exclusively with mode `0600`), which is renamed over it. So a
-/// reader sees the previous state or the new one, never a torn one, and the file keeps
-/// mode `0600`. (That is why the lock is a separate file: a lock on the state file would
-/// stay on the inode the rename replaced.) A refusal and [`status`](Backend::status) write
-/// nothing (but for a clock stepped far back, below, and a pause held in memory). Temporary
-/// files that crashed processes left are removed once a minute old.
+/// [`LocalLimiter`](crate::LocalLimiter) and, when it charged, writes the new state, then
+/// unlocks. The state file is never edited in place: each write goes to a temporary file
+/// beside it (`.<name>.<32 random hex digits>.tmp`, created exclusively with mode `0600`),
+/// which is renamed over it. So a reader sees the previous state or the new one, never a
+/// torn one, and the file keeps mode `0600`. (That is why the lock is a separate file: a
+/// lock on the state file would stay on the inode the rename replaced.) A refusal and
+/// [`status`](Backend::status) write nothing (but for a clock stepped far back, below, and
+/// a pause held in memory). Temporary files that crashed processes left are removed once a
+/// minute old.
 ///
-/// Decisions are made on the wall clock the backend is given ([`Clock::now`](crate::Clock::now)),
-/// for the rolling windows and the aligned hour alike (but for a clock stepped back,
-/// below): every process of a host reads the same one. The instant charged is that reading plus the time the decision waited for the
-/// lock (on tokio's clock), so a process that waited behind another is charged when it
-/// decides, not when it asked.
+/// Decisions are made on the wall clock the backend is given
+/// ([`Clock::now`](crate::Clock::now)), for the rolling windows and the aligned hour alike
+/// (but for a clock stepped back, below): every process of a host reads the same one. The
+/// instant charged is that reading plus the time the decision waited for the lock (on
+/// tokio's clock), so a process that waited behind another is charged when it decides, not
+/// when it asked.
 ///
 /// # What the file holds
 /// Compacted at every write to what a later decision can still see: per rolling rule the
