@@ -652,21 +652,29 @@ async fn the_lease_is_released_when_the_refresh_panics() {
     assert_eq!(lease.released.load(Ordering::SeqCst), 1);
 }
 
+/// A manager with a 30 s expiry skew, starting from `FIRST_REFRESH` alone, on `store`.
+fn skew_of_30s_manager(auth: &Arc<FakeAuth>, store: &Arc<MemoryTokenStore>) -> TokenManager {
+    TokenManager::builder(token_client(auth))
+        .shared_store(store.clone())
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .timing(RefreshTiming::new().expiry_skew(Duration::from_secs(30)))
+        .build()
+}
+
 /// During the hold after a grant within the expiry skew, the store is re-read every
 /// `store_recheck_interval` (5 s): a newer pair another process stored meanwhile is
 /// adopted, which ends the hold, with no refresh.
 #[tokio::test(start_paused = true)]
 async fn a_newer_stored_pair_ends_the_hold_after_a_grant_within_the_skew() {
+    // Captured here too: a test that met the short grant's `error` with no subscriber
+    // could leave its callsite disabled for the one above, which runs alongside.
+    let captured = Captured::default();
+    let _guard = captured.install();
     let auth = FakeAuth::new(600);
     auth.send_expires_in(serde_json::json!(10));
     let log = Arc::new(ApiLog::default());
     let store = Arc::new(MemoryTokenStore::new());
-    let timing = RefreshTiming::new().expiry_skew(Duration::from_secs(30));
-    let manager = TokenManager::builder(token_client(&auth))
-        .shared_store(store.clone())
-        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
-        .timing(timing)
-        .build();
+    let manager = skew_of_30s_manager(&auth, &store);
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
     assert!(service.clone().oneshot(get(URL)).await.is_err(), "held");
     assert_eq!(manager.generation(), Some(2));
@@ -690,6 +698,11 @@ async fn a_newer_stored_pair_ends_the_hold_after_a_grant_within_the_skew() {
     assert_eq!(manager.generation(), Some(3));
     assert_eq!(auth.calls(), 1, "adopted, not refreshed");
     assert_eq!(log.calls.load(Ordering::SeqCst), 1);
+    let text = captured.text();
+    assert!(
+        text.contains("a newer token pair in the store ends the hold on refreshes"),
+        "{text}"
+    );
 }
 
 /// A grant whose token lives no longer than the expiry skew (`expires_in: 10` with a 30 s
@@ -713,12 +726,7 @@ async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per
         request
     });
     let store = Arc::new(MemoryTokenStore::new());
-    let timing = RefreshTiming::new().expiry_skew(Duration::from_secs(30));
-    let manager = TokenManager::builder(token_client(&auth))
-        .shared_store(store.clone())
-        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
-        .timing(timing)
-        .build();
+    let manager = skew_of_30s_manager(&auth, &store);
     let service = Retry::new(
         ReplayOnce::default(),
         OAuthRefresh::new(api, manager.clone()),
