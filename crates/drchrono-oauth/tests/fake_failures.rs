@@ -399,15 +399,7 @@ async fn a_grant_with_a_string_expires_in_keeps_the_rotated_refresh_token() {
     let manager = manager(&auth, store.clone());
 
     manager.bearer().await.unwrap();
-    let rotated = auth.current_refresh_token();
-    assert_ne!(rotated, FIRST_REFRESH);
-    let stored = store
-        .load()
-        .await
-        .unwrap()
-        .expect("the rotated pair is stored");
-    assert_eq!(stored.generation, 2);
-    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    let (stored, rotated) = stored_rotation(&auth, &store).await;
     let lifetime = stored
         .expires_at
         .duration_since(stored.issued_at.unwrap())
@@ -486,15 +478,7 @@ async fn an_unusable_access_token_keeps_the_rotated_refresh_token(
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(log.calls.load(Ordering::SeqCst), 0, "nothing sent unusable");
-    let rotated = auth.current_refresh_token();
-    assert_ne!(rotated, FIRST_REFRESH);
-    let stored = store
-        .load()
-        .await
-        .unwrap()
-        .expect("the rotated refresh token is stored");
-    assert_eq!(stored.generation, 2);
-    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    let (stored, rotated) = stored_rotation(&auth, &store).await;
     assert!(
         stored.access_token.expose_secret().is_empty(),
         "no access token"
@@ -652,6 +636,21 @@ async fn the_lease_is_released_when_the_refresh_panics() {
     assert_eq!(lease.released.load(Ordering::SeqCst), 1);
 }
 
+/// The refresh token after the first refresh (not the first one), and the pair the store
+/// holds, which carries it as generation 2.
+async fn stored_rotation(auth: &FakeAuth, store: &MemoryTokenStore) -> (TokenSet, String) {
+    let rotated = auth.current_refresh_token();
+    assert_ne!(rotated, FIRST_REFRESH);
+    let stored = store
+        .load()
+        .await
+        .unwrap()
+        .expect("the rotated refresh token is stored");
+    assert_eq!(stored.generation, 2);
+    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    (stored, rotated)
+}
+
 /// A manager with a 30 s expiry skew, starting from `FIRST_REFRESH` alone, on `store`.
 fn skew_of_30s_manager(auth: &Arc<FakeAuth>, store: &Arc<MemoryTokenStore>) -> TokenManager {
     TokenManager::builder(token_client(auth))
@@ -772,15 +771,7 @@ async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per
     assert_eq!(log.calls.load(Ordering::SeqCst), 0);
 
     // The rotated pair is persisted: its refresh token is the only live one.
-    let rotated = auth.current_refresh_token();
-    assert_ne!(rotated, FIRST_REFRESH);
-    let stored = store
-        .load()
-        .await
-        .unwrap()
-        .expect("the rotated pair is stored");
-    assert_eq!(stored.generation, 2);
-    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    let (_, rotated) = stored_rotation(&auth, &store).await;
 
     // The server behaves again; once the hold has passed, the next refresh spends the rotated
     // refresh token.
