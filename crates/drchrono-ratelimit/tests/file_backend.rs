@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use drchrono_core::DrChronoError;
 use drchrono_ratelimit::{
     Backend, BackendError, Clock, DrChronoRateLimitLayer, FileRateLimitBackend, FileStateError,
-    Priority, RateLimitConfig, RateLimiter, Rule, TokioClock,
+    NotUntil, Priority, RateLimitConfig, RateLimiter, Rule, TokioClock,
 };
 use http::{Request, Response};
 use serde_json::Value;
@@ -59,6 +59,15 @@ async fn admit(backend: &FileRateLimitBackend, at: SystemTime, count: usize) {
 }
 
 /// A "process": a limiter on its own backend on the state file at `path`.
+/// The refusal of one interactive request at `at`.
+async fn refusal(backend: &FileRateLimitBackend, at: SystemTime) -> NotUntil {
+    backend
+        .try_acquire(at, Priority::Interactive)
+        .await
+        .unwrap()
+        .unwrap_err()
+}
+
 fn process(path: &Path, config: &RateLimitConfig, clock: TokioClock) -> RateLimiter {
     let backend = open(path, config);
     RateLimiter::builder(config.clone())
@@ -228,28 +237,16 @@ async fn a_pause_and_the_status_are_shared_through_the_file() {
 
     let until = now + Duration::from_secs(30);
     one.pause_until(now, until).await.unwrap();
-    let refused = other
-        .try_acquire(now + Duration::from_secs(1), Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&other, now + Duration::from_secs(1)).await;
     assert_eq!(refused.earliest(), until);
     // The pause, not a rule, held it.
     assert_eq!(refused.rule(), None);
     assert_eq!(other.status(now).await.unwrap().paused_until, Some(until));
-    other
-        .try_acquire(until, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap();
+    admit(&other, until, 1).await;
     assert_eq!(one.status(until).await.unwrap().rules[2].remaining, 496);
     // Eight more fill the rolling second: the refusal names that rule.
     admit(&one, until, 8).await;
-    let refused = other
-        .try_acquire(until, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&other, until).await;
     assert_eq!(refused.earliest(), until + Duration::from_secs(1));
     assert_eq!(refused.rule(), Some(config.rules()[0]));
 }
@@ -283,11 +280,7 @@ async fn a_pause_that_could_not_be_written_is_held_in_memory() {
     // same.
     fs::rename(&away, &state_dir).unwrap();
     let during = now + Duration::from_secs(1);
-    let refused = backend
-        .try_acquire(during, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&backend, during).await;
     assert_eq!(refused.earliest(), until);
     assert_eq!(refused.rule(), None);
     let status = backend.status(during).await.unwrap();
@@ -295,18 +288,10 @@ async fn a_pause_that_could_not_be_written_is_held_in_memory() {
     assert_eq!(status.rules[2].remaining, 497, "the charges were kept");
     // That decision wrote the pause: another process holds to it too.
     let other = FileRateLimitBackend::open(&path, &config).unwrap();
-    let refused = other
-        .try_acquire(during, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&other, during).await;
     assert_eq!(refused.earliest(), until);
     // At its end, requests go again.
-    backend
-        .try_acquire(until, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap();
+    admit(&backend, until, 1).await;
 
     // A 429 while the file is broken (not a state this crate wrote): the pause cannot be
     // written either, and survives the operator's removal of the file.
@@ -320,17 +305,9 @@ async fn a_pause_that_could_not_be_written_is_held_in_memory() {
     );
     fs::remove_file(&path).unwrap();
     let during = now + Duration::from_secs(1);
-    let refused = backend
-        .try_acquire(during, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&backend, during).await;
     assert_eq!(refused.earliest(), until);
-    backend
-        .try_acquire(until, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap();
+    admit(&backend, until, 1).await;
 }
 
 fn file_state_error(error: &BackendError) -> &FileStateError {
@@ -366,11 +343,7 @@ async fn a_corrupt_file_fails_closed_and_nothing_is_sent() {
         .build()
         .unwrap();
     let backend = FileRateLimitBackend::open(&path, &other_app).unwrap();
-    backend
-        .try_acquire(start(), Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap();
+    admit(&backend, start(), 1).await;
     let error = FileRateLimitBackend::open(&path, &config).unwrap_err();
     assert!(matches!(
         file_state_error(&error),
@@ -546,11 +519,7 @@ async fn an_inconsistent_file_fails_closed() {
         &format!("{},{rules}", log(9, 1_000_000_000, 0)),
     );
     fs::write(&path, twice).unwrap();
-    let refused = backend
-        .try_acquire(now, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&backend, now).await;
     assert_eq!(refused.rule(), Some(config.rules()[0]));
 }
 
@@ -828,11 +797,7 @@ async fn a_step_back_beyond_the_longest_rule_rebases_the_state() {
     admit(&backend, now, 9).await;
     // An hour and a second back, into the hour before.
     let back = now - Duration::from_secs(3_601);
-    let refused = backend
-        .try_acquire(back, Priority::Interactive)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = refusal(&backend, back).await;
     assert_eq!(refused.earliest(), back + Duration::from_secs(1));
     let state: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     let back_ns = u64::try_from(back.duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap();
