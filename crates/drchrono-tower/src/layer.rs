@@ -1,25 +1,27 @@
 //! [`DrChronoLayer`]: the four layers in the recommended order, as one `tower::Layer`.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
 use drchrono_core::LayerError;
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
-use drchrono_retry::RetryPolicy;
+use drchrono_retry::{RetryFuture, RetryPolicy};
 use tower::layer::util::Stack;
-use tower::retry::Retry;
+use tower::retry::Policy;
 use tower::{Layer, Service, ServiceBuilder};
 
-use crate::span::{AttemptSpan, DurationMetric, RequestFuture, request_span};
+use crate::request::{RequestFuture, Retries};
+use crate::span::{DurationMetric, request_span};
 
-/// The layers of [`DrChronoService`], outermost first: retry, one span per attempt, rate
-/// limit, OAuth refresh, error classification.
-pub type DrChronoStack<S> =
-    Retry<RetryPolicy, AttemptSpan<DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>>>;
+/// The layers of [`DrChronoService`] below its retry loop, outermost first: rate limit,
+/// OAuth refresh, error classification. Every attempt goes through all three.
+pub type DrChronoStack<S> = DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>;
 
-/// The service [`DrChronoLayer`] builds around a transport `S`: the [`DrChronoStack`], with
-/// the same responses and errors, each request inside its own `tracing` span.
+/// The service [`DrChronoLayer`] builds around a transport `S`: a retry loop following the
+/// [`RetryPolicy`] (tower's `Retry`, with its spans) around the [`DrChronoStack`], each request
+/// inside its own `tracing` span and each attempt inside a child span.
 ///
 /// # Spans
 /// Shaped like OpenTelemetry's HTTP client conventions (`tracing-opentelemetry` exports
@@ -36,36 +38,54 @@ pub type DrChronoStack<S> =
 /// ```
 ///
 /// No span field holds a query value, a body, a payload or a token.
-#[derive(Debug, Clone)]
+///
+/// # Retries
+/// The policy is asked about every attempt's outcome exactly as tower's `Retry` asks it
+/// (`clone_request` before each attempt, `retry` after it). A retry is sent by a fresh clone
+/// of the stack, polled ready first, so that it waits for a permit and carries the current
+/// token like any request. Clones of the service share that one copy of the stack: a
+/// request holds a reference to it, not a clone of every layer.
+#[derive(Debug)]
 pub struct DrChronoService<S> {
     inner: DrChronoStack<S>,
+    retries: Arc<Retries<DrChronoStack<S>>>,
+}
+
+impl<S: Clone> Clone for DrChronoService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            retries: Arc::clone(&self.retries),
+        }
+    }
 }
 
 impl<S> DrChronoService<S> {
-    /// The layers, outermost first.
+    /// The layers below the retry loop, outermost first.
     pub fn get_ref(&self) -> &DrChronoStack<S> {
         &self.inner
     }
 
-    /// The layers, mutably.
-    pub fn get_mut(&mut self) -> &mut DrChronoStack<S> {
-        &mut self.inner
-    }
-
-    /// Unwraps the layers.
-    pub fn into_inner(self) -> DrChronoStack<S> {
-        self.inner
+    /// The retry policy; its [`RetryPolicy::stats`] are shared by every clone.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retries.policy
     }
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for DrChronoService<S>
 where
-    DrChronoStack<S>: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    DrChronoStack<S>: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     <DrChronoStack<S> as Service<http::Request<B>>>::Error: LayerError,
+    RetryPolicy: Policy<
+            http::Request<B>,
+            http::Response<ResBody>,
+            <DrChronoStack<S> as Service<http::Request<B>>>::Error,
+            Future = RetryFuture,
+        >,
 {
     type Response = http::Response<ResBody>;
     type Error = <DrChronoStack<S> as Service<http::Request<B>>>::Error;
-    type Future = RequestFuture<<DrChronoStack<S> as Service<http::Request<B>>>::Future>;
+    type Future = RequestFuture<DrChronoStack<S>, B>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -76,17 +96,15 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let span = request_span(&request);
         let duration = DurationMetric::start(&request);
-        let entered = span.enter();
-        let future = self.inner.call(request);
-        drop(entered);
-        RequestFuture::new(future, span, duration)
+        RequestFuture::first(&mut self.inner, request, &self.retries, span, duration)
     }
 }
 
 /// The recommended DrChrono stack as one layer, outermost first:
 ///
-/// 1. [`RetryPolicy`] (`tower::retry::Retry`): every attempt goes back through the limiter
-///    and the token layer, so retries are throttled and carry the current token.
+/// 1. [`RetryPolicy`], in [`DrChronoService`]'s retry loop (tower's `Retry`, with the
+///    request's and each attempt's spans): every attempt goes back through the limiter and
+///    the token layer, so retries are throttled and carry the current token.
 /// 2. [`DrChronoRateLimitLayer`]: each attempt waits for a permit and is charged; it sees
 ///    every attempt's outcome, so a 429 holds every caller of the application.
 /// 3. [`OAuthRefreshLayer`]: attaches the current token, refreshes before expiry (one
@@ -184,7 +202,7 @@ impl DrChronoLayer {
     }
 }
 
-impl<S> Layer<S> for DrChronoLayer {
+impl<S: Clone> Layer<S> for DrChronoLayer {
     type Service = DrChronoService<S>;
 
     fn layer(&self, transport: S) -> Self::Service {
@@ -192,7 +210,8 @@ impl<S> Layer<S> for DrChronoLayer {
         let authorized = self.oauth.layer(classified);
         let limited = self.rate_limit.layer(authorized);
         DrChronoService {
-            inner: Retry::new(self.retry.clone(), AttemptSpan::new(limited)),
+            inner: limited.clone(),
+            retries: Arc::new(Retries::new(self.retry.clone(), limited)),
         }
     }
 }

@@ -65,6 +65,7 @@ mod metrics;
 mod origin;
 mod paging;
 mod redirect;
+mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod span;
@@ -81,7 +82,7 @@ pub use layer::{DrChronoLayer, DrChronoService, DrChronoStack, ServiceBuilderExt
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSnapshot;
 pub use paging::{RepeatedPage, with_page_size};
-pub use span::{AttemptSpan, RequestFuture};
+pub use request::RequestFuture;
 pub use transport::{
     ConnectTimeout, HttpsClient, https_client, https_client_with_connect_timeout, not_sent,
 };

@@ -1,17 +1,11 @@
 //! `tracing` spans shaped like OpenTelemetry's HTTP client conventions: one span per logical
-//! request ([`DrChronoService`](crate::DrChronoService)), one per attempt ([`AttemptSpan`]).
-
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+//! request and one per attempt, both made by [`DrChronoService`](crate::DrChronoService)'s
+//! retry loop ([`RequestFuture`](crate::RequestFuture)).
 
 use drchrono_core::{LayerError, ResendCount, redact};
 use std::borrow::Cow;
 
 use http::{Request, Response, StatusCode, Uri};
-use pin_project_lite::pin_project;
-use tower::Service;
-use tracing::instrument::{Instrument, Instrumented};
 use tracing::{Span, field};
 
 /// The span of one logical request, retries included: `http.request.method`,
@@ -74,28 +68,6 @@ fn redacted_url(uri: &Uri) -> String {
     out
 }
 
-pin_project! {
-    /// The future of [`DrChronoService`](crate::DrChronoService): the stack's, polled inside
-    /// the request's span, which records the outcome when it ends (and, with the `metrics`
-    /// feature, the request's duration).
-    pub struct RequestFuture<F> {
-        #[pin]
-        inner: F,
-        span: Span,
-        duration: DurationMetric,
-    }
-}
-
-impl<F> RequestFuture<F> {
-    pub(crate) fn new(inner: F, span: Span, duration: DurationMetric) -> Self {
-        Self {
-            inner,
-            span,
-            duration,
-        }
-    }
-}
-
 /// What a request's `http.client.request.duration` needs: with the `metrics` feature, when
 /// it started, its method and server; without it, nothing.
 #[cfg(feature = "metrics")]
@@ -115,35 +87,7 @@ impl DurationMetric {
     }
 
     #[inline]
-    fn finish<B, E: LayerError>(&self, _outcome: &Result<Response<B>, E>) {}
-}
-
-impl<F, B, E> Future for RequestFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: LayerError,
-{
-    type Output = F::Output;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let outcome = {
-            let _entered = this.span.enter();
-            ready!(this.inner.poll(cx))
-        };
-        if !this.span.is_disabled() {
-            record_outcome(this.span, &outcome);
-        }
-        this.duration.finish(&outcome);
-        Poll::Ready(outcome)
-    }
-}
-
-impl<F> std::fmt::Debug for RequestFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestFuture").finish_non_exhaustive()
-    }
+    pub(crate) fn finish<B, E: LayerError>(&self, _outcome: &Result<Response<B>, E>) {}
 }
 
 /// An outcome as OpenTelemetry's HTTP client conventions name it: the response's status,
@@ -168,7 +112,7 @@ pub(crate) fn outcome_of<B, E: LayerError>(
 
 /// Records `http.response.status_code` and `error.type` ([`outcome_of`]) in `span`.
 #[cold]
-fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
+pub(crate) fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E>) {
     let (status, error) = outcome_of(outcome);
     if let Some(status) = status {
         span.record("http.response.status_code", i64::from(status.as_u16()));
@@ -178,54 +122,17 @@ fn record_outcome<B, E: LayerError>(span: &Span, outcome: &Result<Response<B>, E
     }
 }
 
-/// One span per attempt (each resend of a request: OpenTelemetry's client span), with
-/// `http.request.resend_count` (0 for the first attempt, from [`ResendCount`]); the spans
-/// of what the attempt waits for (a permit, a token refresh) are its children.
-///
-/// [`DrChronoLayer`](crate::DrChronoLayer) puts it between the retry layer and the rate
-/// limiter. With no `tracing` subscriber interested, it costs a disabled span's check.
-#[derive(Debug, Clone)]
-pub struct AttemptSpan<S> {
-    inner: S,
-}
-
-impl<S> AttemptSpan<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S, B> Service<Request<B>> for AttemptSpan<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Instrumented<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = tracing::info_span!(
-            "http.client.attempt",
-            otel.kind = "client",
-            // Signed: `tracing-opentelemetry` exports unsigned values as strings, and
-            // OpenTelemetry's conventions type these attributes as ints.
-            http.request.resend_count = i64::from(ResendCount::of(&request)),
-        );
-        let entered = span.enter();
-        let future = self.inner.call(request);
-        drop(entered);
-        future.instrument(span)
-    }
+/// The span of one attempt (each resend of a request: OpenTelemetry's client span), a
+/// child of the span current where it is created (the request's), with
+/// `http.request.resend_count` (0 for the first attempt, from [`ResendCount`]). The spans of
+/// what the attempt waits for (a permit, a token refresh) are its children.
+#[inline]
+pub(crate) fn attempt_span<B>(request: &Request<B>) -> Span {
+    tracing::info_span!(
+        "http.client.attempt",
+        otel.kind = "client",
+        // Signed: `tracing-opentelemetry` exports unsigned values as strings, and
+        // OpenTelemetry's conventions type these attributes as ints.
+        http.request.resend_count = i64::from(ResendCount::of(request)),
+    )
 }

@@ -1,9 +1,14 @@
 //! `DrChronoService` as a plain tower service: every error carries its request's context,
 //! and each attempt's error is logged once.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::ready;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -207,4 +212,73 @@ async fn a_request_that_cannot_be_retried_keeps_its_own_context() {
         "{}",
         failures[0]
     );
+}
+
+/// A transport that answers with the statuses queued, then 200s, counts its clones, and is
+/// `Send` but not `Sync` (like a `BoxCloneService`).
+struct Transport {
+    clones: Arc<AtomicUsize>,
+    answers: Arc<Mutex<VecDeque<StatusCode>>>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Clone for Transport {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: Arc::clone(&self.clones),
+            answers: Arc::clone(&self.answers),
+            _not_sync: PhantomData,
+        }
+    }
+}
+
+impl Service<Req> for Transport {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Req) -> Self::Future {
+        let status = self.answers.lock().unwrap().pop_front();
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status.unwrap_or(StatusCode::OK);
+        ready(Ok(response))
+    }
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_request_holds_no_copy_of_the_stack_and_a_retry_clones_one() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(Mutex::new(VecDeque::new()));
+    let transport = Transport {
+        clones: Arc::clone(&clones),
+        answers: Arc::clone(&answers),
+        _not_sync: PhantomData,
+    };
+    let mut service = layer().layer(transport);
+    let built = clones.load(Ordering::SeqCst);
+
+    // Answered at once: no layer below the retry loop is cloned for the request.
+    for _ in 0..3 {
+        let future = service.ready().await.unwrap().call(request());
+        assert_send(&future);
+        assert_eq!(future.await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(clones.load(Ordering::SeqCst), built);
+
+    // A 503 is retried by one fresh copy of the stack, polled ready and called.
+    answers
+        .lock()
+        .unwrap()
+        .push_back(StatusCode::SERVICE_UNAVAILABLE);
+    let response = service.ready().await.unwrap().call(request()).await;
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
+    assert_eq!(clones.load(Ordering::SeqCst), built + 1);
+    assert!(answers.lock().unwrap().is_empty());
 }
