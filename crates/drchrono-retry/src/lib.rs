@@ -154,6 +154,10 @@
 //! tower's `Retry` clones the policy for every request and calls `retry` on that clone;
 //! the attempt counts, the 401 replay and the first attempt's instant (for the deadline)
 //! live there. Configuration, RNG, budget and [`RetryStats`] are shared through one `Arc`.
+//! A retry loop of your own (as `drchrono-tower`'s service runs) keeps that state as a
+//! [`RequestRetries`] beside one shared policy instead:
+//! [`RetryPolicy::clone_request_for`] and [`RetryPolicy::retry_for`] are the `Policy`
+//! calls on it.
 //!
 //! # Logging
 //!
@@ -180,5 +184,5 @@ pub use builder::RetryPolicyBuilder;
 pub use error::ConfigError;
 pub use extensions::{Idempotent, RetryOverride};
 pub use future::RetryFuture;
-pub use policy::RetryPolicy;
+pub use policy::{RequestRetries, RetryPolicy};
 pub use stats::RetryStats;

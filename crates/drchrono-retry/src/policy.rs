@@ -183,20 +183,68 @@ impl RetryPolicy {
         self.shared.counters.snapshot()
     }
 
+    /// [`Policy::clone_request`] for a request of a retry loop of your own, whose state is
+    /// `retries` ([`RequestRetries::default`] before its first attempt): what tower's `Retry`
+    /// calls on a clone of the policy made for the request, without the clone.
+    ///
+    /// ```
+    /// use drchrono_retry::{RequestRetries, RetryPolicy};
+    /// use http_body_util::Full;
+    ///
+    /// let policy = RetryPolicy::default();
+    /// let request = http::Request::get("https://app.drchrono.com/api/patients")
+    ///     .body(Full::new(bytes::Bytes::new()))
+    ///     .unwrap();
+    /// let mut retries = RequestRetries::default();
+    /// let replay = policy.clone_request_for(&mut retries, &request);
+    /// assert!(replay.is_some());
+    /// assert_eq!(policy.stats().requests, 1);
+    /// ```
+    #[inline]
+    pub fn clone_request_for<B: ReplayBody>(
+        &self,
+        retries: &mut RequestRetries,
+        request: &Request<B>,
+    ) -> Option<Request<B>> {
+        self.shared.clone_request(&mut retries.0, request)
+    }
+
+    /// [`Policy::retry`] for a request of a retry loop of your own, whose state is
+    /// `retries` (see [`clone_request_for`](Self::clone_request_for)).
+    #[inline]
+    pub fn retry_for<B, Res, E: LayerError>(
+        &self,
+        retries: &mut RequestRetries,
+        request: &mut Request<B>,
+        result: &mut Result<Response<Res>, E>,
+    ) -> Option<RetryFuture> {
+        self.shared.retry(&mut retries.0, request, result)
+    }
+}
+
+/// One request's retries under a [`RetryPolicy`] (its attempts so far, whether its 401
+/// replay was used, its first attempt's instant), for a retry loop of your own: kept per
+/// request beside a shared policy, instead of the clone of the policy that tower's `Retry`
+/// makes for each request (see [`RetryPolicy::clone_request_for`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestRetries(RequestState);
+
+impl Shared {
     fn decide(
-        &mut self,
+        &self,
+        state: &mut RequestState,
         trigger: Trigger,
         method: &Method,
         settings: &Settings,
         now: Instant,
     ) -> Result<Instant, GiveUp> {
-        let started = *self.state.started.get_or_insert(now);
+        let started = *state.started.get_or_insert(now);
         // `from_budget`: whether the retry draws from the budget. 5xx and transport retries
         // do; a 429 wait and the 401 replay do not (crate docs: "Why are 429s outside the
         // budget?").
         let (until, from_budget) = match trigger {
             Trigger::Unauthorized => {
-                if self.state.replayed || !settings.replay_unauthorized {
+                if state.replayed || !settings.replay_unauthorized {
                     return Err(GiveUp::ReplayUsed);
                 }
                 // Immediate and outside the budget: the 401 was refused before any work.
@@ -206,7 +254,7 @@ impl RetryPolicy {
                 available_at,
                 retry_after,
             } => {
-                if self.state.throttled >= settings.max_throttled_retries {
+                if state.throttled >= settings.max_throttled_retries {
                     return Err(GiveUp::OutOfRetries);
                 }
                 // A wait at the parser's bound was longer still (`Retry-After: 99999999999`,
@@ -218,7 +266,7 @@ impl RetryPolicy {
                 let until = match (available_at, retry_after) {
                     (Some(at), _) => Some(at.max(now)),
                     (None, Some(wait)) => now.checked_add(wait),
-                    (None, None) => now.checked_add(self.shared.config.default_throttle_wait),
+                    (None, None) => now.checked_add(self.config.default_throttle_wait),
                 };
                 // The server named the instant it serves again, and the limiter holds every
                 // caller until then: bounded by the 429 count, the longest wait and the
@@ -233,15 +281,14 @@ impl RetryPolicy {
                 if !provably_unsent && !is_idempotent(method) && !settings.retry_non_idempotent {
                     return Err(GiveUp::NotIdempotent);
                 }
-                if self.state.retries >= settings.max_retries {
+                if state.retries >= settings.max_retries {
                     return Err(GiveUp::OutOfRetries);
                 }
                 let delay = {
-                    let mut rng = self.shared.rng.lock().unwrap_or_else(|e| e.into_inner());
-                    self.shared
-                        .config
+                    let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                    self.config
                         .backoff
-                        .delay(self.state.retries.saturating_add(1), &mut *rng)
+                        .delay(state.retries.saturating_add(1), &mut *rng)
                 };
                 (now.checked_add(delay).ok_or(GiveUp::Deadline)?, true)
             }
@@ -250,78 +297,73 @@ impl RetryPolicy {
         // request is stuck: the deadline is moved by it.
         if let Some(limit) = settings
             .deadline
-            .and_then(|d| started.checked_add(d.saturating_add(self.state.permit_waits)))
+            .and_then(|d| started.checked_add(d.saturating_add(state.permit_waits)))
             && until > limit
         {
             return Err(GiveUp::Deadline);
         }
-        if from_budget && !self.shared.budget.withdraw() {
-            Counters::bump(&self.shared.counters.budget_exhausted);
+        if from_budget && !self.budget.withdraw() {
+            Counters::bump(&self.counters.budget_exhausted);
             return Err(GiveUp::Budget);
         }
         Ok(until)
     }
 
-    fn record(&mut self, trigger: Trigger) {
-        let c = &self.shared.counters;
+    fn record(&self, state: &mut RequestState, trigger: Trigger) {
+        let c = &self.counters;
         match trigger {
             Trigger::Unauthorized => {
-                self.state.replayed = true;
+                state.replayed = true;
                 Counters::bump(&c.unauthorized_replays);
             }
             Trigger::Throttled { .. } => {
-                self.state.throttled = self.state.throttled.saturating_add(1);
+                state.throttled = state.throttled.saturating_add(1);
                 Counters::bump(&c.throttled_retries);
             }
             Trigger::Server(_) => {
-                self.state.retries = self.state.retries.saturating_add(1);
+                state.retries = state.retries.saturating_add(1);
                 Counters::bump(&c.server_error_retries);
             }
             Trigger::Transport { .. } | Trigger::Unclassified => {
-                self.state.retries = self.state.retries.saturating_add(1);
+                state.retries = state.retries.saturating_add(1);
                 Counters::bump(&c.transport_retries);
             }
         }
     }
 }
 
-impl<B, Res, E> Policy<Request<B>, Response<Res>, E> for RetryPolicy
-where
-    B: ReplayBody,
-    E: LayerError,
-{
-    type Future = RetryFuture;
-
-    fn retry(
-        &mut self,
+impl Shared {
+    fn retry<B, Res, E: LayerError>(
+        &self,
+        state: &mut RequestState,
         req: &mut Request<B>,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<RetryFuture> {
         // The wall clock is read only to date a raw 429's `Retry-After`.
-        let config = &self.shared.config;
+        let config = &self.config;
         let trigger = Trigger::of(result, config.wall_clock)?;
         if trigger == Trigger::Unclassified && !config.retry_unclassified {
             return None;
         }
         let settings = Settings::resolve(config, req.extensions());
         if let Some(wait) = permit_wait(result) {
-            self.state.permit_waits = self.state.permit_waits.saturating_add(wait);
+            state.permit_waits = state.permit_waits.saturating_add(wait);
         }
         let now = Instant::now();
         let (method, path) = (req.method(), req.uri().path());
-        match self.decide(trigger, method, &settings, now) {
+        match self.decide(state, trigger, method, &settings, now) {
             Ok(until) => {
-                self.record(trigger);
+                self.record(state, trigger);
                 tracing::info!(
                     method = %method,
                     path,
-                    attempt = self.state.attempts(),
+                    attempt = state.attempts(),
                     reason = %trigger,
                     delay_ms = u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX),
                     "retrying DrChrono request"
                 );
                 // The copy `req` is what goes next: it says how often it went before.
-                let resends = self.state.attempts().saturating_sub(1);
+                let resends = state.attempts().saturating_sub(1);
                 req.extensions_mut().insert(ResendCount(resends));
                 Some(if until <= now {
                     RetryFuture::now()
@@ -330,8 +372,8 @@ where
                 })
             }
             Err(why) => {
-                Counters::bump(&self.shared.counters.gave_up);
-                let attempts = self.state.attempts();
+                Counters::bump(&self.counters.gave_up);
+                let attempts = state.attempts();
                 if why == GiveUp::NotIdempotent {
                     tracing::debug!(method = %method, path, attempts, reason = %trigger, why = %why,
                         "not retrying DrChrono request");
@@ -349,15 +391,20 @@ where
         }
     }
 
-    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        if self.state.is_first_attempt() {
+    #[inline]
+    fn clone_request<B: ReplayBody>(
+        &self,
+        state: &mut RequestState,
+        req: &Request<B>,
+    ) -> Option<Request<B>> {
+        if state.is_first_attempt() {
             // tower's `Retry` calls this on its own policy before cloning it for the request:
             // the instant is copied into the request's clone. One clock read serves the
             // deadline and the budget.
             let now = Instant::now();
-            self.state.started = Some(now);
-            self.shared.budget.deposit(now);
-            Counters::bump(&self.shared.counters.requests);
+            state.started = Some(now);
+            self.budget.deposit(now);
+            Counters::bump(&self.counters.requests);
         }
         let body = req.body().try_clone()?;
         let mut clone = Request::new(body);
@@ -367,6 +414,26 @@ where
         *clone.headers_mut() = req.headers().clone();
         *clone.extensions_mut() = req.extensions().clone();
         Some(clone)
+    }
+}
+
+impl<B, Res, E> Policy<Request<B>, Response<Res>, E> for RetryPolicy
+where
+    B: ReplayBody,
+    E: LayerError,
+{
+    type Future = RetryFuture;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<Res>, E>,
+    ) -> Option<RetryFuture> {
+        self.shared.retry(&mut self.state, req, result)
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        self.shared.clone_request(&mut self.state, req)
     }
 }
 

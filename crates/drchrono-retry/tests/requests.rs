@@ -175,3 +175,46 @@ fn policy_and_future_are_send_sync_and_defaults_are_documented_values() {
     // Debug output carries no secrets to leak, but must not fail.
     assert!(format!("{policy:?}").starts_with("RetryPolicy"));
 }
+
+/// A retry loop of one's own decides as tower's `Retry` does on its per-request clone:
+/// the same retries, counts and gives up at the same attempt, with no clone of the policy.
+#[tokio::test(start_paused = true)]
+async fn request_retries_beside_one_policy_decide_as_a_clone_per_request() {
+    use drchrono_retry::RequestRetries;
+    use tower::retry::Policy;
+
+    type Req = Request<Full<Bytes>>;
+    type Res = Response<Full<Bytes>>;
+    let shared = policy();
+    let mut cloned = policy();
+    let request = || {
+        Request::get("https://app.drchrono.com/api/patients")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let original = request();
+    let mut retries = RequestRetries::default();
+    let mut own = shared.clone_request_for(&mut retries, &original).unwrap();
+    let mut theirs =
+        Policy::<Req, Res, DrChronoError>::clone_request(&mut cloned, &original).unwrap();
+    let mut decisions = Vec::new();
+    loop {
+        let mut outcome = Ok::<_, DrChronoError>(status(503));
+        let ours = shared
+            .retry_for(&mut retries, &mut own, &mut outcome)
+            .is_some();
+        let mut outcome = Ok::<_, DrChronoError>(status(503));
+        let tower = cloned.retry(&mut theirs, &mut outcome).is_some();
+        assert_eq!(ours, tower);
+        decisions.push(ours);
+        if !ours {
+            break;
+        }
+        own = shared.clone_request_for(&mut retries, &own).unwrap();
+        theirs = Policy::<Req, Res, DrChronoError>::clone_request(&mut cloned, &theirs).unwrap();
+    }
+    assert_eq!(decisions, [true, true, true, false]);
+    assert_eq!(shared.stats().requests, 1);
+    assert_eq!(shared.stats().server_error_retries, 3);
+    assert_eq!(shared.stats().gave_up, 1);
+}

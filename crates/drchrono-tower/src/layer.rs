@@ -7,9 +7,8 @@ use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
 use drchrono_core::LayerError;
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
-use drchrono_retry::{RetryFuture, RetryPolicy};
+use drchrono_retry::{ReplayBody, RetryPolicy};
 use tower::layer::util::Stack;
-use tower::retry::Policy;
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::request::{RequestFuture, Retries};
@@ -76,12 +75,7 @@ impl<S, B, ResBody> Service<http::Request<B>> for DrChronoService<S>
 where
     DrChronoStack<S>: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     <DrChronoStack<S> as Service<http::Request<B>>>::Error: LayerError,
-    RetryPolicy: Policy<
-            http::Request<B>,
-            http::Response<ResBody>,
-            <DrChronoStack<S> as Service<http::Request<B>>>::Error,
-            Future = RetryFuture,
-        >,
+    B: ReplayBody,
 {
     type Response = http::Response<ResBody>;
     type Error = <DrChronoStack<S> as Service<http::Request<B>>>::Error;
