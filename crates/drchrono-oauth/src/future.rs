@@ -12,7 +12,7 @@ use http::header::AUTHORIZATION;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::manager::Triage;
+use crate::manager::{ManagerId, Triage};
 use crate::{Bearer, TokenManager};
 
 pin_project! {
@@ -26,7 +26,35 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqB>,
-        manager: TokenManager,
+        manager: Handle,
+    }
+}
+
+/// How a response future reaches its manager to triage a 401.
+enum Handle {
+    /// Called at once: by its id, found only on a 401 (see [`ManagerId`]).
+    Id(ManagerId),
+    /// Called after waiting for the token, which held the manager anyway.
+    Held(TokenManager),
+}
+
+impl Handle {
+    /// The manager, unless it was dropped (every handle of it: nobody is left to refresh).
+    #[cold]
+    fn manager(&self) -> Option<TokenManager> {
+        match self {
+            Self::Id(id) => {
+                let manager = id.upgrade();
+                if manager.is_none() {
+                    tracing::warn!(
+                        "DrChrono answered 401 to a request whose token manager was dropped \
+                         meanwhile: the error is returned as it came"
+                    );
+                }
+                manager
+            }
+            Self::Held(manager) => Some(manager.clone()),
+        }
     }
 }
 
@@ -69,10 +97,10 @@ where
     S: Service<Request<ReqB>>,
 {
     #[inline]
-    pub(crate) fn called(future: S::Future, generation: u64, manager: TokenManager) -> Self {
+    pub(crate) fn called(future: S::Future, generation: u64, manager: &TokenManager) -> Self {
         Self {
             state: State::Call { future, generation },
-            manager,
+            manager: Handle::Id(manager.id()),
         }
     }
 
@@ -86,7 +114,7 @@ where
                     request: Some(request),
                 }),
             },
-            manager,
+            manager: Handle::Held(manager),
         }
     }
 }
@@ -142,7 +170,11 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
-                    match this.manager.triage(generation) {
+                    let Some(manager) = this.manager.manager() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error));
+                    };
+                    match manager.triage(generation) {
                         Triage::Replay => {
                             this.state.set(State::Done);
                             return Poll::Ready(Err(mark_for_replay(error)));
@@ -152,7 +184,7 @@ where
                             return Poll::Ready(Err(error));
                         }
                         Triage::SlowPath => {
-                            let shared = this.manager.shared.clone();
+                            let shared = manager.shared;
                             let outcome = async move {
                                 match shared.after_unauthorized(generation).await {
                                     Ok(Some(_)) => mark_for_replay(error),

@@ -1,9 +1,10 @@
 //! [`TokenManager`]: one token family's current pair, refreshed single-flight.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 
 use drchrono_core::{DrChronoError, ErrorContext};
 use http::HeaderValue;
@@ -53,6 +54,8 @@ pub struct TokenManager {
 }
 
 pub(crate) struct Shared {
+    /// Where [`ManagerId::upgrade`] finds this manager.
+    id: ManagerId,
     pub(crate) client: TokenClient,
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) lease: Arc<dyn RefreshLease>,
@@ -400,8 +403,10 @@ impl TokenManagerBuilder {
     /// The manager. Nothing is loaded until the first request (or
     /// [`TokenManager::bearer`]).
     pub fn build(self) -> TokenManager {
-        TokenManager {
+        let id = ManagerId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let manager = TokenManager {
             shared: Arc::new(Shared {
+                id,
                 client: self.client,
                 store: self.store,
                 lease: self.lease,
@@ -425,7 +430,57 @@ impl TokenManagerBuilder {
                 attempts: AtomicU64::new(0),
                 fingerprints: RandomState::new(),
             }),
-        }
+        };
+        live()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.0, Arc::downgrade(&manager.shared));
+        manager
+    }
+}
+
+/// The next [`ManagerId`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The managers alive in this process, by [`ManagerId`].
+fn live() -> &'static std::sync::Mutex<HashMap<u64, Weak<Shared>>> {
+    static LIVE: OnceLock<std::sync::Mutex<HashMap<u64, Weak<Shared>>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// A manager's identity: finds the manager again while it lives, without holding a
+/// reference to it.
+///
+/// A request's future holds its manager's id, not a clone of the manager, for the rare
+/// 401 it must triage: a clone writes the manager's reference count, twice a request. A
+/// 401 finds the manager under a process-wide lock, taken otherwise only when a manager is
+/// built or dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ManagerId(u64);
+
+impl ManagerId {
+    /// The manager, if it is still alive (some handle of it is).
+    pub(crate) fn upgrade(self) -> Option<TokenManager> {
+        let live = live().lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = live.get(&self.0)?.upgrade()?;
+        Some(TokenManager { shared })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        live()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id.0);
+    }
+}
+
+impl TokenManager {
+    /// This manager's identity, for a future that must find it again only on a 401.
+    #[inline]
+    pub(crate) fn id(&self) -> ManagerId {
+        self.shared.id
     }
 }
 

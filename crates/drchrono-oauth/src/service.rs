@@ -191,7 +191,7 @@ where
             .headers_mut()
             .insert(AUTHORIZATION, bearer.header.clone());
         let future = self.inner.call(request);
-        ResponseFuture::called(future, generation, self.manager.clone())
+        ResponseFuture::called(future, generation, &self.manager)
     }
 }
 

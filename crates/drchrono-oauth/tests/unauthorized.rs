@@ -177,3 +177,30 @@ async fn within_the_interval_a_pair_another_process_rotated_is_still_adopted_and
     assert_eq!(auth.refreshes(), 2);
     assert_eq!(first.generation(), Some(3));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_401_after_every_handle_of_the_manager_was_dropped_is_returned_as_it_came() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let manager = manager_with_access_token(&auth, RefreshTiming::new());
+    let mut service = OAuthRefresh::new(always_401(&log), manager);
+
+    // The request's future holds no handle of the manager: with the service gone, the
+    // manager is too, and the 401 that arrives meanwhile can cause no refresh.
+    let future = tower::Service::call(service.ready().await.unwrap(), get(URL));
+    drop(service);
+    let result = future.await;
+    assert!(
+        matches!(
+            result,
+            Err(DrChronoError::Unauthorized {
+                replay_with_current_token: false,
+                persisted_after_refresh: false,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(auth.calls(), 0, "no refresh for a manager nobody holds");
+    assert_eq!(log.calls.load(Ordering::SeqCst), 1);
+}
