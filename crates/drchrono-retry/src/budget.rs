@@ -66,6 +66,9 @@ struct Ledger {
     slots: VecDeque<Slot>,
     /// When the last slot stops being the current one: until then, nothing expires.
     current_until: Option<Instant>,
+    /// Deposits ever made: the requests of the one policy that owns this budget, counted
+    /// under the lock the deposit takes anyway.
+    deposited: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -181,9 +184,17 @@ impl RetryBudget {
     #[inline]
     pub(crate) fn deposit_at(&self, now: Instant) {
         let mut ledger = self.ledger();
+        ledger.deposited = ledger.deposited.saturating_add(1);
         if let Some(slot) = self.current(&mut ledger, now) {
             slot.deposits = slot.deposits.saturating_add(1);
         }
+    }
+}
+
+impl RetryBudget {
+    /// Deposits ever made (expired ones included).
+    pub(crate) fn deposited(&self) -> u64 {
+        self.ledger().deposited
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`RetryPolicy`]: the `tower::retry::Policy` that follows DrChrono's retry guidance.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -60,11 +61,24 @@ pub(crate) enum PolicyBudget {
 }
 
 impl PolicyBudget {
+    /// A request's deposit; the request is counted too (by the crate's own budget, under
+    /// the lock its deposit takes anyway; otherwise in `requests`).
     #[inline]
-    fn deposit(&self, now: Instant) {
+    fn deposit(&self, now: Instant, requests: &AtomicU64) {
         match self {
             Self::Own(budget) => budget.deposit_at(now),
-            Self::Other(budget) => budget.deposit(),
+            Self::Other(budget) => {
+                budget.deposit();
+                Counters::bump(requests);
+            }
+        }
+    }
+
+    /// Requests counted by [`deposit`](Self::deposit).
+    fn requests(&self, requests: &AtomicU64) -> u64 {
+        match self {
+            Self::Own(budget) => budget.deposited(),
+            Self::Other(_) => requests.load(Ordering::Relaxed),
         }
     }
 
@@ -180,7 +194,9 @@ impl RetryPolicy {
 
     /// What this policy and its clones have done so far.
     pub fn stats(&self) -> RetryStats {
-        self.shared.counters.snapshot()
+        let mut stats = self.shared.counters.snapshot();
+        stats.requests = self.shared.budget.requests(&self.shared.counters.requests);
+        stats
     }
 
     /// [`Policy::clone_request`] for a request of a retry loop of your own, whose state is
@@ -403,8 +419,7 @@ impl Shared {
             // deadline and the budget.
             let now = Instant::now();
             state.started = Some(now);
-            self.budget.deposit(now);
-            Counters::bump(&self.counters.requests);
+            self.budget.deposit(now, &self.counters.requests);
         }
         let body = req.body().try_clone()?;
         let mut clone = Request::new(body);

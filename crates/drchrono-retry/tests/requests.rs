@@ -218,3 +218,27 @@ async fn request_retries_beside_one_policy_decide_as_a_clone_per_request() {
     assert_eq!(shared.stats().server_error_retries, 3);
     assert_eq!(shared.stats().gave_up, 1);
 }
+
+/// `stats().requests` counts first attempts whichever budget the policy draws on: its own
+/// (which counts them under its lock) or another.
+#[tokio::test(start_paused = true)]
+async fn requests_are_counted_with_the_own_budget_and_with_another() {
+    use drchrono_retry::RequestRetries;
+    use tower::retry::budget::TpsBudget;
+
+    let own = policy();
+    let other = RetryPolicy::builder()
+        .custom_budget(TpsBudget::new(std::time::Duration::from_secs(10), 0, 0.5))
+        .build()
+        .unwrap();
+    let request = Request::get("https://app.drchrono.com/api/patients")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    for policy in [&own, &other] {
+        for _ in 0..3 {
+            let mut retries = RequestRetries::default();
+            assert!(policy.clone_request_for(&mut retries, &request).is_some());
+        }
+        assert_eq!(policy.stats().requests, 3);
+    }
+}
