@@ -52,14 +52,16 @@ fn emit(error: &DrChronoError) {
 
 /// What the future keeps of the request, to fill an [`ErrorContext`] if needed.
 ///
-/// The URI is kept as its text, copied into one allocation, and parsed again only for an
-/// error: a clone of the `Uri` itself writes the reference counts of its shared parts
-/// twice (four atomic read-modify-writes a request with the drop), which costs more than
-/// the copy.
+/// The URI is kept as its text, parsed again only for an error: a clone of the `Uri` itself
+/// writes the reference counts of its shared parts twice (four atomic read-modify-writes a
+/// request with the drop), which costs more than the copy. The text sits in the future
+/// when it is short enough, as a DrChrono API URL usually is ([`UriText`]), and the payload
+/// (kept only for a request that names one) in an allocation of its own: the common request
+/// allocates nothing here.
 pub(crate) struct RequestInfo {
     method: Method,
-    uri: Box<str>,
-    payload: Option<Bytes>,
+    uri: UriText,
+    payload: Option<Box<Bytes>>,
 }
 
 impl std::fmt::Debug for RequestInfo {
@@ -69,7 +71,10 @@ impl std::fmt::Debug for RequestInfo {
         f.debug_struct("RequestInfo")
             .field("method", &self.method)
             .field("path", &uri.as_ref().map(Uri::path))
-            .field("payload", &self.payload.as_ref().map(Bytes::len))
+            .field(
+                "payload",
+                &self.payload.as_ref().map(|payload| payload.len()),
+            )
             .finish()
     }
 }
@@ -78,17 +83,17 @@ impl RequestInfo {
     pub(crate) fn new<B>(request: &Request<B>) -> Self {
         Self {
             method: request.method().clone(),
-            uri: uri_text(request.uri()),
+            uri: UriText::of(request.uri()),
             payload: request
                 .extensions()
                 .get::<RequestPayload>()
-                .map(|payload| payload.0.clone()),
+                .map(|payload| Box::new(payload.0.clone())),
         }
     }
 
     /// The URI again (its text always parses: it is a URI's own).
     fn uri(&self) -> Option<Uri> {
-        Uri::try_from(&*self.uri).ok()
+        Uri::try_from(self.uri.as_bytes()).ok()
     }
 
     /// The context of an error: the payload is redacted here, never stored raw.
@@ -97,24 +102,51 @@ impl RequestInfo {
         context.uri = self.uri();
         context.method = Some(self.method);
         context.occurred_at = Some(SystemTime::now());
-        context.request_payload = self.payload.as_deref().map(redact::redact_payload);
+        context.request_payload = self.payload.as_deref().map(|p| redact::redact_payload(p));
         context
     }
 }
 
-/// `uri` as the text it parses from: scheme, authority, path and query, as they are.
-fn uri_text(uri: &Uri) -> Box<str> {
-    let scheme = uri.scheme_str();
-    let authority = uri.authority().map_or("", |authority| authority.as_str());
-    let path = uri.path_and_query().map_or("", |path| path.as_str());
-    let separator = if scheme.is_some() { "://" } else { "" };
-    let scheme = scheme.unwrap_or("");
-    let mut text =
-        String::with_capacity(scheme.len() + separator.len() + authority.len() + path.len());
-    for part in [scheme, separator, authority, path] {
-        text.push_str(part);
+/// The longest URI text kept in the future itself: 94 bytes (with its length and the
+/// variant's tag, 96), enough for `https://app.drchrono.com/api/…` with an id or a short
+/// query. A longer one is kept in one allocation.
+const INLINE_URI: usize = 94;
+
+/// A URI's text: scheme, authority, path and query, as they are.
+enum UriText {
+    Inline { len: u8, bytes: [u8; INLINE_URI] },
+    Heap(Box<[u8]>),
+}
+
+impl UriText {
+    #[inline]
+    fn of(uri: &Uri) -> Self {
+        let scheme = uri.scheme_str();
+        let authority = uri.authority().map_or("", |authority| authority.as_str());
+        let path = uri.path_and_query().map_or("", |path| path.as_str());
+        let separator = if scheme.is_some() { "://" } else { "" };
+        let parts = [scheme.unwrap_or(""), separator, authority, path];
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        match u8::try_from(len) {
+            Ok(short) if len <= INLINE_URI => {
+                let mut bytes = [0; INLINE_URI];
+                let mut at = 0;
+                for part in parts {
+                    bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+                    at += part.len();
+                }
+                Self::Inline { len: short, bytes }
+            }
+            _ => Self::Heap(parts.concat().into_bytes().into_boxed_slice()),
+        }
     }
-    text.into_boxed_str()
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
 }
 
 pin_project! {

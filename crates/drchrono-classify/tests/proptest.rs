@@ -101,7 +101,8 @@ fn error_bodies_are_read_only_up_to_the_limit() {
 fn uris() -> impl Strategy<Value = http::Uri> {
     let host = "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,5}){0,2}";
     let path = "(/[A-Za-z0-9._~%!$&'()*+,;=:@-]{0,12}){0,4}";
-    let query = proptest::option::of("[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,30}");
+    // Up to 80: URIs on both sides of the 94 bytes the future keeps in place.
+    let query = proptest::option::of("[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,80}");
     let absolute = (
         prop_oneof![Just("https"), Just("http")],
         host,
