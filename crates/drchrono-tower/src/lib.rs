@@ -9,7 +9,7 @@
 //!
 //! | layer (outermost first) | crate | does |
 //! |---|---|---|
-//! | `tower::retry::Retry` + [`RetryPolicy`](retry::RetryPolicy) | [`retry`] | 5xx: 3 retries from 25–30 s, doubling, jittered; 429: waits the server's hint; 401: one replay with the current token |
+//! | [`RetryPolicy`](retry::RetryPolicy), in [`DrChronoService`]'s retry loop | [`retry`] | 5xx: 3 retries from 25–30 s, doubling, jittered; 429: waits the server's hint; 401: one replay with the current token |
 //! | [`DrChronoRateLimitLayer`](ratelimit::DrChronoRateLimitLayer) | [`ratelimit`] | releases each attempt at the earliest instant that breaks none of 9 / s, 290 / 600 s, 500 per clock hour |
 //! | [`OAuthRefreshLayer`](oauth::OAuthRefreshLayer) | [`oauth`] | attaches the token, refreshes once before expiry, persists the rotated refresh token first |
 //! | [`ErrorClassifyLayer`](classify::ErrorClassifyLayer) | [`classify`] | error responses become typed [`DrChronoError`]s |
