@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::ready;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -214,12 +214,25 @@ async fn a_request_that_cannot_be_retried_keeps_its_own_context() {
     );
 }
 
-/// A transport that answers with the statuses queued, then 200s, counts its clones, and is
-/// `Send` but not `Sync` (like a `BoxCloneService`).
+/// A transport that answers with the statuses queued, then 200s, counts its clones, fails
+/// to get ready once `fail_ready` is set, and is `Send` but not `Sync` (like a
+/// `BoxCloneService`).
 struct Transport {
     clones: Arc<AtomicUsize>,
     answers: Arc<Mutex<VecDeque<StatusCode>>>,
+    fail_ready: Arc<AtomicBool>,
     _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Transport {
+    fn new() -> Self {
+        Self {
+            clones: Arc::default(),
+            answers: Arc::default(),
+            fail_ready: Arc::default(),
+            _not_sync: PhantomData,
+        }
+    }
 }
 
 impl Clone for Transport {
@@ -228,6 +241,7 @@ impl Clone for Transport {
         Self {
             clones: Arc::clone(&self.clones),
             answers: Arc::clone(&self.answers),
+            fail_ready: Arc::clone(&self.fail_ready),
             _not_sync: PhantomData,
         }
     }
@@ -235,10 +249,13 @@ impl Clone for Transport {
 
 impl Service<Req> for Transport {
     type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Self::Response, BoxError>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.fail_ready.load(Ordering::SeqCst) {
+            return Poll::Ready(Err("no connection to be had".into()));
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -254,13 +271,11 @@ fn assert_send<T: Send>(_: &T) {}
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_request_holds_no_copy_of_the_stack_and_a_retry_clones_one() {
-    let clones = Arc::new(AtomicUsize::new(0));
-    let answers = Arc::new(Mutex::new(VecDeque::new()));
-    let transport = Transport {
-        clones: Arc::clone(&clones),
-        answers: Arc::clone(&answers),
-        _not_sync: PhantomData,
-    };
+    let transport = Transport::new();
+    let (clones, answers) = (
+        Arc::clone(&transport.clones),
+        Arc::clone(&transport.answers),
+    );
     let mut service = layer().layer(transport);
     let built = clones.load(Ordering::SeqCst);
 
@@ -281,4 +296,25 @@ async fn a_request_holds_no_copy_of_the_stack_and_a_retry_clones_one() {
     assert_eq!(response.unwrap().status(), StatusCode::OK);
     assert_eq!(clones.load(Ordering::SeqCst), built + 1);
     assert!(answers.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_whose_stack_fails_to_get_ready_ends_with_that_error() {
+    let transport = Transport::new();
+    let (answers, fail_ready) = (
+        Arc::clone(&transport.answers),
+        Arc::clone(&transport.fail_ready),
+    );
+    answers
+        .lock()
+        .unwrap()
+        .push_back(StatusCode::SERVICE_UNAVAILABLE);
+    let mut service = layer().layer(transport);
+    let future = service.ready().await.unwrap().call(request());
+    // The 503 is retried, but the copy of the stack for the retry cannot get ready.
+    fail_ready.store(true, Ordering::SeqCst);
+    match future.await {
+        Err(DrChronoError::Transport { not_sent, .. }) => assert!(not_sent),
+        other => panic!("expected the readiness error, got {other:?}"),
+    }
 }
