@@ -272,10 +272,8 @@ fn assert_send<T: Send>(_: &T) {}
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_request_holds_no_copy_of_the_stack_and_a_retry_clones_one() {
     let transport = Transport::new();
-    let (clones, answers) = (
-        Arc::clone(&transport.clones),
-        Arc::clone(&transport.answers),
-    );
+    let clones = Arc::clone(&transport.clones);
+    let answers = Arc::clone(&transport.answers);
     let mut service = layer().layer(transport);
     let built = clones.load(Ordering::SeqCst);
 
@@ -301,11 +299,9 @@ async fn a_request_holds_no_copy_of_the_stack_and_a_retry_clones_one() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_retry_whose_stack_fails_to_get_ready_ends_with_that_error() {
     let transport = Transport::new();
-    let (answers, fail_ready) = (
-        Arc::clone(&transport.answers),
-        Arc::clone(&transport.fail_ready),
-    );
-    answers
+    let fail_ready = Arc::clone(&transport.fail_ready);
+    transport
+        .answers
         .lock()
         .unwrap()
         .push_back(StatusCode::SERVICE_UNAVAILABLE);
