@@ -651,13 +651,40 @@ async fn stored_rotation(auth: &FakeAuth, store: &MemoryTokenStore) -> (TokenSet
     (stored, rotated)
 }
 
-/// A manager with a 30 s expiry skew, starting from `FIRST_REFRESH` alone, on `store`.
-fn skew_of_30s_manager(auth: &Arc<FakeAuth>, store: &Arc<MemoryTokenStore>) -> TokenManager {
-    TokenManager::builder(token_client(auth))
+/// Where the two short-grant tests start: their events captured, a token endpoint that
+/// grants 10 s tokens, and a manager with a 30 s expiry skew, starting from
+/// `FIRST_REFRESH` alone, on a store of its own.
+///
+/// Both capture: a test that met the short grant's `error` with no subscriber could leave
+/// its callsite disabled for the other, which runs alongside and counts it.
+struct ShortGrant {
+    captured: Captured,
+    _guard: tracing::subscriber::DefaultGuard,
+    auth: Arc<FakeAuth>,
+    log: Arc<ApiLog>,
+    store: Arc<MemoryTokenStore>,
+    manager: TokenManager,
+}
+
+fn short_grant() -> ShortGrant {
+    let captured = Captured::default();
+    let _guard = captured.install();
+    let auth = FakeAuth::new(600);
+    auth.send_expires_in(serde_json::json!(10));
+    let store = Arc::new(MemoryTokenStore::new());
+    let manager = TokenManager::builder(token_client(&auth))
         .shared_store(store.clone())
         .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
         .timing(RefreshTiming::new().expiry_skew(Duration::from_secs(30)))
-        .build()
+        .build();
+    ShortGrant {
+        captured,
+        _guard,
+        auth,
+        log: Arc::new(ApiLog::default()),
+        store,
+        manager,
+    }
 }
 
 /// During the hold after a grant within the expiry skew, the store is re-read every
@@ -665,15 +692,14 @@ fn skew_of_30s_manager(auth: &Arc<FakeAuth>, store: &Arc<MemoryTokenStore>) -> T
 /// adopted, which ends the hold, with no refresh.
 #[tokio::test(start_paused = true)]
 async fn a_newer_stored_pair_ends_the_hold_after_a_grant_within_the_skew() {
-    // Captured here too: a test that met the short grant's `error` with no subscriber
-    // could leave its callsite disabled for the one above, which runs alongside.
-    let captured = Captured::default();
-    let _guard = captured.install();
-    let auth = FakeAuth::new(600);
-    auth.send_expires_in(serde_json::json!(10));
-    let log = Arc::new(ApiLog::default());
-    let store = Arc::new(MemoryTokenStore::new());
-    let manager = skew_of_30s_manager(&auth, &store);
+    let ShortGrant {
+        captured,
+        _guard,
+        auth,
+        log,
+        store,
+        manager,
+    } = short_grant();
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
     assert!(service.clone().oneshot(get(URL)).await.is_err(), "held");
     assert_eq!(manager.generation(), Some(2));
@@ -711,11 +737,14 @@ async fn a_newer_stored_pair_ends_the_hold_after_a_grant_within_the_skew() {
 /// Once the hold passes, the next refresh spends the rotated refresh token.
 #[tokio::test(start_paused = true)]
 async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per_request() {
-    let captured = Captured::default();
-    let _guard = captured.install();
-    let auth = FakeAuth::new(600);
-    auth.send_expires_in(serde_json::json!(10));
-    let log = Arc::new(ApiLog::default());
+    let ShortGrant {
+        captured,
+        _guard,
+        auth,
+        log,
+        store,
+        manager,
+    } = short_grant();
     let sent: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = Arc::clone(&sent);
     let api = api(&auth, &log, Duration::ZERO).map_request(move |request: http::Request<_>| {
@@ -724,8 +753,6 @@ async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per
         seen.lock().unwrap().push(header.to_owned());
         request
     });
-    let store = Arc::new(MemoryTokenStore::new());
-    let manager = skew_of_30s_manager(&auth, &store);
     let service = Retry::new(
         ReplayOnce::default(),
         OAuthRefresh::new(api, manager.clone()),
