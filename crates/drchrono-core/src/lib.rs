@@ -40,6 +40,8 @@
 //! - [`PermitWait`]: how long an attempt waited for the rate limiter, which the retry
 //!   policy's deadline leaves out.
 //! - [`SupportReport`]: the report DrChrono asks for about 5xx errors and erratic 401s.
+//! - [`CallAt`]: a service called with the instant its caller has just read, so that the
+//!   layers of one stack read tokio's clock once per attempt.
 //!
 //! # What is never printed
 //!
@@ -50,6 +52,7 @@
 //! payload, body and field errors are redacted). `drchrono-classify`'s `tests/phi.rs` checks
 //! this for generated patient values in every place they can arrive.
 
+mod call_at;
 mod classify;
 mod debug;
 mod display;
@@ -69,6 +72,7 @@ mod scopes;
 mod source;
 mod transport;
 
+pub use call_at::CallAt;
 pub use classify::classify_response;
 pub use error::{BoxError, DrChronoError, ErrorContext, UnauthorizedKind};
 pub use fields::FieldErrors;

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tracing::Instrument;
 
-use drchrono_core::DrChronoError;
+use drchrono_core::{CallAt, DrChronoError};
 use http::Request;
 use http::header::AUTHORIZATION;
 use tokio::task::JoinHandle;
@@ -36,7 +36,9 @@ use crate::{Bearer, OAuthRefreshLayer, TokenManager};
 /// Neither takes a lock while the token stays the same: `poll_ready` reads the token's
 /// freshness from one atomic number, and a service keeps the bearer it attached last and
 /// attaches it again while the manager's state has not changed since (another atomic
-/// number) and it is not within the expiry skew of its expiry (one clock read).
+/// number) and it is not within the expiry skew of its expiry (one clock read; none when
+/// called through [`CallAt::call_at`] with its caller's reading, as `drchrono-tower`'s
+/// stack does).
 ///
 /// The token work started by `poll_ready` runs on its own tokio task (the refresh already
 /// does, so that no cancelled caller abandons a rotation half-way): `poll_ready` must be
@@ -176,8 +178,19 @@ where
     }
 
     #[inline]
-    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let now = Instant::now();
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        self.call_at(request, Instant::now())
+    }
+}
+
+/// `call` at `now`: the token attached is one that has not expired at `now`.
+impl<S, ReqB> CallAt<Request<ReqB>> for OAuthRefresh<S>
+where
+    S: Service<Request<ReqB>> + Clone,
+    S::Error: Into<DrChronoError>,
+{
+    #[inline]
+    fn call_at(&mut self, mut request: Request<ReqB>, now: Instant) -> Self::Future {
         let version = self.manager.shared.freshness.version();
         let bearer = match &self.bearer {
             Some(bearer) if bearer.holds(version, now) => bearer,

@@ -248,6 +248,28 @@ async fn refresh_now_before_any_load_loads_then_refreshes() {
     assert_eq!(auth.refreshes(), 2);
 }
 
+/// `call_at` decides the token's expiry at its caller's reading, as `call` does at its own:
+/// held ready past the expiry and called at a reading from before it, the service attaches
+/// the bearer it kept (where `call`, reading the clock, waits for a new token: above).
+#[tokio::test(start_paused = true)]
+async fn call_at_decides_the_tokens_expiry_at_the_callers_reading() {
+    use drchrono_core::CallAt;
+    use tower::Service;
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let manager = manager(&auth, Arc::new(MemoryTokenStore::new()));
+    let mut service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager);
+    service.ready().await.unwrap().call(get(URL)).await.unwrap();
+    assert_eq!(auth.refreshes(), 1);
+    service.ready().await.unwrap();
+    let read = tokio::time::Instant::now();
+    tokio::time::advance(Duration::from_secs(600)).await;
+    service.call_at(get(URL), read).await.unwrap();
+    assert_eq!(auth.refreshes(), 1);
+    assert_eq!(log.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(log.unauthorized.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_service_kept_for_every_request_attaches_each_new_token() {
     use tower::Service;

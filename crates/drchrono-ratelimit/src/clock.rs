@@ -336,7 +336,7 @@ impl TokioClock {
     /// The monotonic line at tokio instant `instant`, in nanoseconds: the anchor's wall
     /// time plus the time elapsed on tokio's clock since.
     #[inline]
-    fn monotonic_nanos_at(&self, instant: Instant) -> u64 {
+    pub(crate) fn monotonic_nanos_at(&self, instant: Instant) -> u64 {
         if let Some(anchor) = self.anchor_nanos
             && instant >= self.anchor_instant
             && let Some(now) = anchor.checked_add(duration_nanos(instant - self.anchor_instant))
@@ -365,7 +365,14 @@ impl TokioClock {
     /// decision costs one clock read instead of two.
     #[inline]
     pub(crate) fn reading_cached(&self, cache: &StepCache) -> Reading {
-        let mono = self.monotonic_nanos();
+        self.reading_cached_at(cache, Instant::now())
+    }
+
+    /// [`reading_cached`](Self::reading_cached) with tokio's clock at `now`, a reading the
+    /// caller has just taken ([`CallAt`](drchrono_core::CallAt)).
+    #[inline]
+    pub(crate) fn reading_cached_at(&self, cache: &StepCache, now: Instant) -> Reading {
+        let mono = self.monotonic_nanos_at(now);
         let steps = if self.system.is_none() {
             0
         } else if mono < cache.until.load(Ordering::Acquire) {

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use crate::clock::StepCache;
 use crate::fair::{FairQueue, Held};
 use crate::time::{Reading, ceil_ms_time, from_nanos, to_nanos};
@@ -112,6 +114,19 @@ impl Inner {
             Clocks::Tokio(clock, steps) => clock.reading_cached(steps),
             Clocks::Custom { wall, monotonic } => Reading {
                 mono: monotonic.monotonic_nanos(),
+                wall: to_nanos(wall.now()),
+            },
+        }
+    }
+
+    /// Both clocks, tokio's being at `now` (a reading the caller has just taken): a custom
+    /// wall clock is read.
+    #[inline]
+    fn reading_at(&self, now: Instant) -> Reading {
+        match &self.clocks {
+            Clocks::Tokio(clock, steps) => clock.reading_cached_at(steps, now),
+            Clocks::Custom { wall, monotonic } => Reading {
+                mono: monotonic.monotonic_nanos_at(now),
                 wall: to_nanos(wall.now()),
             },
         }
@@ -373,17 +388,32 @@ impl RateLimiter {
         }
     }
 
-    /// Admits and charges a request at once, if nobody waits ahead of it and the backend
-    /// decides synchronously and admits it. `false`: nothing was charged; the request must
-    /// [`acquire`](Self::acquire) its permit in the queue. A request naming a [`Tenant`]
-    /// (with [`FairShares`] on) always queues, and so does every request after it.
+    /// [`try_acquire_at`](Self::try_acquire_at) now.
+    #[cfg(test)]
     pub(crate) fn try_acquire_now(&self, priority: Priority, names_tenant: bool) -> bool {
+        self.try_acquire_at(priority, names_tenant, Instant::now())
+    }
+
+    /// Admits and charges a request at `now` (tokio's clock, a reading the caller has just
+    /// taken), if nobody waits ahead of it and the backend decides synchronously and admits
+    /// it. `false`: nothing was charged; the request must [`acquire`](Self::acquire) its
+    /// permit in the queue. A request naming a [`Tenant`] (with [`FairShares`] on) always
+    /// queues, and so does every request after it.
+    #[inline]
+    pub(crate) fn try_acquire_at(
+        &self,
+        priority: Priority,
+        names_tenant: bool,
+        now: Instant,
+    ) -> bool {
         let inner = &*self.inner;
         if !inner.queue.may_skip(priority, names_tenant) {
             return false;
         }
         match &inner.store {
-            Store::Memory(local) => local.try_acquire_reading(inner.reading(), priority).is_ok(),
+            Store::Memory(local) => local
+                .try_acquire_reading(inner.reading_at(now), priority)
+                .is_ok(),
             Store::Backend(backend) => {
                 let now = inner.clocks.wall().now();
                 matches!(backend.try_acquire_now(now, priority), Some(Ok(Ok(()))))

@@ -3,8 +3,9 @@
 use std::mem;
 use std::task::{Context, Poll};
 
-use drchrono_core::{ErrorContext, LayerError};
+use drchrono_core::{CallAt, ErrorContext, LayerError};
 use http::{Request, Response};
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::future::ResponseFuture;
@@ -34,6 +35,10 @@ use crate::{DrChronoRateLimitLayer, Priority, RateLimiter, Tenant};
 /// An error from the inner `poll_ready` (a token refresh that failed, say) is returned as
 /// it is, by `poll_ready` or, for a request that was queued, by its response future, with
 /// nothing charged.
+///
+/// Called through [`CallAt::call_at`], the request is charged at its caller's reading of
+/// tokio's clock (and the inner service called with it) instead of one of the limiter's
+/// own: `drchrono-tower`'s stack reads the clock once per attempt.
 ///
 /// Every attempt is charged when it is released and never refunded, as DrChrono counts a
 /// throttled request in the rules that allowed it. The outcome is inspected: a 429 (a
@@ -128,19 +133,54 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let priority = Priority::of(&request);
-        let tenant = Tenant::of(&request);
-        if self.limiter.try_acquire_now(priority, tenant.is_some()) {
-            // Admitted and charged: the service that was polled ready is called at once.
-            let future = self.inner.call(request);
-            return ResponseFuture::called(future, &self.limiter);
+        match self.try_admit(&request, Instant::now()) {
+            Ok(()) => {
+                // Admitted and charged: the service that was polled ready is called at once.
+                let future = self.inner.call(request);
+                ResponseFuture::called(future, &self.limiter)
+            }
+            Err((priority, tenant)) => self.wait_for_permit(request, priority, tenant),
         }
-        let tenant = tenant.cloned();
-        self.wait_for_permit(request, priority, tenant)
+    }
+}
+
+/// `call` at `now`: the request is charged at `now` and, if admitted, the inner service is
+/// called at `now` too.
+impl<S, ReqBody, ResBody> CallAt<Request<ReqBody>> for DrChronoRateLimit<S>
+where
+    S: CallAt<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: LayerError + Send + 'static,
+    ReqBody: Send + 'static,
+{
+    #[inline]
+    fn call_at(&mut self, request: Request<ReqBody>, now: Instant) -> Self::Future {
+        match self.try_admit(&request, now) {
+            Ok(()) => {
+                let future = self.inner.call_at(request, now);
+                ResponseFuture::called(future, &self.limiter)
+            }
+            Err((priority, tenant)) => self.wait_for_permit(request, priority, tenant),
+        }
     }
 }
 
 impl<S> DrChronoRateLimit<S> {
+    /// Charges `request` at `now` if it may go at once; otherwise what it queues with.
+    #[inline]
+    fn try_admit<ReqBody>(
+        &self,
+        request: &Request<ReqBody>,
+        now: Instant,
+    ) -> Result<(), (Priority, Option<Tenant>)> {
+        let priority = Priority::of(request);
+        let tenant = Tenant::of(request);
+        if self.limiter.try_acquire_at(priority, tenant.is_some(), now) {
+            Ok(())
+        } else {
+            Err((priority, tenant.cloned()))
+        }
+    }
+
     /// `call` when the request must wait: keeps the service that was polled ready for it and
     /// leaves a clone in its place. Out of line, so that the admitted path stays small.
     #[cold]

@@ -307,3 +307,54 @@ async fn an_attempt_that_waited_reports_its_wait() {
     let other = failing(false).oneshot(Request::new(())).await.unwrap_err();
     assert!(other.downcast_ref::<std::io::Error>().is_some());
 }
+
+/// Answers 200, recording the instant each `call_at` was given.
+#[derive(Clone, Default)]
+struct ReadingLog(Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>);
+
+impl tower::Service<Request<()>> for ReadingLog {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<()>) -> Self::Future {
+        drchrono_core::CallAt::call_at(self, request, tokio::time::Instant::now())
+    }
+}
+
+impl drchrono_core::CallAt<Request<()>> for ReadingLog {
+    fn call_at(&mut self, _request: Request<()>, now: tokio::time::Instant) -> Self::Future {
+        self.0.lock().unwrap().push(now);
+        std::future::ready(Ok(Response::new(())))
+    }
+}
+
+/// `call_at` charges the request at its caller's reading of tokio's clock, not at one of
+/// its own, and calls the service below at that reading too.
+#[tokio::test(start_paused = true)]
+async fn call_at_charges_at_the_callers_reading() {
+    use drchrono_core::CallAt;
+
+    let limiter = limiter_with(
+        RateLimitConfig::builder()
+            .max_per_second(1)
+            .safety_margin(Duration::ZERO),
+    );
+    let readings = ReadingLog::default();
+    let mut service = DrChronoRateLimitLayer::new(limiter.clone()).layer(readings.clone());
+    let read = tokio::time::Instant::now();
+    tokio::time::advance(secs(0.4)).await;
+    service.ready().await.unwrap();
+    service.call_at(Request::new(()), read).await.unwrap();
+    assert_eq!(*readings.0.lock().unwrap(), [read]);
+    // Charged at `read`: the next permit is one second after it, not after the call.
+    let status = limiter.status().await.unwrap();
+    assert_eq!(status.next_available, start() + secs(1.0));
+}

@@ -203,16 +203,23 @@ impl RetryPolicy {
     /// `retries` ([`RequestRetries::default`] before its first attempt): what tower's `Retry`
     /// calls on a clone of the policy made for the request, without the clone.
     ///
+    /// `now` is tokio's clock, read as the attempt starts: the first attempt's starts the
+    /// request's deadline ([`RetryPolicyBuilder::deadline`](crate::RetryPolicyBuilder::deadline))
+    /// and dates its deposit in the budget. (tower's `Retry` reads the clock itself.) A loop
+    /// that passes the same reading to the stack it calls
+    /// ([`CallAt`](drchrono_core::CallAt)) reads the clock once per attempt.
+    ///
     /// ```
     /// use drchrono_retry::{RequestRetries, RetryPolicy};
     /// use http_body_util::Full;
+    /// use tokio::time::Instant;
     ///
     /// let policy = RetryPolicy::default();
     /// let request = http::Request::get("https://app.drchrono.com/api/patients")
     ///     .body(Full::new(bytes::Bytes::new()))
     ///     .unwrap();
     /// let mut retries = RequestRetries::default();
-    /// let replay = policy.clone_request_for(&mut retries, &request);
+    /// let replay = policy.clone_request_for(&mut retries, &request, Instant::now());
     /// assert!(replay.is_some());
     /// assert_eq!(policy.stats().requests, 1);
     /// ```
@@ -221,8 +228,10 @@ impl RetryPolicy {
         &self,
         retries: &mut RequestRetries,
         request: &Request<B>,
+        now: Instant,
     ) -> Option<Request<B>> {
-        self.shared.clone_request(&mut retries.0, request)
+        self.shared
+            .clone_request(&mut retries.0, request, Some(now))
     }
 
     /// [`Policy::retry`] for a request of a retry loop of your own, whose state is
@@ -412,12 +421,13 @@ impl Shared {
         &self,
         state: &mut RequestState,
         req: &Request<B>,
+        now: Option<Instant>,
     ) -> Option<Request<B>> {
         if state.is_first_attempt() {
             // tower's `Retry` calls this on its own policy before cloning it for the request:
             // the instant is copied into the request's clone. One clock read serves the
             // deadline and the budget.
-            let now = Instant::now();
+            let now = now.unwrap_or_else(Instant::now);
             state.started = Some(now);
             self.budget.deposit(now, &self.counters.requests);
         }
@@ -448,7 +458,7 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        self.shared.clone_request(&mut self.state, req)
+        self.shared.clone_request(&mut self.state, req, None)
     }
 }
 

@@ -11,6 +11,7 @@ use drchrono_retry::RetryPolicy;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::*;
+use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
 fn policy() -> RetryPolicy {
@@ -194,7 +195,9 @@ async fn request_retries_beside_one_policy_decide_as_a_clone_per_request() {
     };
     let original = request();
     let mut retries = RequestRetries::default();
-    let mut own = shared.clone_request_for(&mut retries, &original).unwrap();
+    let mut own = shared
+        .clone_request_for(&mut retries, &original, Instant::now())
+        .unwrap();
     let mut theirs =
         Policy::<Req, Res, DrChronoError>::clone_request(&mut cloned, &original).unwrap();
     let mut decisions = Vec::new();
@@ -210,7 +213,9 @@ async fn request_retries_beside_one_policy_decide_as_a_clone_per_request() {
         if !ours {
             break;
         }
-        own = shared.clone_request_for(&mut retries, &own).unwrap();
+        own = shared
+            .clone_request_for(&mut retries, &own, Instant::now())
+            .unwrap();
         theirs = Policy::<Req, Res, DrChronoError>::clone_request(&mut cloned, &theirs).unwrap();
     }
     assert_eq!(decisions, [true, true, true, false]);
@@ -237,8 +242,47 @@ async fn requests_are_counted_with_the_own_budget_and_with_another() {
     for policy in [&own, &other] {
         for _ in 0..3 {
             let mut retries = RequestRetries::default();
-            assert!(policy.clone_request_for(&mut retries, &request).is_some());
+            assert!(
+                policy
+                    .clone_request_for(&mut retries, &request, Instant::now())
+                    .is_some()
+            );
         }
         assert_eq!(policy.stats().requests, 3);
     }
+}
+
+/// The reading given with a request's first attempt starts its deadline: a 503 that comes
+/// more than the deadline after that reading is not retried, however soon after the copy
+/// was made.
+#[tokio::test(start_paused = true)]
+async fn the_first_attempts_reading_starts_the_deadline() {
+    use drchrono_retry::RequestRetries;
+
+    let policy = RetryPolicy::builder()
+        .seed(1)
+        .deadline(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let request = Request::get("https://app.drchrono.com/api/patients")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let read = Instant::now();
+    // The first 5xx delay is 25 s to 30 s: it ends within the 60 s deadline counted from
+    // now, past the one counted from `read`.
+    tokio::time::advance(std::time::Duration::from_secs(36)).await;
+    let retried: Vec<bool> = [read, Instant::now()]
+        .into_iter()
+        .map(|now| {
+            let mut retries = RequestRetries::default();
+            let mut copy = policy
+                .clone_request_for(&mut retries, &request, now)
+                .unwrap();
+            let mut outcome = Ok::<_, DrChronoError>(status(503));
+            policy
+                .retry_for(&mut retries, &mut copy, &mut outcome)
+                .is_some()
+        })
+        .collect();
+    assert_eq!(retried, [false, true]);
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use drchrono_classify::{ErrorClassify, ErrorClassifyLayer};
-use drchrono_core::LayerError;
+use drchrono_core::{CallAt, LayerError};
 use drchrono_oauth::{OAuthRefresh, OAuthRefreshLayer, TokenManager};
 use drchrono_ratelimit::{DrChronoRateLimit, DrChronoRateLimitLayer, RateLimiter};
 use drchrono_retry::{ReplayBody, RetryPolicy};
@@ -44,6 +44,14 @@ pub type DrChronoStack<S> = DrChronoRateLimit<OAuthRefresh<ErrorClassify<S>>>;
 /// of the stack, polled ready first, so that it waits for a permit and carries the current
 /// token like any request. Clones of the service share that one copy of the stack: a
 /// request holds a reference to it, not a clone of every layer.
+///
+/// # One clock reading per attempt
+/// Each attempt reads tokio's clock once and passes the reading down with
+/// [`CallAt::call_at`]: it starts the policy's deadline and dates its budget deposit (for the
+/// first attempt), the limiter charges the attempt at it, and the OAuth layer checks at it
+/// that the token it attaches has not expired. (Composed by hand, each layer reads the clock
+/// itself.) The token's freshness is still read in `poll_ready`, which comes before it and
+/// may be far from it.
 #[derive(Debug)]
 pub struct DrChronoService<S> {
     inner: DrChronoStack<S>,
@@ -73,7 +81,7 @@ impl<S> DrChronoService<S> {
 
 impl<S, B, ResBody> Service<http::Request<B>> for DrChronoService<S>
 where
-    DrChronoStack<S>: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
+    DrChronoStack<S>: CallAt<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     <DrChronoStack<S> as Service<http::Request<B>>>::Error: LayerError,
     B: ReplayBody,
 {

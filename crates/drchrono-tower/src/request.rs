@@ -5,7 +5,8 @@
 //! request's and each attempt's span held beside the attempt rather than around it, one
 //! shared policy beside the request's [`RequestRetries`] rather than a clone of the policy,
 //! and the service for a retry cloned from one shared copy of the stack when a retry needs
-//! it, not with every request.
+//! it, not with every request. Each attempt reads tokio's clock once, for the policy and for
+//! the stack ([`CallAt`]).
 
 use std::fmt;
 use std::future::Future;
@@ -13,10 +14,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use drchrono_core::LayerError;
+use drchrono_core::{CallAt, LayerError};
 use drchrono_retry::{ReplayBody, RequestRetries, RetryFuture, RetryPolicy};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower::Service;
 use tracing::Span;
 
@@ -128,7 +130,7 @@ pin_project! {
 
 impl<S, B> RequestFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: CallAt<Request<B>>,
 {
     /// Calls `service` (polled ready) for the request's first attempt, inside `span`.
     ///
@@ -147,11 +149,16 @@ where
     {
         let mut attempts = RequestRetries::default();
         let entered = span.enter();
+        // One reading of the clock for the attempt: the policy's deadline and budget, the
+        // limiter's charge, the token's expiry.
+        let now = Instant::now();
         // tower's order: the copy first, then the call.
-        let replay = retries.policy.clone_request_for(&mut attempts, &request);
+        let replay = retries
+            .policy
+            .clone_request_for(&mut attempts, &request, now);
         let attempt = attempt_span(&request);
         let attempt_entered = attempt.enter();
-        let future = service.call(request);
+        let future = service.call_at(request, now);
         drop(attempt_entered);
         drop(entered);
         Self {
@@ -167,7 +174,7 @@ where
 
 impl<S, B, ResBody> Future for RequestFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S: CallAt<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: LayerError,
     B: ReplayBody,
 {
@@ -222,14 +229,15 @@ where
                     let Some(request) = this.replay.take() else {
                         panic!("a retry is decided only for a request with a copy");
                     };
-                    *this.replay = this
-                        .retries
-                        .policy
-                        .clone_request_for(this.attempts, &request);
+                    let now = Instant::now();
+                    *this.replay =
+                        this.retries
+                            .policy
+                            .clone_request_for(this.attempts, &request, now);
                     let attempt = attempt_span(&request);
                     let future = {
                         let _attempt = attempt.enter();
-                        ready.call(request)
+                        ready.call_at(request, now)
                     };
                     match this.spans {
                         Some(spans) => spans.attempt = attempt,
