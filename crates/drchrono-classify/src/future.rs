@@ -124,20 +124,37 @@ impl UriText {
         let scheme = uri.scheme_str();
         let authority = uri.authority().map_or("", |authority| authority.as_str());
         let path = uri.path_and_query().map_or("", |path| path.as_str());
-        let separator = if scheme.is_some() { "://" } else { "" };
-        let parts = [scheme.unwrap_or(""), separator, authority, path];
-        let len: usize = parts.iter().map(|part| part.len()).sum();
+        // The scheme and `://`.
+        let prefix = scheme.map_or(0, |scheme| scheme.len() + 3);
+        let len = prefix + authority.len() + path.len();
         match u8::try_from(len) {
             Ok(short) if len <= INLINE_URI => {
                 let mut bytes = [0; INLINE_URI];
-                let mut at = 0;
-                for part in parts {
+                match scheme {
+                    // DrChrono's: one store of a constant, not a call to `memcpy`.
+                    Some("https") => {
+                        if let Some((head, _)) = bytes.split_first_chunk_mut::<8>() {
+                            *head = *b"https://";
+                        }
+                    }
+                    Some(scheme) => {
+                        bytes[..scheme.len()].copy_from_slice(scheme.as_bytes());
+                        bytes[scheme.len()..prefix].copy_from_slice(b"://");
+                    }
+                    None => {}
+                }
+                let mut at = prefix;
+                for part in [authority, path] {
                     bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
                     at += part.len();
                 }
                 Self::Inline { len: short, bytes }
             }
-            _ => Self::Heap(parts.concat().into_bytes().into_boxed_slice()),
+            _ => {
+                let separator = if scheme.is_some() { "://" } else { "" };
+                let parts = [scheme.unwrap_or(""), separator, authority, path];
+                Self::Heap(parts.concat().into_bytes().into_boxed_slice())
+            }
         }
     }
 

@@ -96,7 +96,8 @@ fn error_bodies_are_read_only_up_to_the_limit() {
         .unwrap();
 }
 
-/// A URI in each of its forms: absolute (with or without a port, a path, a query), origin
+/// A URI in each of its forms: absolute (`https`, `http` or another scheme, with or without
+/// a port, a path, a query), origin
 /// (a path alone), authority (`host:port`, as CONNECT sends), and `*`.
 fn uris() -> impl Strategy<Value = http::Uri> {
     let host = "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,5}){0,2}";
@@ -104,7 +105,11 @@ fn uris() -> impl Strategy<Value = http::Uri> {
     // Up to 80: URIs on both sides of the 94 bytes the future keeps in place.
     let query = proptest::option::of("[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,80}");
     let absolute = (
-        prop_oneof![Just("https"), Just("http")],
+        prop_oneof![
+            Just("https".to_owned()),
+            Just("http".to_owned()),
+            "[a-z][a-z0-9+.-]{0,8}"
+        ],
         host,
         proptest::option::of(1u16..),
         path,
