@@ -399,7 +399,6 @@ impl RateLimiter {
     /// it. `false`: nothing was charged; the request must [`acquire`](Self::acquire) its
     /// permit in the queue. A request naming a [`Tenant`] (with [`FairShares`] on) always
     /// queues, and so does every request after it.
-    #[inline]
     pub(crate) fn try_acquire_at(
         &self,
         priority: Priority,
