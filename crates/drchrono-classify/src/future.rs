@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use crate::layer::Config;
 use crate::trace;
 use drchrono_core::{
-    BoxError, DrChronoError, ErrorContext, RequestPayload, classify_response, redact,
+    BoxError, DrChronoError, ErrorContext, RequestPayload, UriText, classify_response, redact,
 };
 
 /// Where the context of the request comes from, should the call fail.
@@ -93,7 +93,7 @@ impl RequestInfo {
 
     /// The URI again (its text always parses: it is a URI's own).
     fn uri(&self) -> Option<Uri> {
-        Uri::try_from(self.uri.as_bytes()).ok()
+        self.uri.to_uri()
     }
 
     /// The context of an error: the payload is redacted here, never stored raw.
@@ -104,65 +104,6 @@ impl RequestInfo {
         context.occurred_at = Some(SystemTime::now());
         context.request_payload = self.payload.as_deref().map(|p| redact::redact_payload(p));
         context
-    }
-}
-
-/// The longest URI text kept in the future itself: 94 bytes (with its length and the
-/// variant's tag, 96), enough for `https://app.drchrono.com/api/…` with an id or a short
-/// query. A longer one is kept in one allocation.
-const INLINE_URI: usize = 94;
-
-/// A URI's text: scheme, authority, path and query, as they are.
-enum UriText {
-    Inline { len: u8, bytes: [u8; INLINE_URI] },
-    Heap(Box<[u8]>),
-}
-
-impl UriText {
-    #[inline]
-    fn of(uri: &Uri) -> Self {
-        let scheme = uri.scheme_str();
-        let authority = uri.authority().map_or("", |authority| authority.as_str());
-        let path = uri.path_and_query().map_or("", |path| path.as_str());
-        // The scheme and `://`.
-        let prefix = scheme.map_or(0, |scheme| scheme.len() + 3);
-        let len = prefix + authority.len() + path.len();
-        match u8::try_from(len) {
-            Ok(short) if len <= INLINE_URI => {
-                let mut bytes = [0; INLINE_URI];
-                match scheme {
-                    // DrChrono's: one store of a constant, not a call to `memcpy`.
-                    Some("https") => {
-                        if let Some((head, _)) = bytes.split_first_chunk_mut::<8>() {
-                            *head = *b"https://";
-                        }
-                    }
-                    Some(scheme) => {
-                        bytes[..scheme.len()].copy_from_slice(scheme.as_bytes());
-                        bytes[scheme.len()..prefix].copy_from_slice(b"://");
-                    }
-                    None => {}
-                }
-                let mut at = prefix;
-                for part in [authority, path] {
-                    bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
-                    at += part.len();
-                }
-                Self::Inline { len: short, bytes }
-            }
-            _ => {
-                let separator = if scheme.is_some() { "://" } else { "" };
-                let parts = [scheme.unwrap_or(""), separator, authority, path];
-                Self::Heap(parts.concat().into_bytes().into_boxed_slice())
-            }
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Heap(bytes) => bytes,
-        }
     }
 }
 

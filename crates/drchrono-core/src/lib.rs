@@ -71,6 +71,7 @@ mod report;
 mod scopes;
 mod source;
 mod transport;
+mod uri_text;
 
 pub use call_at::CallAt;
 pub use classify::classify_response;
@@ -83,3 +84,4 @@ pub use report::{SUPPORT_EMAIL, SupportReport};
 pub use scopes::required_scopes;
 pub use source::RedactedJsonError;
 pub use transport::{ConnectError, NotSentPredicate, is_connect_error};
+pub use uri_text::UriText;

@@ -174,6 +174,7 @@ mod error;
 mod extensions;
 mod future;
 mod policy;
+mod replay;
 mod stats;
 mod trigger;
 
@@ -185,4 +186,5 @@ pub use error::ConfigError;
 pub use extensions::{Idempotent, RetryOverride};
 pub use future::RetryFuture;
 pub use policy::{RequestRetries, RetryPolicy};
+pub use replay::Replay;
 pub use stats::RetryStats;

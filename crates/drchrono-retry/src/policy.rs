@@ -14,7 +14,9 @@ use tower::retry::{Policy, RetryLayer};
 
 use crate::stats::Counters;
 use crate::trigger::Trigger;
-use crate::{Backoff, Idempotent, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryStats};
+use crate::{
+    Backoff, Idempotent, Replay, ReplayBody, RetryBudget, RetryFuture, RetryOverride, RetryStats,
+};
 
 /// The settings a policy was built with, shared by its clones.
 #[derive(Debug, Clone)]
@@ -229,9 +231,10 @@ impl RetryPolicy {
         retries: &mut RequestRetries,
         request: &Request<B>,
         now: Instant,
-    ) -> Option<Request<B>> {
-        self.shared
-            .clone_request(&mut retries.0, request, Some(now))
+    ) -> Option<Replay<B>> {
+        self.shared.start(&mut retries.0, Some(now));
+        let body = request.body().try_clone()?;
+        Some(Replay::of(request, body))
     }
 
     /// [`Policy::retry`] for a request of a retry loop of your own, whose state is
@@ -240,10 +243,10 @@ impl RetryPolicy {
     pub fn retry_for<B, Res, E: LayerError>(
         &self,
         retries: &mut RequestRetries,
-        request: &mut Request<B>,
+        replay: &mut Replay<B>,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<RetryFuture> {
-        self.shared.retry(&mut retries.0, request, result)
+        self.shared.retry(&mut retries.0, replay, result)
     }
 }
 
@@ -357,11 +360,62 @@ impl Shared {
     }
 }
 
+/// What the policy reads of the copy that goes next, and marks on it: a `Request` (tower's
+/// `Retry`) or a [`Replay`] (a loop of one's own).
+trait Next {
+    fn method(&self) -> &Method;
+    fn extensions(&self) -> &http::Extensions;
+    fn extensions_mut(&mut self) -> &mut http::Extensions;
+    /// Readies [`path`](Self::path): a failed attempt's events name it.
+    fn prepare(&mut self) {}
+    fn path(&self) -> &str;
+}
+
+impl<B> Next for Request<B> {
+    fn method(&self) -> &Method {
+        self.method()
+    }
+
+    fn extensions(&self) -> &http::Extensions {
+        self.extensions()
+    }
+
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        self.extensions_mut()
+    }
+
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+}
+
+impl<B> Next for Replay<B> {
+    fn method(&self) -> &Method {
+        self.method()
+    }
+
+    fn extensions(&self) -> &http::Extensions {
+        self.extensions()
+    }
+
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        self.extensions_mut()
+    }
+
+    fn prepare(&mut self) {
+        self.parse_uri();
+    }
+
+    fn path(&self) -> &str {
+        self.path()
+    }
+}
+
 impl Shared {
-    fn retry<B, Res, E: LayerError>(
+    fn retry<N: Next, Res, E: LayerError>(
         &self,
         state: &mut RequestState,
-        req: &mut Request<B>,
+        req: &mut N,
         result: &mut Result<Response<Res>, E>,
     ) -> Option<RetryFuture> {
         // The wall clock is read only to date a raw 429's `Retry-After`.
@@ -375,7 +429,8 @@ impl Shared {
             state.permit_waits = state.permit_waits.saturating_add(wait);
         }
         let now = Instant::now();
-        let (method, path) = (req.method(), req.uri().path());
+        req.prepare();
+        let (method, path) = (req.method(), req.path());
         match self.decide(state, trigger, method, &settings, now) {
             Ok(until) => {
                 self.record(state, trigger);
@@ -416,13 +471,10 @@ impl Shared {
         }
     }
 
+    /// The first attempt's start, before its copy: its instant starts the deadline and
+    /// dates its deposit in the budget.
     #[inline]
-    fn clone_request<B: ReplayBody>(
-        &self,
-        state: &mut RequestState,
-        req: &Request<B>,
-        now: Option<Instant>,
-    ) -> Option<Request<B>> {
+    fn start(&self, state: &mut RequestState, now: Option<Instant>) {
         if state.is_first_attempt() {
             // tower's `Retry` calls this on its own policy before cloning it for the request:
             // the instant is copied into the request's clone. One clock read serves the
@@ -431,6 +483,15 @@ impl Shared {
             state.started = Some(now);
             self.budget.deposit(now, &self.counters.requests);
         }
+    }
+
+    #[inline]
+    fn clone_request<B: ReplayBody>(
+        &self,
+        state: &mut RequestState,
+        req: &Request<B>,
+    ) -> Option<Request<B>> {
+        self.start(state, None);
         let body = req.body().try_clone()?;
         let mut clone = Request::new(body);
         *clone.method_mut() = req.method().clone();
@@ -458,7 +519,7 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        self.shared.clone_request(&mut self.state, req, None)
+        self.shared.clone_request(&mut self.state, req)
     }
 }
 

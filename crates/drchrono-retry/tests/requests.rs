@@ -213,8 +213,10 @@ async fn request_retries_beside_one_policy_decide_as_a_clone_per_request() {
         if !ours {
             break;
         }
+        // The copy is sent, and copied again for the attempt after it.
+        let sent = own.into_request().unwrap();
         own = shared
-            .clone_request_for(&mut retries, &own, Instant::now())
+            .clone_request_for(&mut retries, &sent, Instant::now())
             .unwrap();
         theirs = Policy::<Req, Res, DrChronoError>::clone_request(&mut cloned, &theirs).unwrap();
     }
@@ -285,4 +287,64 @@ async fn the_first_attempts_reading_starts_the_deadline() {
         })
         .collect();
     assert_eq!(retried, [false, true]);
+}
+
+/// A loop of one's own gets the same copy as tower's `Retry`: method, URI (a long one with a
+/// query too, kept out of line), version, headers, extensions and body; marked with its
+/// resend count once a retry is decided; and its `Debug` names no query.
+#[tokio::test(start_paused = true)]
+async fn a_replay_sends_again_what_the_request_sent() {
+    use drchrono_core::ResendCount;
+    use drchrono_retry::RequestRetries;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag(u32);
+
+    let policy = policy();
+    for uri in [
+        "https://app.drchrono.com/api/patients/7".to_owned(),
+        format!(
+            "http://127.0.0.1:8080/api/appointments?patient=SECRET&since=2026-01-01&{}",
+            "x".repeat(100)
+        ),
+    ] {
+        let mut request = Request::builder()
+            .method(Method::PUT)
+            .uri(uri.as_str())
+            .version(http::Version::HTTP_10)
+            .header("x-custom", "kept")
+            .body(Full::new(Bytes::from_static(
+                b"{\"first_name\":\"REDACT\"}",
+            )))
+            .unwrap();
+        request.extensions_mut().insert(Tag(9));
+        let mut retries = RequestRetries::default();
+        let mut replay = policy
+            .clone_request_for(&mut retries, &request, Instant::now())
+            .unwrap();
+        assert!(!format!("{replay:?}").contains("SECRET"));
+        let mut outcome = Ok::<_, DrChronoError>(status(503));
+        assert!(
+            policy
+                .retry_for(&mut retries, &mut replay, &mut outcome)
+                .is_some()
+        );
+        let debug = format!("{replay:?}");
+        assert!(
+            debug.contains("/api/") && !debug.contains("SECRET"),
+            "{debug}"
+        );
+        let again = replay.into_request().unwrap();
+        assert_eq!(again.method(), Method::PUT);
+        assert_eq!(again.uri(), request.uri());
+        assert_eq!(again.version(), http::Version::HTTP_10);
+        assert_eq!(again.headers(), request.headers());
+        assert_eq!(again.extensions().get::<Tag>(), Some(&Tag(9)));
+        assert_eq!(
+            again.extensions().get::<ResendCount>(),
+            Some(&ResendCount(1))
+        );
+        let body = again.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "{\"first_name\":\"REDACT\"}");
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use drchrono_core::{CallAt, LayerError};
-use drchrono_retry::{ReplayBody, RequestRetries, RetryFuture, RetryPolicy};
+use drchrono_retry::{Replay, ReplayBody, RequestRetries, RetryFuture, RetryPolicy};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -82,8 +82,12 @@ pin_project! {
         // `None` while neither span is enabled: no subscriber is interested, which costs no
         // space in the future.
         spans: Option<Box<Spans>>,
-        // The copy the next attempt sends (`None`: the policy would not retry this request).
-        replay: Option<Request<B>>,
+        // The copy of the attempt in flight, for the next (`None`: the policy would not
+        // retry this request).
+        replay: Option<Replay<B>>,
+        // The request the next attempt sends, once a retry is decided. Boxed: only a retry
+        // gets here.
+        next: Option<Box<Request<B>>>,
         // This request's state under the shared policy.
         attempts: RequestRetries,
         retries: Arc<Retries<S>>,
@@ -165,6 +169,7 @@ where
             state: State::Called { future },
             spans: Spans::of(span, attempt),
             replay,
+            next: None,
             attempts,
             retries: Arc::clone(retries),
             duration,
@@ -201,12 +206,20 @@ where
                         }
                         None => None,
                     };
-                    let Some(wait) = wait else {
+                    // The copy goes next, a request again (its URI parsed once more). One
+                    // whose text did not parse (a URI's own always does) ends the request
+                    // as a policy that does not retry it would.
+                    let next = wait
+                        .is_some()
+                        .then(|| this.replay.take().and_then(Replay::into_request))
+                        .flatten();
+                    let (Some(wait), Some(next)) = (wait, next) else {
                         // Returned from here, not after the loop: one copy of the response
                         // less. Polled again, the finished attempt's future panics.
                         finish(this.spans, this.duration, &outcome);
                         return Poll::Ready(outcome);
                     };
+                    *this.next = Some(Box::new(next));
                     // The attempt is over (its span closes after the policy's event, as the
                     // attempt's future would).
                     if let Some(spans) = this.spans {
@@ -226,9 +239,10 @@ where
                         finish(this.spans, this.duration, &outcome);
                         return Poll::Ready(outcome);
                     }
-                    let Some(request) = this.replay.take() else {
-                        panic!("a retry is decided only for a request with a copy");
+                    let Some(request) = this.next.take() else {
+                        panic!("a retry is decided only with the request it sends");
                     };
+                    let request = *request;
                     let now = Instant::now();
                     *this.replay =
                         this.retries
