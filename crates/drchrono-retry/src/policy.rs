@@ -362,7 +362,7 @@ impl Shared {
 
 /// What the policy reads of the copy that goes next, and marks on it: a `Request` (tower's
 /// `Retry`) or a [`Replay`] (a loop of one's own).
-trait Next {
+pub(crate) trait Next {
     fn method(&self) -> &Method;
     fn extensions(&self) -> &http::Extensions;
     fn extensions_mut(&mut self) -> &mut http::Extensions;
@@ -386,28 +386,6 @@ impl<B> Next for Request<B> {
 
     fn path(&self) -> &str {
         self.uri().path()
-    }
-}
-
-impl<B> Next for Replay<B> {
-    fn method(&self) -> &Method {
-        self.method()
-    }
-
-    fn extensions(&self) -> &http::Extensions {
-        self.extensions()
-    }
-
-    fn extensions_mut(&mut self) -> &mut http::Extensions {
-        self.extensions_mut()
-    }
-
-    fn prepare(&mut self) {
-        self.parse_uri();
-    }
-
-    fn path(&self) -> &str {
-        self.path()
     }
 }
 

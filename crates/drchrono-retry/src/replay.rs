@@ -4,6 +4,8 @@
 use std::fmt;
 
 use drchrono_core::UriText;
+
+use crate::policy::Next;
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
 /// A copy of a request for its next attempt, made by
@@ -78,28 +80,31 @@ impl<B> Replay<B> {
         *request.extensions_mut() = self.extensions;
         Some(request)
     }
+}
 
-    pub(crate) fn method(&self) -> &Method {
+/// What the policy reads of the copy, and marks on it.
+impl<B> Next for Replay<B> {
+    fn method(&self) -> &Method {
         &self.method
     }
 
-    pub(crate) fn extensions(&self) -> &Extensions {
+    fn extensions(&self) -> &Extensions {
         &self.extensions
     }
 
-    pub(crate) fn extensions_mut(&mut self) -> &mut Extensions {
+    fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
     }
 
     /// Parses the URI's text, once: the policy's events name the path of a failed attempt.
-    pub(crate) fn parse_uri(&mut self) {
+    fn prepare(&mut self) {
         if let ReplayUri::Text(text) = &self.uri {
             self.uri = ReplayUri::Parsed(text.to_uri());
         }
     }
 
-    /// The URI's path, once parsed ([`parse_uri`](Self::parse_uri)); empty before.
-    pub(crate) fn path(&self) -> &str {
+    /// The URI's path once parsed ([`prepare`](Next::prepare)); empty before.
+    fn path(&self) -> &str {
         match &self.uri {
             ReplayUri::Parsed(Some(uri)) => uri.path(),
             _ => "",
