@@ -2,9 +2,17 @@
 
 use std::time::Duration;
 
+/// The largest [`RefreshTiming::percent_of_lifetime`].
+const MAX_PERCENT_OF_LIFETIME: u32 = 50;
+
+/// The shortest [`RefreshTiming::retry_interval`].
+const MIN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// When the layer refreshes proactively: `min(max_margin, percent_of_lifetime % of the
 /// token's lifetime)` before expiry, so that no request is sent with a token about to
-/// expire. DrChrono's tokens live 48 h, so the margin is 5 minutes by default.
+/// expire. DrChrono's tokens live 48 h, so the margin is 5 minutes by default; it is never
+/// more than half the lifetime, and failed refreshes are at least a second apart, whatever
+/// the settings, so that no setting makes every request refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshTiming {
     max_margin: Duration,
@@ -46,11 +54,14 @@ impl RefreshTiming {
         self
     }
 
-    /// The margin as a share of the token's lifetime, in percent (capped at 100).
-    /// Default: 10.
+    /// The margin as a share of the token's lifetime, in percent. Default: 10.
+    ///
+    /// Capped at 50: a token is sent for at least half its lifetime. A margin of the whole
+    /// lifetime would make each new token due for refresh the moment it arrives, and every
+    /// request would rotate the pair at DrChrono.
     #[must_use]
     pub fn percent_of_lifetime(mut self, percent: u32) -> Self {
-        self.percent_of_lifetime = percent.min(100);
+        self.percent_of_lifetime = percent.min(MAX_PERCENT_OF_LIFETIME);
         self
     }
 
@@ -67,9 +78,13 @@ impl RefreshTiming {
     /// Likewise after a grant whose token lives no longer than the
     /// [`expiry_skew`](Self::expiry_skew): that token is never sent, and requests fail
     /// (with no refresh) for this long before the next refresh is tried. Default: 30 s.
+    ///
+    /// At least 1 s (a shorter interval is taken as 1 s): with none, every request would
+    /// try a refresh while the token endpoint fails, or rotate the pair again after a grant
+    /// within the skew.
     #[must_use]
     pub fn retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
+        self.retry_interval = interval.max(MIN_RETRY_INTERVAL);
         self
     }
 
@@ -165,5 +180,34 @@ mod tests {
         assert_eq!(custom.margin_for(secs(60)), Duration::from_secs(1));
         let off = timing.max_margin(Duration::ZERO);
         assert_eq!(off.margin_for(secs(60)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_margin_is_at_most_half_the_lifetime() {
+        let whole = RefreshTiming::new()
+            .max_margin(Duration::from_secs(3600))
+            .percent_of_lifetime(100);
+        assert_eq!(
+            whole.margin_for(Some(Duration::from_secs(600))),
+            Duration::from_secs(300)
+        );
+        let half = whole.percent_of_lifetime(50);
+        assert_eq!(half, whole);
+        let less = whole.percent_of_lifetime(49);
+        assert_eq!(
+            less.margin_for(Some(Duration::from_secs(600))),
+            Duration::from_secs(294)
+        );
+    }
+
+    #[test]
+    fn the_retry_interval_is_at_least_a_second() {
+        let second = Duration::from_secs(1);
+        for asked in [Duration::ZERO, Duration::from_millis(999), second] {
+            let timing = RefreshTiming::new().retry_interval(asked);
+            assert_eq!(timing.retry_after_failure(), second, "{asked:?}");
+        }
+        let longer = RefreshTiming::new().retry_interval(Duration::from_millis(1001));
+        assert_eq!(longer.retry_after_failure(), Duration::from_millis(1001));
     }
 }

@@ -195,6 +195,59 @@ async fn a_failed_proactive_refresh_keeps_using_the_valid_token() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_zero_retry_interval_still_waits_a_second_between_failed_refreshes() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let timing = RefreshTiming::new().retry_interval(Duration::ZERO);
+    let manager =
+        TokenManager::builder(token_client(&auth).backoff(drchrono_oauth::RefreshBackoff::none()))
+            .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+            .timing(timing)
+            .build();
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    service.clone().oneshot(get(URL)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(545)).await;
+
+    auth.script([(503, ""), (503, "")]);
+    for _ in 0..50 {
+        service.clone().oneshot(get(URL)).await.unwrap();
+    }
+    assert_eq!(auth.calls(), 2, "one failed refresh, not one per request");
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.calls(), 3, "the second failed refresh");
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.calls(), 4);
+    assert_eq!(manager.generation(), Some(3));
+    assert_eq!(log.calls.load(Ordering::SeqCst), 53);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_margin_of_the_whole_lifetime_still_sends_each_token_for_half_its_life() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let timing = RefreshTiming::new()
+        .max_margin(Duration::from_secs(3600))
+        .percent_of_lifetime(100);
+    let manager = TokenManager::builder(token_client(&auth))
+        .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
+        .timing(timing)
+        .build();
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+    for _ in 0..30 {
+        service.clone().oneshot(get(URL)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+    }
+    // 270 s of one request each 9 s: the first grant (at 0 s) is due at 300 s.
+    assert_eq!(auth.refreshes(), 1, "a token is sent for half its lifetime");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(auth.refreshes(), 2);
+    assert_eq!(log.calls.load(Ordering::SeqCst), 31);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_save_surfaces_and_keeps_the_new_pair_for_a_later_save() {
     let auth = FakeAuth::new(600);
     let log = Arc::new(ApiLog::default());
