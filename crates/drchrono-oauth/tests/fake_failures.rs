@@ -13,7 +13,8 @@ use drchrono_oauth::{
     ReauthorizationReason, RefreshFailed, RefreshTiming, StoreError, TokenManager, TokenSet,
     TokenStore,
 };
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use secrecy::ExposeSecret;
 use support::*;
 use tokio::time::Instant;
@@ -169,55 +170,68 @@ async fn a_refresh_that_keeps_failing_is_shared_by_its_waiters() {
     assert_eq!(auth.refreshes(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failed_proactive_refresh_keeps_using_the_valid_token() {
+/// A manager with `timing` (and no backoff between a refresh's attempts) whose first grant,
+/// 600 s long, was used once 545 s ago: its proactive refresh is due. Returns the fakes, the
+/// manager, and a request through an `OAuthRefresh` on it that must succeed.
+async fn past_the_refresh_point(
+    timing: RefreshTiming,
+) -> (
+    Arc<FakeAuth>,
+    Arc<ApiLog>,
+    TokenManager,
+    impl Fn() -> BoxFuture<'static, ()>,
+) {
     let auth = FakeAuth::new(600);
     let log = Arc::new(ApiLog::default());
-    let timing = RefreshTiming::new().retry_interval(Duration::from_secs(20));
     let manager =
         TokenManager::builder(token_client(&auth).backoff(drchrono_oauth::RefreshBackoff::none()))
             .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
             .timing(timing)
             .build();
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
-    service.clone().oneshot(get(URL)).await.unwrap();
+    let send = move || {
+        let request = service.clone().oneshot(get(URL));
+        async move {
+            request.await.unwrap();
+        }
+        .boxed()
+    };
+    send().await;
     tokio::time::advance(Duration::from_secs(545)).await;
+    (auth, log, manager, send)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_proactive_refresh_keeps_using_the_valid_token() {
+    let timing = RefreshTiming::new().retry_interval(Duration::from_secs(20));
+    let (auth, _log, manager, send) = past_the_refresh_point(timing).await;
 
     auth.script([(503, "")]);
-    service.clone().oneshot(get(URL)).await.unwrap();
+    send().await;
     assert_eq!(auth.calls(), 2);
-    service.clone().oneshot(get(URL)).await.unwrap();
+    send().await;
     assert_eq!(auth.calls(), 2, "no new attempt within the retry interval");
     tokio::time::advance(Duration::from_secs(21)).await;
-    service.clone().oneshot(get(URL)).await.unwrap();
+    send().await;
     assert_eq!(auth.calls(), 3);
     assert_eq!(manager.generation(), Some(3));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_retry_interval_still_waits_a_second_between_failed_refreshes() {
-    let auth = FakeAuth::new(600);
-    let log = Arc::new(ApiLog::default());
     let timing = RefreshTiming::new().retry_interval(Duration::ZERO);
-    let manager =
-        TokenManager::builder(token_client(&auth).backoff(drchrono_oauth::RefreshBackoff::none()))
-            .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
-            .timing(timing)
-            .build();
-    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
-    service.clone().oneshot(get(URL)).await.unwrap();
-    tokio::time::advance(Duration::from_secs(545)).await;
+    let (auth, log, manager, send) = past_the_refresh_point(timing).await;
 
     auth.script([(503, ""), (503, "")]);
     for _ in 0..50 {
-        service.clone().oneshot(get(URL)).await.unwrap();
+        send().await;
     }
     assert_eq!(auth.calls(), 2, "one failed refresh, not one per request");
     tokio::time::advance(Duration::from_millis(1001)).await;
-    service.clone().oneshot(get(URL)).await.unwrap();
+    send().await;
     assert_eq!(auth.calls(), 3, "the second failed refresh");
     tokio::time::advance(Duration::from_millis(1001)).await;
-    service.clone().oneshot(get(URL)).await.unwrap();
+    send().await;
     assert_eq!(auth.calls(), 4);
     assert_eq!(manager.generation(), Some(3));
     assert_eq!(log.calls.load(Ordering::SeqCst), 53);

@@ -235,7 +235,7 @@ pub fn api(
     Future = BoxFuture<'static, Result<Response<()>, DrChronoError>>,
 > + Clone
 + Send
-+ 'static {
++ use<> {
     let auth = Arc::clone(auth);
     let log = Arc::clone(log);
     tower::service_fn(move |request: Request<Full<Bytes>>| {
