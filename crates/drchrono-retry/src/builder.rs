@@ -156,7 +156,8 @@ impl RetryPolicyBuilder {
     }
 
     /// The longest a request may take, counted from its first attempt: a wait that would
-    /// end later is not started, and the last error is returned. `None`: no deadline.
+    /// end later is not started (nor, once it has passed, the immediate 401 replay), and the
+    /// last error is returned. `None`: no deadline.
     /// Default: **30 min** (the default 5xx schedule takes at most 3.5 min; a 429 wait at
     /// most 15 min).
     ///

@@ -275,8 +275,9 @@ impl Shared {
                 if state.replayed || !settings.replay_unauthorized {
                     return Err(GiveUp::ReplayUsed);
                 }
-                // Immediate and outside the budget: the 401 was refused before any work.
-                return Ok(now);
+                // Immediate and outside the budget (the 401 was refused before any work),
+                // but not past the deadline: an attempt that answered after it ends there.
+                (now, false)
             }
             Trigger::Throttled {
                 available_at,

@@ -211,6 +211,41 @@ async fn a_curable_401_is_replayed_once_at_once() {
     assert_eq!(script.attempts(), 1);
 }
 
+/// The 401 replay is immediate, but not past the deadline: an attempt that answered its
+/// 401 after the deadline ends the request there, as a 5xx or a 429 would.
+#[tokio::test(start_paused = true)]
+async fn no_401_replay_passes_the_deadline() {
+    let policy = || {
+        RetryPolicy::builder()
+            .deadline(Some(secs(1)))
+            .build()
+            .unwrap()
+    };
+    let slow = |script: &Script, answer_after: std::time::Duration| {
+        let inner = script.service();
+        tower::service_fn(move |req| {
+            let answer = inner.clone().oneshot(req);
+            async move {
+                tokio::time::sleep(answer_after).await;
+                answer.await
+            }
+        })
+    };
+    for (answer_after, attempts) in [(secs(2), 1), (std::time::Duration::from_millis(400), 2)] {
+        let script = Script::new(vec![unauthorized(true), unauthorized(true)]);
+        let p = policy();
+        let error = ServiceBuilder::new()
+            .layer(p.clone().layer())
+            .service(slow(&script, answer_after))
+            .oneshot(request(Method::GET))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DrChronoError::Unauthorized { .. }));
+        assert_eq!(script.attempts(), attempts, "{answer_after:?}");
+        assert_eq!(p.stats().unauthorized_replays, attempts as u64 - 1);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn other_errors_are_final() {
     let script = Script::new(vec![not_found()]);
