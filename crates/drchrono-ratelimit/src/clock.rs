@@ -455,7 +455,7 @@ impl Clock for TokioClock {
 }
 
 /// An instant no wait reaches (30 years ahead), as tokio uses for "never".
-fn far_future() -> Instant {
+pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 

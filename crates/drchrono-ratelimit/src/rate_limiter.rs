@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::clock::StepCache;
+use crate::clock::{StepCache, far_future};
 use crate::fair::{FairQueue, Held};
 use crate::time::{Reading, ceil_ms_time, from_nanos, to_nanos};
 use crate::{
     Backend, BackendError, Clock, FairShares, LocalLimiter, NotUntil, Now, Priority,
-    RateLimitConfig, Status, Tenant, TenantStatus, TokioClock,
+    RateLimitConfig, RuleKind, Status, Tenant, TenantStatus, TokioClock,
 };
 
 /// One application's budget: a [`Backend`] holding the state, a [`Clock`], and the queue of
@@ -96,6 +96,20 @@ enum Clocks {
 impl Clocks {
     fn tokio(clock: TokioClock) -> Self {
         Self::Tokio(clock, StepCache::default())
+    }
+
+    /// The tokio instant at which the wall clock reads `wall` at `reading`'s offset between
+    /// the two clocks: where the monotonic line reaches `reading.mono_at(wall)`.
+    fn instant_at(&self, reading: Reading, wall: SystemTime) -> Instant {
+        let monotonic = match self {
+            Self::Tokio(clock, _) => clock,
+            Self::Custom { monotonic, .. } => monotonic,
+        };
+        let target = reading.mono_at(to_nanos(wall));
+        let now = Instant::now();
+        let wait = target.saturating_sub(monotonic.monotonic_nanos_at(now));
+        now.checked_add(Duration::from_nanos(wait))
+            .unwrap_or_else(far_future)
     }
 
     fn wall(&self) -> &dyn Clock {
@@ -236,7 +250,13 @@ impl RateLimiter {
     /// the request was released: the earliest that breaks no rule, rounded up to tokio's
     /// 1 ms timer grid.
     ///
-    /// Cancel-safe: dropping the future charges nothing and frees the turn.
+    /// Cancel-safe: dropping the future frees the turn and charges nothing, with one
+    /// exception on a backend that decides out of process ([`FileRateLimitBackend`],
+    /// `RedisRateLimitBackend`): a future dropped while its decision is in flight (a
+    /// `spawn_blocking` task, a script already sent) may leave that decision's charge, a
+    /// permit spent by no request. It errs on the safe side: the rules are never exceeded.
+    ///
+    /// [`FileRateLimitBackend`]: crate::FileRateLimitBackend
     ///
     /// # Errors
     /// [`BackendError`] when the backend could not be consulted (a shared store is
@@ -353,7 +373,7 @@ impl RateLimiter {
                     // Asleep, it holds nothing another waiter may need to get ready (a
                     // concurrency permit, a connection): it gets ready again at its turn.
                     ready.release();
-                    let sleep = self.sleep(now.wall(), not_until);
+                    let sleep = self.sleep(now, not_until);
                     let mut sleep = pin!(sleep);
                     // Until the instant, unless another waiter takes the turn meanwhile.
                     poll_fn(|cx| {
@@ -448,14 +468,30 @@ impl RateLimiter {
         self.inner.queue.log()
     }
 
-    async fn sleep(&self, now: SystemTime, not_until: NotUntil) {
+    /// Sleeps until the instant a refusal decided at `now` named.
+    ///
+    /// A rolling window (and, in this process, a server 429's pause) is measured on tokio's
+    /// clock: its instant is converted at the decision's own reading, so a step of the wall
+    /// clock after the decision moves nothing. A wait for an aligned boundary (or a
+    /// backend's, which does not say which rule held) follows the wall clock as it reads now.
+    async fn sleep(&self, now: Now, not_until: NotUntil) {
+        let inner = &*self.inner;
         let until = ceil_ms_time(not_until.earliest());
         tracing::trace!(
-            application = self.inner.config.application(),
-            wait_ms = not_until.wait_time_from(now).as_millis() as u64,
+            application = inner.config.application(),
+            wait_ms = not_until.wait_time_from(now.wall()).as_millis() as u64,
             "rate limit: waiting"
         );
-        tokio::time::sleep_until(self.inner.clocks.wall().instant_at(until)).await;
+        let on_monotonic_line = match not_until.rule() {
+            Some(rule) => rule.kind() == RuleKind::Sliding,
+            None => matches!(inner.store, Store::Memory(_)),
+        };
+        let instant = if on_monotonic_line {
+            inner.clocks.instant_at(now.reading(), until)
+        } else {
+            inner.clocks.wall().instant_at(until)
+        };
+        tokio::time::sleep_until(instant).await;
     }
 
     /// Holds every caller of this application until `until`, as a server 429 asks. When

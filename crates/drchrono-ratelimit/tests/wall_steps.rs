@@ -9,7 +9,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drchrono_ratelimit::{LocalLimiter, Now, Priority, RateLimitConfig, RateLimiter};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use drchrono_ratelimit::{Clock, LocalLimiter, Now, Priority, RateLimitConfig, RateLimiter};
 use proptest::prelude::*;
 
 mod random_rules;
@@ -263,4 +266,80 @@ async fn the_default_clock_crosses_the_hour_under_paused_time() {
     let reopens = UNIX_EPOCH + Duration::from_secs((hour + 1) * 3_600) + margin;
     assert_eq!(second, reopens);
     assert_eq!(t0.elapsed(), reopens.duration_since(first).unwrap());
+}
+
+/// A wall clock that follows tokio's, and that NTP steps an hour back, once armed, the next
+/// time the limiter converts a wall instant into a tokio one: a step that lands between a
+/// decision and its sleep.
+#[derive(Debug)]
+struct StepsBackAtConversion {
+    start: SystemTime,
+    origin: tokio::time::Instant,
+    armed: AtomicBool,
+    stepped: AtomicBool,
+}
+
+impl Clock for StepsBackAtConversion {
+    fn now(&self) -> SystemTime {
+        let now = self.start + self.origin.elapsed();
+        if self.stepped.load(Ordering::SeqCst) {
+            now - Duration::from_secs(3_600)
+        } else {
+            now
+        }
+    }
+
+    fn instant_at(&self, t: SystemTime) -> tokio::time::Instant {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.stepped.store(true, Ordering::SeqCst);
+        }
+        let (wall, instant) = (self.now(), tokio::time::Instant::now());
+        instant + t.duration_since(wall).unwrap_or(Duration::ZERO)
+    }
+}
+
+#[derive(Debug)]
+struct Shared(Arc<StepsBackAtConversion>);
+
+impl Clock for Shared {
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+
+    fn instant_at(&self, t: SystemTime) -> tokio::time::Instant {
+        self.0.instant_at(t)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_after_a_decision_does_not_move_a_rolling_wait() {
+    // A rolling window is measured on tokio's clock: however the wall clock steps once the
+    // limiter has decided, the wait for the window is the window's, not an hour more.
+    let clock = Arc::new(StepsBackAtConversion {
+        start: UNIX_EPOCH + Duration::from_secs(1_767_610_000),
+        origin: tokio::time::Instant::now(),
+        armed: AtomicBool::new(false),
+        stepped: AtomicBool::new(false),
+    });
+    let config = RateLimitConfig::builder()
+        .max_per_second(1)
+        .safety_margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let limiter = RateLimiter::builder(config)
+        .clock(Shared(Arc::clone(&clock)))
+        .build();
+    limiter.acquire(Priority::Interactive).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    clock.armed.store(true, Ordering::SeqCst);
+    let released = tokio::time::timeout(
+        Duration::from_secs(2),
+        limiter.acquire(Priority::Interactive),
+    )
+    .await
+    .expect("the rolling second's wait, not an hour more")
+    .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    // Released on the wall clock as it reads then, whether or not it stepped meanwhile.
+    assert_eq!(released, clock.now());
 }
