@@ -137,6 +137,13 @@ pub(crate) struct SlowState {
     pub(crate) held_recheck_at: Option<Instant>,
     /// The last refresh a 401 caused, if any (reset by `set_tokens`).
     pub(crate) after_unauthorized: Option<UnauthorizedRefresh>,
+    /// The generation of the pair `set_tokens` installed but could not persist, while it
+    /// is pending. Its save overwrites whatever the store holds, as `set_tokens` promises
+    /// and as its own save would have: the stored pair is typically the family the
+    /// re-authorisation revoked, and adopting it would drop the only live one. A pending
+    /// pair from a refresh adopts a newer stored pair instead (a re-authorisation elsewhere
+    /// has revoked it).
+    pub(crate) pending_overwrite: Option<u64>,
     /// A fingerprint of the refresh token the re-authorisation hook last fired for: the
     /// hook fires once per rejected refresh token.
     pub(crate) hooked: Option<u64>,
@@ -193,7 +200,8 @@ impl TokenManager {
     /// ignored) and overwrites whatever the store holds. Returns that generation.
     ///
     /// If persisting fails the pair is still installed, in memory, and each request retries
-    /// the save before using it; the error is returned.
+    /// the save before using it, still overwriting whatever the store holds then; the error
+    /// is returned.
     pub async fn set_tokens(&self, tokens: TokenSet) -> Result<u64, StoreError> {
         self.shared.install_new(tokens).await
     }
@@ -425,6 +433,7 @@ impl TokenManagerBuilder {
                     held_until: None,
                     held_recheck_at: None,
                     after_unauthorized: None,
+                    pending_overwrite: None,
                     hooked: None,
                 })),
                 attempts: AtomicU64::new(0),

@@ -78,13 +78,24 @@ impl Shared {
         self.read().active.clone()
     }
 
-    /// Saves the pair that is installed but not yet persisted.
+    /// Saves the pair that is installed but not yet persisted. One from `set_tokens` keeps
+    /// its overwrite (renumbered above the stored pair, as `set_tokens` does); one from a
+    /// refresh adopts a newer stored pair ([`SlowState::pending_overwrite`]).
     pub(crate) async fn retry_pending(&self, slow: &mut SlowState) -> Result<(), DrChronoError> {
         let Some(active) = self.current() else {
             return Ok(());
         };
         let mut tokens = active.tokens.clone();
-        match self.save(slow, &mut tokens, true).await {
+        let overwrite = slow.pending_overwrite == Some(active.generation());
+        if overwrite {
+            // An earlier attempt may have met a newer stored generation before it failed.
+            tokens.generation = tokens.generation.max(slow.persisted_generation + 1);
+        }
+        let saved = self.save(slow, &mut tokens, !overwrite).await;
+        if saved.is_ok() {
+            slow.pending_overwrite = None;
+        }
+        match saved {
             Ok(Saved::Ours) if tokens.generation == active.generation() => {
                 tracing::info!(
                     generation = tokens.generation,
@@ -96,6 +107,11 @@ impl Shared {
                 });
             }
             Ok(Saved::Ours) => {
+                tracing::info!(
+                    old_generation = active.generation(),
+                    generation = tokens.generation,
+                    "persisted the pending token pair as a newer generation"
+                );
                 self.install(tokens, None, Health::Ready);
             }
             Ok(Saved::Theirs(theirs)) => {
@@ -301,6 +317,7 @@ impl Shared {
                 Ok(_) => {
                     let generation = tokens.generation;
                     tracing::info!(generation, "installed new tokens");
+                    slow.pending_overwrite = None;
                     shared.install(tokens, None, Health::Ready);
                     Ok(generation)
                 }
@@ -310,6 +327,9 @@ impl Shared {
                         error = %error,
                         "could not persist the new tokens; keeping them in memory"
                     );
+                    // Saved later by `retry_pending`, which must overwrite the store then
+                    // too, not adopt the pair it holds.
+                    slow.pending_overwrite = Some(tokens.generation);
                     shared.install(tokens, None, Health::PersistPending);
                     Err(error)
                 }

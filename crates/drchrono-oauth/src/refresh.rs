@@ -160,11 +160,15 @@ impl Shared {
             tracing::warn!(error = %error, "could not acquire the refresh lease");
             return Err(store_failure(error, context()));
         }
-        // Released whatever happens inside, a panic included (a user's hook, store or
-        // transport): a lease left held, and renewed, would stop every process's refresh.
-        let result = AssertUnwindSafe(self.refresh(slow, need))
-            .catch_unwind()
-            .await;
+        self.holding_lease(self.refresh(slow, need)).await
+    }
+
+    /// Runs `work` with the lease, just acquired, held, and releases it whatever happens
+    /// inside, a panic included (a user's hook, store or transport): a lease left held, and
+    /// renewed, would stop every process's refresh. The panic then goes on: it fails the
+    /// task `work` runs on, whose caller gets an unsent `Transport` error (`join_failure`).
+    pub(crate) async fn holding_lease<T>(&self, work: impl Future<Output = T>) -> T {
+        let result = AssertUnwindSafe(work).catch_unwind().await;
         self.lease.release().await;
         result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
@@ -248,7 +252,21 @@ impl Shared {
                         expires_in_secs = lifetime.as_secs(),
                         "token refresh succeeded"
                     );
-                    let active = self.persist_new(slow, tokens, Some(lifetime)).await?;
+                    let active = match self.persist_new(slow, tokens, Some(lifetime)).await {
+                        Ok(active) => active,
+                        Err(error) => {
+                            // Installed all the same, as pending: a grant within the skew
+                            // holds refreshes back whether or not it was saved, or the next
+                            // request, once it saved the pair, would rotate it again at once.
+                            // The caller gets the store's error; later ones the hold's.
+                            if let Some(pending) = self.current()
+                                && !still_valid(&pending, Instant::now())
+                            {
+                                let _held = self.hold_after_short_grant(slow, &pending, lifetime);
+                            }
+                            return Err(error);
+                        }
+                    };
                     if still_valid(&active, Instant::now()) {
                         return Ok(active);
                     }
@@ -317,11 +335,11 @@ impl Shared {
     }
 
     /// A grant whose token lives no longer than the expiry skew (so `Active::new` made it
-    /// expire at once) was installed and persisted: it rotated the pair, and its refresh
-    /// token is the only live one. Its token is never sent: the callers waiting on it fail,
-    /// and so does every caller, with no refresh, for the retry interval. Each refresh
-    /// rotates the pair at DrChrono; one per request would be a refresh storm. Logged once
-    /// per grant, at `error`: the server or the configured skew needs a look.
+    /// expire at once) was installed, persisted or pending: it rotated the pair, and its
+    /// refresh token is the only live one. Its token is never sent: the callers waiting on
+    /// it fail, and so does every caller, with no refresh, for the retry interval. Each
+    /// refresh rotates the pair at DrChrono; one per request would be a refresh storm.
+    /// Logged once per grant, at `error`: the server or the configured skew needs a look.
     fn hold_after_short_grant(
         &self,
         slow: &mut SlowState,

@@ -88,19 +88,15 @@ impl Shared {
     }
 
     /// Re-reads the store with the lease held when it can be had, so that a rotation
-    /// another process has under way is saved before we look.
+    /// another process has under way is saved before we look. The lease is released
+    /// whatever happens, a panicking store included ([`Shared::holding_lease`]).
     async fn adopt_stored_leased(&self, slow: &mut SlowState) -> Option<Arc<Active>> {
-        let leased = match self.lease.acquire().await {
-            Ok(()) => true,
+        match self.lease.acquire().await {
+            Ok(()) => self.holding_lease(self.adopt_stored(slow)).await,
             Err(error) => {
                 tracing::warn!(error = %error, "could not acquire the refresh lease");
-                false
+                self.adopt_stored(slow).await
             }
-        };
-        let adopted = self.adopt_stored(slow).await;
-        if leased {
-            self.lease.release().await;
         }
-        adopted
     }
 }

@@ -665,25 +665,6 @@ async fn a_rotated_refresh_token_that_cannot_be_saved_is_saved_before_it_is_spen
     );
 }
 
-/// Counts the lease's acquisitions and releases.
-#[derive(Debug, Default)]
-struct CountingLease {
-    acquired: AtomicUsize,
-    released: AtomicUsize,
-}
-
-impl drchrono_oauth::RefreshLease for CountingLease {
-    fn acquire(&self) -> futures::future::BoxFuture<'_, Result<(), StoreError>> {
-        self.acquired.fetch_add(1, Ordering::SeqCst);
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn release(&self) -> futures::future::BoxFuture<'_, ()> {
-        self.released.fetch_add(1, Ordering::SeqCst);
-        Box::pin(std::future::ready(()))
-    }
-}
-
 /// The lease is given back even when the refresh panics (here the application's
 /// re-authorisation hook): a lease left held, and renewed, would stop every process's
 /// refresh for good.
@@ -718,27 +699,31 @@ async fn stored_rotation(auth: &FakeAuth, store: &MemoryTokenStore) -> (TokenSet
     (stored, rotated)
 }
 
-/// Where the two short-grant tests start: their events captured, a token endpoint that
-/// grants 10 s tokens, and a manager with a 30 s expiry skew, starting from
-/// `FIRST_REFRESH` alone, on a store of its own.
+/// Where the short-grant tests start: their events captured, a token endpoint that grants
+/// 10 s tokens, and a manager with a 30 s expiry skew, starting from `FIRST_REFRESH` alone,
+/// on a store of its own.
 ///
-/// Both capture: a test that met the short grant's `error` with no subscriber could leave
-/// its callsite disabled for the other, which runs alongside and counts it.
-struct ShortGrant {
+/// All capture: a test that met the short grant's `error` with no subscriber could leave
+/// its callsite disabled for another, which runs alongside and counts it.
+struct ShortGrant<S = MemoryTokenStore> {
     captured: Captured,
     _guard: tracing::subscriber::DefaultGuard,
     auth: Arc<FakeAuth>,
     log: Arc<ApiLog>,
-    store: Arc<MemoryTokenStore>,
+    store: Arc<S>,
     manager: TokenManager,
 }
 
 fn short_grant() -> ShortGrant {
+    short_grant_on(Arc::new(MemoryTokenStore::new()))
+}
+
+/// [`short_grant`] on `store`.
+fn short_grant_on<S: TokenStore>(store: Arc<S>) -> ShortGrant<S> {
     let captured = Captured::default();
     let _guard = captured.install();
     let auth = FakeAuth::new(600);
     auth.send_expires_in(serde_json::json!(10));
-    let store = Arc::new(MemoryTokenStore::new());
     let manager = TokenManager::builder(token_client(&auth))
         .shared_store(store.clone())
         .initial_tokens(TokenSet::from_refresh_token(FIRST_REFRESH))
@@ -751,6 +736,27 @@ fn short_grant() -> ShortGrant {
         log: Arc::new(ApiLog::default()),
         store,
         manager,
+    }
+}
+
+/// The error of a request failed by a grant within the expiry skew (`short_grant`): typed,
+/// unsent, naming the lifetime granted and the skew configured, never a token.
+fn expect_short_grant<T: std::fmt::Debug>(result: Result<T, DrChronoError>) {
+    match result {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => {
+            let failed = source.downcast_ref::<RefreshFailed>().unwrap();
+            let DrChronoError::Transport { source, .. } = failed.error() else {
+                panic!("unexpected {:?}", failed.error());
+            };
+            let shown = source.to_string();
+            assert!(shown.contains("for 10s"), "{shown}");
+            assert!(shown.contains("expiry skew of 30s"), "{shown}");
+        }
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -824,26 +830,6 @@ async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per
         ReplayOnce::default(),
         OAuthRefresh::new(api, manager.clone()),
     );
-
-    fn expect_short_grant<T: std::fmt::Debug>(result: Result<T, DrChronoError>) {
-        match result {
-            Err(DrChronoError::Transport {
-                not_sent: true,
-                source,
-                ..
-            }) => {
-                let failed = source.downcast_ref::<RefreshFailed>().unwrap();
-                let DrChronoError::Transport { source, .. } = failed.error() else {
-                    panic!("unexpected {:?}", failed.error());
-                };
-                // The lifetime granted and the skew configured, never a token.
-                let shown = source.to_string();
-                assert!(shown.contains("for 10s"), "{shown}");
-                assert!(shown.contains("expiry skew of 30s"), "{shown}");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
     let results = join_all((0..50).map(|_| service.clone().oneshot(get(URL)))).await;
     for result in results {
         expect_short_grant(result);
@@ -898,4 +884,155 @@ async fn a_grant_within_the_expiry_skew_is_kept_never_sent_and_not_refreshed_per
     assert!(errors[0].contains("expires_in=10s"), "{}", errors[0]);
     assert!(errors[0].contains("expiry_skew=30s"), "{}", errors[0]);
     assert!(!text.contains("SECRETTOKEN"), "{text}");
+}
+
+/// A grant within the expiry skew holds refreshes back for the retry interval whether or
+/// not its save succeeded: here the store fails the save (the pair is kept as pending) and
+/// recovers at once; the next request saves the pair and fails held, with no second
+/// rotation. Before, a failed save skipped the hold and the next request rotated the pair
+/// again (with a store failing every other save, one rotation per two requests).
+#[tokio::test(start_paused = true)]
+async fn a_grant_within_the_skew_whose_save_failed_still_holds_refreshes_back() {
+    let ShortGrant {
+        captured,
+        _guard,
+        auth,
+        log,
+        store,
+        manager,
+    } = short_grant_on(flaky_store_from_first_refresh().await);
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+
+    store.fail_saves.store(true, Ordering::SeqCst);
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(auth.calls(), 1);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::PersistPending { generation: 2 }
+    );
+
+    store.fail_saves.store(false, Ordering::SeqCst);
+    expect_short_grant(service.clone().oneshot(get(URL)).await);
+    assert_eq!(auth.calls(), 1, "held: no second rotation");
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.generation, 2, "the pending pair was saved");
+    let rotated = auth.current_refresh_token();
+    assert_eq!(stored.refresh_token.expose_secret(), rotated);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 2 }
+    );
+    tokio::time::advance(Duration::from_secs(29)).await;
+    expect_short_grant(manager.bearer().await);
+    assert_eq!(auth.calls(), 1, "no refresh within the hold");
+
+    // Once the hold has passed, the next refresh spends the rotated refresh token.
+    auth.send_expires_in(serde_json::json!(600));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    service.clone().oneshot(get(URL)).await.unwrap();
+    assert_eq!(
+        auth.received_refresh_tokens(),
+        [FIRST_REFRESH.to_owned(), rotated]
+    );
+    assert_eq!(auth.invalid_grants(), 0);
+    assert_eq!(
+        log.calls.load(Ordering::SeqCst),
+        1,
+        "the short token never sent"
+    );
+    assert!(!captured.text().contains("SECRETTOKEN"));
+}
+
+/// `set_tokens` overwrites whatever the store holds, and still does when its save failed
+/// and a later request saves the pending pair. Here the store holds the old family at
+/// generation 5 (the one the re-authorisation revoked) and the manager has not loaded it:
+/// the new pair is saved above it and used; before, the save met the stored generation 5,
+/// adopted the old pair and dropped the new one (`invalid_grant` at the next refresh: the
+/// user had to re-authorise again).
+#[tokio::test(start_paused = true)]
+async fn a_set_tokens_pair_whose_save_failed_still_overwrites_the_store() {
+    let auth = FakeAuth::new(600);
+    let store = Arc::new(FlakyStore::default());
+    let expires = SystemTime::now() + Duration::from_secs(3_600);
+    let old = TokenSet::new("at-old-SECRETTOKEN", "rt-old-SECRETTOKEN", expires).with_generation(5);
+    store.inner.save(0, &old).await.unwrap();
+    let manager = manager(&auth, store.clone());
+    let (access, refresh) = auth.reauthorize();
+
+    store.fail_saves.store(true, Ordering::SeqCst);
+    let result = manager
+        .set_tokens(TokenSet::new(access.clone(), refresh.clone(), expires))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Backend { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::PersistPending { generation: 1 }
+    );
+
+    store.fail_saves.store(false, Ordering::SeqCst);
+    let bearer = manager.bearer().await.expect("the new pair, saved");
+    assert_eq!(
+        bearer.header().to_str().unwrap(),
+        format!("Bearer {access}")
+    );
+    assert!(auth.is_valid(bearer.header().to_str().unwrap()));
+    let stored = store.load().await.unwrap().unwrap();
+    assert!(stored.generation > 5, "{stored:?}");
+    assert_eq!(stored.refresh_token.expose_secret(), refresh);
+    assert_eq!(stored.access_token.expose_secret(), access);
+    assert_eq!(bearer.generation(), stored.generation);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active {
+            generation: stored.generation
+        }
+    );
+    assert_eq!(auth.calls(), 0);
+}
+
+/// The other side of the rule above: a pending pair from a refresh (not from `set_tokens`)
+/// adopts a newer pair another process stored meanwhile (here a re-authorisation, which
+/// revoked the refreshed pair) instead of overwriting it.
+#[tokio::test(start_paused = true)]
+async fn a_refreshed_pair_whose_save_failed_adopts_a_newer_stored_pair() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let store = flaky_store_from_first_refresh().await;
+    let manager = manager(&auth, store.clone());
+    let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
+
+    store.fail_saves.store(true, Ordering::SeqCst);
+    assert!(service.clone().oneshot(get(URL)).await.is_err());
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::PersistPending { generation: 2 }
+    );
+
+    // Another process re-authorised and stored its pair.
+    let (access, refresh) = auth.reauthorize();
+    let expires = SystemTime::now() + Duration::from_secs(600);
+    let theirs = TokenSet::new(access, refresh.clone(), expires).with_generation(2);
+    store.inner.save(1, &theirs).await.unwrap();
+
+    store.fail_saves.store(false, Ordering::SeqCst);
+    service.clone().oneshot(get(URL)).await.expect("their pair");
+    assert_eq!(auth.calls(), 1, "adopted, not refreshed");
+    assert_eq!(log.unauthorized.load(Ordering::SeqCst), 0);
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.generation, 2);
+    assert_eq!(stored.refresh_token.expose_secret(), refresh);
+    assert_eq!(
+        *manager.status().borrow(),
+        AuthStatus::Active { generation: 2 }
+    );
 }

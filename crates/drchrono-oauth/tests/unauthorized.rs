@@ -6,14 +6,15 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use drchrono_core::{DrChronoError, UnauthorizedKind};
 use drchrono_oauth::{
-    AuthStatus, MemoryTokenStore, OAuthRefresh, RefreshTiming, TokenManager, TokenSet,
+    AuthStatus, MemoryTokenStore, OAuthRefresh, RefreshTiming, StoreError, TokenManager, TokenSet,
+    TokenStore,
 };
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use support::*;
 use tower::ServiceExt;
 use tower::retry::Retry;
@@ -203,4 +204,89 @@ async fn a_401_after_every_handle_of_the_manager_was_dropped_is_returned_as_it_c
     );
     assert_eq!(auth.calls(), 0, "no refresh for a manager nobody holds");
     assert_eq!(log.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A memory store whose `panic_on`-th load panics (an application's store with a bug).
+#[derive(Debug)]
+struct PanickingStore {
+    inner: MemoryTokenStore,
+    loads: AtomicUsize,
+    panic_on: usize,
+}
+
+impl TokenStore for PanickingStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
+        let load = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
+        if load == self.panic_on {
+            panic!("the application's token store failed");
+        }
+        self.inner.load()
+    }
+
+    fn save<'a>(
+        &'a self,
+        expected_generation: u64,
+        tokens: &'a TokenSet,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.save(expected_generation, tokens)
+    }
+}
+
+/// The store re-read that replaces a refresh soon after one a 401 caused holds the lease,
+/// and gives it back whatever happens inside, a panic included: a lease left held, and
+/// renewed, would stop every process's refresh for good. The panic reaches the caller as an
+/// unsent `Transport` error, as a panicking refresh does, and the manager goes on working.
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_released_when_the_store_panics_in_the_re_read_after_a_401() {
+    let auth = FakeAuth::new(600);
+    let log = Arc::new(ApiLog::default());
+    let lease = Arc::new(CountingLease::default());
+    // Load 1: the first load; 2: before the refresh the first 401 causes; 3: the re-read
+    // the replay's 401 causes, with the lease held.
+    let store = Arc::new(PanickingStore {
+        inner: MemoryTokenStore::new(),
+        loads: AtomicUsize::new(0),
+        panic_on: 3,
+    });
+    let tokens = TokenSet::new(
+        "at-first-SECRETTOKEN",
+        FIRST_REFRESH,
+        SystemTime::now() + Duration::from_secs(3_600),
+    );
+    let manager = TokenManager::builder(token_client(&auth))
+        .shared_store(store.clone())
+        .lease(lease.clone())
+        .initial_tokens(tokens)
+        .build();
+    let service = Retry::new(
+        ReplayOnce::default(),
+        OAuthRefresh::new(always_401(&log), manager.clone()),
+    );
+
+    match service.clone().oneshot(get(URL)).await {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => {
+            let join = source.downcast_ref::<tokio::task::JoinError>().unwrap();
+            assert!(join.is_panic(), "{join:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(store.loads.load(Ordering::SeqCst), 3);
+    assert_eq!(auth.calls(), 1);
+    assert_eq!(log.calls.load(Ordering::SeqCst), 2, "one replay");
+    assert_eq!(lease.acquired.load(Ordering::SeqCst), 2);
+    assert_eq!(lease.released.load(Ordering::SeqCst), 2);
+
+    // The manager goes on: after the interval, a 401 refreshes once more, with the lease.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_unmarked_401(&service.clone().oneshot(get(URL)).await);
+    assert_eq!(auth.calls(), 2);
+    assert_eq!(manager.generation(), Some(3));
+    assert_eq!(
+        lease.acquired.load(Ordering::SeqCst),
+        lease.released.load(Ordering::SeqCst)
+    );
 }

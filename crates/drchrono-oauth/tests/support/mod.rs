@@ -389,6 +389,25 @@ impl TokenStore for FlakyStore {
     }
 }
 
+/// Counts the lease's acquisitions and releases.
+#[derive(Debug, Default)]
+pub struct CountingLease {
+    pub acquired: AtomicUsize,
+    pub released: AtomicUsize,
+}
+
+impl drchrono_oauth::RefreshLease for CountingLease {
+    fn acquire(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.acquired.fetch_add(1, Ordering::SeqCst);
+        Box::pin(ready(Ok(())))
+    }
+
+    fn release(&self) -> BoxFuture<'_, ()> {
+        self.released.fetch_add(1, Ordering::SeqCst);
+        Box::pin(ready(()))
+    }
+}
+
 /// A `tracing` writer that keeps everything written.
 #[derive(Clone, Default)]
 pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
