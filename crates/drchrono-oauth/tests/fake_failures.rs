@@ -23,6 +23,19 @@ use tower::retry::Retry;
 
 const URL: &str = "http://api.test/api/patients/1";
 
+/// The error a request gets when the store failed: unsent, with the `StoreError` source.
+#[track_caller]
+fn expect_unsent_store_error<T: std::fmt::Debug>(result: Result<T, DrChronoError>) {
+    match result {
+        Err(DrChronoError::Transport {
+            not_sent: true,
+            source,
+            ..
+        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 /// A store that can be made to fail, holding `FIRST_REFRESH` as generation 1.
 async fn flaky_store_from_first_refresh() -> Arc<FlakyStore> {
     let store = Arc::new(FlakyStore::default());
@@ -271,14 +284,7 @@ async fn a_failed_save_surfaces_and_keeps_the_new_pair_for_a_later_save() {
 
     store.fail_saves.store(true, Ordering::SeqCst);
     for _ in 0..2 {
-        match service.clone().oneshot(get(URL)).await {
-            Err(DrChronoError::Transport {
-                not_sent: true,
-                source,
-                ..
-            }) => assert!(source.downcast_ref::<StoreError>().is_some()),
-            other => panic!("unexpected {other:?}"),
-        }
+        expect_unsent_store_error(service.clone().oneshot(get(URL)).await);
     }
     assert_eq!(
         log.calls.load(Ordering::SeqCst),
@@ -365,14 +371,7 @@ async fn a_refresh_that_cannot_read_the_store_is_given_up_not_done_blind() {
     // The pair expires; the store cannot be read when the refresh is due.
     tokio::time::advance(Duration::from_secs(600)).await;
     store.fail_loads.store(2, Ordering::SeqCst);
-    match service.clone().oneshot(get(URL)).await {
-        Err(DrChronoError::Transport {
-            not_sent: true,
-            source,
-            ..
-        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_unsent_store_error(service.clone().oneshot(get(URL)).await);
     assert_eq!(
         auth.refreshes(),
         1,
@@ -413,14 +412,7 @@ async fn an_invalid_grant_with_an_unreadable_store_is_not_a_reauthorisation() {
     // The look before the refresh reads the store; the look after `invalid_grant` cannot.
     store.skip_loads.store(1, Ordering::SeqCst);
     store.fail_loads.store(2, Ordering::SeqCst);
-    match service.clone().oneshot(get(URL)).await {
-        Err(DrChronoError::Transport {
-            not_sent: true,
-            source,
-            ..
-        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_unsent_store_error(service.clone().oneshot(get(URL)).await);
     assert_eq!(auth.invalid_grants(), 1);
     assert_eq!(
         fired.load(Ordering::SeqCst),
@@ -639,14 +631,7 @@ async fn a_rotated_refresh_token_that_cannot_be_saved_is_saved_before_it_is_spen
         *manager.status().borrow(),
         AuthStatus::PersistPending { generation: 2 }
     );
-    match service.clone().oneshot(get(URL)).await {
-        Err(DrChronoError::Transport {
-            not_sent: true,
-            source,
-            ..
-        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_unsent_store_error(service.clone().oneshot(get(URL)).await);
     assert_eq!(auth.calls(), 1, "not spent before it is saved");
 
     store.fail_saves.store(false, Ordering::SeqCst);
@@ -904,14 +889,7 @@ async fn a_grant_within_the_skew_whose_save_failed_still_holds_refreshes_back() 
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
 
     store.fail_saves.store(true, Ordering::SeqCst);
-    match service.clone().oneshot(get(URL)).await {
-        Err(DrChronoError::Transport {
-            not_sent: true,
-            source,
-            ..
-        }) => assert!(source.downcast_ref::<StoreError>().is_some()),
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_unsent_store_error(service.clone().oneshot(get(URL)).await);
     assert_eq!(auth.calls(), 1);
     assert_eq!(
         *manager.status().borrow(),

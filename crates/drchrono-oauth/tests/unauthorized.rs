@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use drchrono_core::{DrChronoError, UnauthorizedKind};
 use drchrono_oauth::{
-    AuthStatus, MemoryTokenStore, OAuthRefresh, RefreshTiming, StoreError, TokenManager, TokenSet,
-    TokenStore,
+    AuthStatus, MemoryTokenStore, OAuthRefresh, RefreshTiming, TokenManager, TokenSet,
 };
-use futures::future::{BoxFuture, join_all};
+use futures::future::join_all;
 use support::*;
 use tower::ServiceExt;
 use tower::retry::Retry;
@@ -206,32 +205,6 @@ async fn a_401_after_every_handle_of_the_manager_was_dropped_is_returned_as_it_c
     assert_eq!(log.calls.load(Ordering::SeqCst), 1);
 }
 
-/// A memory store whose `panic_on`-th load panics (an application's store with a bug).
-#[derive(Debug)]
-struct PanickingStore {
-    inner: MemoryTokenStore,
-    loads: AtomicUsize,
-    panic_on: usize,
-}
-
-impl TokenStore for PanickingStore {
-    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
-        let load = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
-        if load == self.panic_on {
-            panic!("the application's token store failed");
-        }
-        self.inner.load()
-    }
-
-    fn save<'a>(
-        &'a self,
-        expected_generation: u64,
-        tokens: &'a TokenSet,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.save(expected_generation, tokens)
-    }
-}
-
 /// The store re-read that replaces a refresh soon after one a 401 caused holds the lease,
 /// and gives it back whatever happens inside, a panic included: a lease left held, and
 /// renewed, would stop every process's refresh for good. The panic reaches the caller as an
@@ -243,10 +216,9 @@ async fn the_lease_is_released_when_the_store_panics_in_the_re_read_after_a_401(
     let lease = Arc::new(CountingLease::default());
     // Load 1: the first load; 2: before the refresh the first 401 causes; 3: the re-read
     // the replay's 401 causes, with the lease held.
-    let store = Arc::new(PanickingStore {
-        inner: MemoryTokenStore::new(),
-        loads: AtomicUsize::new(0),
-        panic_on: 3,
+    let store = Arc::new(FlakyStore {
+        panic_on_load: AtomicUsize::new(3),
+        ..FlakyStore::default()
     });
     let tokens = TokenSet::new(
         "at-first-SECRETTOKEN",

@@ -350,11 +350,17 @@ pub struct FlakyStore {
     pub skip_loads: AtomicUsize,
     pub saves: AtomicUsize,
     pub loads: AtomicUsize,
+    /// The load with this number (counting from 1) panics, as a store with a bug would;
+    /// 0: none.
+    pub panic_on_load: AtomicUsize,
 }
 
 impl TokenStore for FlakyStore {
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, StoreError>> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
+        let load = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
+        if load == self.panic_on_load.load(Ordering::SeqCst) {
+            panic!("the application's token store failed");
+        }
         let skipped = self
             .skip_loads
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
