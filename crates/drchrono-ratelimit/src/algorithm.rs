@@ -133,6 +133,17 @@ impl Periods {
     }
 }
 
+/// What one charge added to a [`State`] ([`Policy::try_acquire_charge`]), to take it back
+/// ([`Policy::uncharge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Charge {
+    /// The monotonic instant charged: each sliding log's entry.
+    mono: u64,
+    /// Per rule, in order (`None` for a sliding one): the aligned period the charge was
+    /// counted in, and whether it was counted in the next one too.
+    periods: Vec<Option<(u64, bool)>>,
+}
+
 /// The mutable state of one application's budget. Instants are monotonic.
 #[derive(Debug, Clone)]
 pub(crate) struct State {
@@ -209,6 +220,15 @@ impl Policy {
             period_index(w.saturating_sub(self.margin), c.span, known),
             period_index(w.saturating_add(self.margin), c.span, known),
         )
+    }
+
+    /// Where a request charged at wall instant `w` is counted: the period of `w - margin`
+    /// (or the latest one, if that is behind it), and whether the next period too (`w` is
+    /// within the margin of its top).
+    #[inline]
+    fn counted_in(&self, c: &Compiled, ps: &Periods, w: u64) -> (u64, bool) {
+        let (k, k2) = self.periods_of(c, w, ps.latest.period);
+        (k, k2 > k && k >= ps.latest.period)
     }
 
     /// The first wall instant at which no request may fall in period `k` any more: the
@@ -334,14 +354,88 @@ impl Policy {
     /// Admits and charges a request at `now` if no rule forbids it; otherwise returns the
     /// earliest monotonic instant that breaks no rule. Atomic over all rules.
     pub(crate) fn try_acquire(&self, st: &mut State, now: Reading, p: Priority) -> Result<(), u64> {
+        let now = self.admit(st, now, p)?;
+        self.charge(st, now);
+        Ok(())
+    }
+
+    /// [`try_acquire`](Self::try_acquire), returning what the charge added, so that it can
+    /// be taken back ([`uncharge`](Self::uncharge)) if its request is never sent.
+    pub(crate) fn try_acquire_charge(
+        &self,
+        st: &mut State,
+        now: Reading,
+        p: Priority,
+    ) -> Result<Charge, u64> {
+        let now = self.admit(st, now, p)?;
+        Ok(self.charge_with_receipt(st, now))
+    }
+
+    /// [`charge`](Self::charge), returning what it added.
+    fn charge_with_receipt(&self, st: &mut State, now: Reading) -> Charge {
+        let periods = self
+            .rules
+            .iter()
+            .zip(&st.rules)
+            .map(|(c, rs)| match rs {
+                RuleState::Sliding(_) => None,
+                RuleState::Aligned(ps) => {
+                    let (k, next) = self.counted_in(c, ps, now.wall);
+                    Some((k.max(ps.latest.period), next))
+                }
+            })
+            .collect();
+        self.charge(st, now);
+        Charge {
+            mono: now.mono,
+            periods,
+        }
+    }
+
+    /// The reading a request is decided on (time never runs backwards), if no rule forbids
+    /// it then; otherwise the earliest monotonic instant that breaks no rule.
+    #[inline(always)]
+    fn admit(&self, st: &mut State, now: Reading, p: Priority) -> Result<Reading, u64> {
         let now = now.not_before(st.last_now);
         st.last_now = now.mono;
         let earliest = self.earliest(st, now, p);
         if earliest > now.mono {
             return Err(earliest);
         }
-        self.charge(st, now);
-        Ok(())
+        Ok(now)
+    }
+
+    /// Takes back what `charge` added, for a request that was never sent: its entry in each
+    /// sliding log (if it is still there) and its count in each aligned period the rule
+    /// still remembers. What it cannot take back stays charged (the pacing's last charge,
+    /// an entry a rebase moved): the error is on the safe side.
+    pub(crate) fn uncharge(&self, st: &mut State, charge: &Charge) {
+        for (rs, counted) in st.rules.iter_mut().zip(&charge.periods) {
+            match (rs, counted) {
+                (RuleState::Sliding(log), _) => {
+                    if let Some(i) = log.iter().rposition(|&e| e == charge.mono) {
+                        log.remove(i);
+                    }
+                }
+                (RuleState::Aligned(ps), Some((period, next))) => {
+                    // The counts hold the charge in the period it was counted in, and in
+                    // the next one if it was counted there too: in the latest counts, and
+                    // in the earlier ones if they were moved on since (a copy made after
+                    // the charge, the only kind whose period can match).
+                    for counts in [&mut ps.latest, &mut ps.before] {
+                        if counts.period == *period {
+                            counts.count = counts.count.saturating_sub(1);
+                            if *next {
+                                counts.next = counts.next.saturating_sub(1);
+                            }
+                        } else if *next && counts.period == period.saturating_add(1) {
+                            counts.count = counts.count.saturating_sub(1);
+                        }
+                    }
+                }
+                (RuleState::Aligned(_), None) => {}
+            }
+        }
     }
 
     /// Charges a request admitted at `now` by a credit ([`Credits`](crate::credits::Credits)):
@@ -409,13 +503,13 @@ impl Policy {
                     }
                 }
                 RuleState::Aligned(ps) => {
-                    let (k, k2) = self.periods_of(c, now.wall, ps.latest.period);
+                    let (k, next) = self.counted_in(c, ps, now.wall);
                     // Behind the latest period (the wall clock stepped back), the request is
                     // counted in the latest one, which every earlier period's count includes.
                     ps.shift_to(k);
                     let latest = &mut ps.latest;
                     latest.count = latest.count.saturating_add(1);
-                    if k2 > k && k >= latest.period {
+                    if next {
                         latest.next = latest.next.saturating_add(1);
                     }
                 }
@@ -796,6 +890,141 @@ mod tests {
                 assert_eq!(period_index(t, span, known), exact, "{t} / {span}, {known}");
             }
             assert_eq!(period_index(t, span, u64::MAX), exact);
+        }
+    }
+
+    /// DrChrono's three rules with a 100 ms margin around the top of the hour.
+    fn drchrono_policy() -> Policy {
+        Policy::new(&RateLimitConfig::builder().build().unwrap())
+    }
+
+    #[test]
+    fn an_uncharged_request_leaves_the_state_it_found() {
+        let policy = drchrono_policy();
+        let p = Priority::Interactive;
+        // Within the margin of the top of the hour: counted in both hours.
+        for t in [T0, HOUR_11 - 50_000_000, HOUR_11 + 50_000_000] {
+            let mut st = policy.new_state();
+            // Within every window, so that the charge prunes nothing the uncharge cannot
+            // put back (what it prunes has left the window and no longer counts).
+            policy.try_acquire(&mut st, at(t - SEC / 2, 0), p).unwrap();
+            let before = st.rules.clone();
+            let charge = policy.try_acquire_charge(&mut st, at(t, 0), p).unwrap();
+            assert_ne!(format!("{:?}", st.rules), format!("{before:?}"));
+            policy.uncharge(&mut st, &charge);
+            assert_eq!(format!("{:?}", st.rules), format!("{before:?}"), "{t}");
+        }
+    }
+
+    #[test]
+    fn an_uncharge_after_the_hour_moved_on_takes_back_both_hours_counts() {
+        let policy = policy([Rule::aligned(2, Duration::from_secs(3_600)).unwrap()]);
+        let p = Priority::Interactive;
+        let mut st = policy.new_state();
+        let charge = policy.try_acquire_charge(&mut st, at(T0, 0), p).unwrap();
+        policy.try_acquire(&mut st, at(T0, 0), p).unwrap();
+        // Another request in the next hour moves the counts on.
+        policy.try_acquire(&mut st, at(HOUR_11, 0), p).unwrap();
+        policy.uncharge(&mut st, &charge);
+        // 10:00-11:00 holds one again (the state, read back as a step would read it).
+        let RuleState::Aligned(ps) = &st.rules[0] else {
+            unreachable!()
+        };
+        assert_eq!(ps.count_of(HOUR_11 / (3_600 * SEC) - 1), 1 + 1);
+        assert_eq!(ps.before.count, 1);
+        assert_eq!(ps.latest.count, 1);
+    }
+
+    #[test]
+    fn an_uncharge_within_the_margin_takes_back_the_next_hours_count_after_it_moved_on() {
+        let config = RateLimitConfig::builder()
+            .rules([Rule::aligned(3, Duration::from_secs(3_600)).unwrap()])
+            .safety_margin(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let policy = Policy::new(&config);
+        let p = Priority::Interactive;
+        let mut st = policy.new_state();
+        // 50 ms before 11:00: counted in 10:00-11:00 and in 11:00-12:00.
+        let charge = policy
+            .try_acquire_charge(&mut st, at(HOUR_11 - 50_000_000, 0), p)
+            .unwrap();
+        policy
+            .try_acquire(&mut st, at(HOUR_11 + SEC, 0), p)
+            .unwrap();
+        policy.uncharge(&mut st, &charge);
+        let RuleState::Aligned(ps) = &st.rules[0] else {
+            unreachable!()
+        };
+        let hour_11 = HOUR_11 / (3_600 * SEC);
+        assert_eq!((ps.latest.period, ps.latest.count), (hour_11, 1));
+        assert_eq!((ps.before.count, ps.before.next), (0, 0));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Taking back one charge among many decides every later request as if it had
+        /// never been made: small maxima, so that every rule binds, and arrivals across the
+        /// top of the hour (within the margin of it too).
+        #[test]
+        fn an_uncharge_is_as_if_the_charge_had_never_been_made(
+            gaps in proptest::collection::vec(0u64..200, 1..60),
+            pick in 0usize..60,
+            probes in proptest::collection::vec(0u64..5_000, 1..8),
+        ) {
+            let config = RateLimitConfig::builder()
+                .rules([
+                    Rule::sliding(3, Duration::from_secs(1)).unwrap(),
+                    Rule::sliding(6, Duration::from_secs(60)).unwrap(),
+                    Rule::aligned(4, Duration::from_secs(3_600)).unwrap(),
+                ])
+                .safety_margin(Duration::from_millis(100))
+                .background_reserve_percent(0)
+                .build()
+                .unwrap();
+            let policy = Policy::new(&config);
+            let p = Priority::Interactive;
+            let start = HOUR_11 - 2 * SEC;
+            let mut instants = Vec::new();
+            let mut t = start;
+            for gap in gaps {
+                t += gap * 1_000_000;
+                instants.push(t);
+            }
+            // The requests the rules admit, in order (an admitted request never overfills
+            // a sliding log, whose oldest entries would be dropped).
+            let mut admitted = Vec::new();
+            let mut all = policy.new_state();
+            for &t in &instants {
+                if policy.try_acquire(&mut all, at(t, 0), p).is_ok() {
+                    admitted.push(t);
+                }
+            }
+            let pick = pick % admitted.len();
+            // The same charges, one of them with its receipt; and all but that one.
+            let mut with = policy.new_state();
+            let mut without = policy.new_state();
+            let mut charge = None;
+            for (i, &t) in admitted.iter().enumerate() {
+                if i == pick {
+                    with.last_now = t;
+                    charge = Some(policy.charge_with_receipt(&mut with, at(t, 0)));
+                } else {
+                    policy.charge_credited(&mut with, at(t, 0));
+                    policy.charge_credited(&mut without, at(t, 0));
+                }
+            }
+            policy.uncharge(&mut with, &charge.unwrap());
+            for probe in probes {
+                let now = at(t + probe * 1_000_000, 0);
+                for p in [p, Priority::Background] {
+                    proptest::prop_assert_eq!(
+                        policy.earliest(&with, now, p),
+                        policy.earliest(&without, now, p)
+                    );
+                }
+            }
         }
     }
 }

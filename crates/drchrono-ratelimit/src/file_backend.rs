@@ -8,12 +8,18 @@ mod state;
 mod unwritten;
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
+
+use crate::algorithm::Charge;
 
 use crate::backend::{Backend, BackendFuture};
 use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
@@ -85,6 +91,13 @@ const BACKEND: &str = "file";
 /// instant charged is that reading plus the time the decision waited for the lock (on
 /// tokio's clock), so a process that waited behind another is charged when it decides, not
 /// when it asked.
+///
+/// A decision runs on tokio's blocking pool. If its caller goes away meanwhile (a timeout
+/// above the limiter while the decision waits for the lock), it still finishes and, if it
+/// admitted the request that will now never be sent, takes its charge back under the lock
+/// again: the rolling windows' entry and the aligned periods' counts (not the pacing's last
+/// charge, which only delays the next request). A charge that cannot be taken back (the
+/// file became unusable meanwhile) stays, and is logged at `warn`.
 ///
 /// # What the file holds
 /// Compacted at every write to what a later decision can still see: per rolling rule the
@@ -211,6 +224,66 @@ impl FileRateLimitBackend {
     }
 }
 
+/// A decision running on tokio's blocking pool. Dropped before it answers (its caller went
+/// away: a timeout above the limiter, a dropped request), it lets the decision finish and
+/// takes back the charge if it admitted: a request that is never sent is never charged.
+struct InFlight {
+    decision: Option<JoinHandle<Result<Result<Charge, NotUntil>, FileStateError>>>,
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Handle,
+    now: SystemTime,
+    started: Instant,
+}
+
+impl Future for InFlight {
+    type Output = Result<Result<Result<Charge, NotUntil>, FileStateError>, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(decision) = self.decision.as_mut() else {
+            return Poll::Pending;
+        };
+        let answer = ready!(Pin::new(decision).poll(cx));
+        self.decision = None;
+        Poll::Ready(answer)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(decision) = self.decision.take() else {
+            return;
+        };
+        let (inner, now, started) = (Arc::clone(&self.inner), self.now, self.started);
+        self.runtime.spawn(async move {
+            let Ok(Ok(Ok(charge))) = decision.await else {
+                return;
+            };
+            let refunded = tokio::task::spawn_blocking({
+                let inner = Arc::clone(&inner);
+                move || inner.refund(&charge, now, started)
+            })
+            .await;
+            match refunded {
+                Ok(Ok(())) => tracing::debug!(
+                    path = %inner.path.display(),
+                    "rate limit: took back the charge of a request whose caller went away"
+                ),
+                Ok(Err(error)) => tracing::warn!(
+                    path = %inner.path.display(),
+                    error = %error,
+                    "rate limit: could not take back the charge of a request whose caller \
+                     went away: it stays charged"
+                ),
+                Err(join) => tracing::warn!(
+                    error = %join,
+                    "rate limit: could not take back the charge of a request whose caller \
+                     went away: it stays charged"
+                ),
+            }
+        });
+    }
+}
+
 fn file_error(error: FileStateError) -> BackendError {
     BackendError::new(BACKEND, error)
 }
@@ -224,8 +297,26 @@ impl Backend for FileRateLimitBackend {
     ) -> BackendFuture<'_, Result<Result<(), NotUntil>, BackendError>> {
         let started = Instant::now();
         Box::pin(async move {
-            self.blocking(move |inner| inner.decide(now, started, priority))
-                .await
+            let decided = match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let inner = Arc::clone(&self.inner);
+                    let decision =
+                        runtime.spawn_blocking(move || inner.decide(now, started, priority));
+                    InFlight {
+                        decision: Some(decision),
+                        inner: Arc::clone(&self.inner),
+                        runtime,
+                        now,
+                        started,
+                    }
+                    .await
+                    .map_err(|join| BackendError::new(BACKEND, join))?
+                }
+                Err(_) => self.inner.decide(now, started, priority),
+            };
+            // Admitted: the charge is the request's from here on (the limiter calls the
+            // service in this very poll).
+            Ok(self.inner.outcome(decided)?.map(drop))
         })
     }
 

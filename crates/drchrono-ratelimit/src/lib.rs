@@ -122,8 +122,9 @@
 //! [`FileRateLimitBackend`] in a file, shared by the processes of one host and kept across
 //! restarts; with the `redis` feature, `RedisRateLimitBackend` in Redis, shared by every
 //! process of every host. A dropped waiter charges nothing and passes the turn on (on the
-//! file and Redis backends, one dropped while its decision is in flight may leave that
-//! decision's charge: a permit spent by no request, never one over a rule). Every
+//! file backend, a decision in flight finishes and takes back its charge; on the Redis
+//! backend, one dropped while its script is in flight may leave that decision's charge: a
+//! permit spent by no request, never one over a rule). Every
 //! released attempt is charged and never refunded: DrChrono counts a throttled request in
 //! the rules that allowed it.
 //!

@@ -250,11 +250,12 @@ impl RateLimiter {
     /// the request was released: the earliest that breaks no rule, rounded up to tokio's
     /// 1 ms timer grid.
     ///
-    /// Cancel-safe: dropping the future frees the turn and charges nothing, with one
-    /// exception on a backend that decides out of process ([`FileRateLimitBackend`],
-    /// `RedisRateLimitBackend`): a future dropped while its decision is in flight (a
-    /// `spawn_blocking` task, a script already sent) may leave that decision's charge, a
-    /// permit spent by no request. It errs on the safe side: the rules are never exceeded.
+    /// Cancel-safe: dropping the future frees the turn and charges nothing. On a
+    /// [`FileRateLimitBackend`], a decision in flight when the future is dropped finishes,
+    /// and takes back its charge if it admitted. One exception: on the `RedisRateLimitBackend`,
+    /// a future dropped while its script is in flight (one round trip) may leave that
+    /// decision's charge, a permit spent by no request. It errs on the safe side: the rules
+    /// are never exceeded.
     ///
     /// [`FileRateLimitBackend`]: crate::FileRateLimitBackend
     ///

@@ -22,6 +22,7 @@ use drchrono_ratelimit::{
     Backend, BackendError, Clock, DrChronoRateLimitLayer, FileRateLimitBackend, FileStateError,
     NotUntil, Priority, RateLimitConfig, RateLimiter, Rule, TokioClock,
 };
+use futures::FutureExt;
 use http::{Request, Response};
 use serde_json::Value;
 use support::start;
@@ -809,4 +810,57 @@ async fn a_step_back_beyond_the_longest_rule_rebases_the_state() {
     let status = backend.status(later).await.unwrap();
     assert_eq!(status.rules[0].remaining, 0);
     assert_eq!(status.rules[2].remaining, 500 - 18);
+}
+
+/// A request whose caller goes away while its decision runs (here held behind another
+/// process's lock on the state file) is not charged: the decision finishes and, as it
+/// admitted a request that will never be sent, takes its charge back. With one request an
+/// hour, the next is admitted at once.
+#[tokio::test]
+async fn a_waiter_dropped_while_its_decision_runs_is_not_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget");
+    let config = RateLimitConfig::builder()
+        .rules([Rule::aligned(1, Duration::from_secs(3_600)).unwrap()])
+        .build()
+        .unwrap();
+    let backend = open(&path, &config);
+    let limiter = RateLimiter::builder(config.clone())
+        .backend(open(&path, &config))
+        .build();
+
+    // Another process holds the state file's lock: the decision waits for it.
+    let lock = fs::File::create(dir.path().join("budget.lock")).unwrap();
+    lock.lock().unwrap();
+    let mut acquire = Box::pin(limiter.acquire(Priority::Interactive));
+    assert!(
+        acquire.as_mut().now_or_never().is_none(),
+        "waiting for the lock"
+    );
+    drop(acquire);
+    lock.unlock().unwrap();
+
+    // The decision admits the request (writing the state file, which nothing had written
+    // yet), then takes its charge back.
+    let mut polls = 0;
+    loop {
+        let written = path.exists();
+        let status = backend.status(SystemTime::now()).await.unwrap();
+        if written && status.rules[0].remaining == 1 {
+            break;
+        }
+        polls += 1;
+        assert!(
+            polls < 10_000,
+            "the dropped waiter's charge was not taken back"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        backend
+            .try_acquire(SystemTime::now(), Priority::Interactive)
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }

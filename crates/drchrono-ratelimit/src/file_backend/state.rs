@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::unwritten::{Pause, UnwrittenPause};
 use super::{FileStateError, atomic, file_error, format};
 use crate::algorithm::snapshot::{InvalidSnapshot, Snapshot};
-use crate::algorithm::{Policy, Refusal, State};
+use crate::algorithm::{Charge, Policy, Refusal, State};
 use crate::time::{Reading, duration_nanos, to_nanos};
 use crate::{BackendError, NotUntil, Priority, RateLimitConfig, Status};
 
@@ -218,7 +218,7 @@ impl Inner {
         now: SystemTime,
         started: Instant,
         priority: Priority,
-    ) -> Result<Result<(), NotUntil>, FileStateError> {
+    ) -> Result<Result<Charge, NotUntil>, FileStateError> {
         let _held = self.hold()?;
         let now = decided_at(now, started);
         let Loaded {
@@ -227,7 +227,9 @@ impl Inner {
             rebased,
             unwritten,
         } = self.load(now)?;
-        let decision = self.policy.try_acquire(&mut state, reading, priority);
+        let decision = self
+            .policy
+            .try_acquire_charge(&mut state, reading, priority);
         // A pause held in memory is written with the first decision that can, refused or
         // not, so that the other processes hold too.
         if decision.is_ok() || rebased || unwritten.is_some() {
@@ -243,6 +245,25 @@ impl Inner {
             }
             .not_until(&self.policy)
         }))
+    }
+
+    /// Takes back `charge`, made by [`decide`](Self::decide) for a request that was never
+    /// sent (its caller went away while the decision was in flight), as of `now` (the
+    /// caller's wall clock when the decision started) plus the time since `started`.
+    pub(super) fn refund(
+        &self,
+        charge: &Charge,
+        now: SystemTime,
+        started: Instant,
+    ) -> Result<(), FileStateError> {
+        let _held = self.hold()?;
+        let Loaded {
+            mut state,
+            unwritten,
+            ..
+        } = self.load(decided_at(now, started))?;
+        self.policy.uncharge(&mut state, charge);
+        self.store(&state, unwritten)
     }
 
     /// Writes a server's pause; one that cannot be written (whatever failed: the lock, the
