@@ -100,8 +100,13 @@ impl From<&DrChronoError> for SupportReport {
             error_kind: error.kind_name(),
             method: context.method.as_ref().map(ToString::to_string),
             url: context.uri.as_ref().map(|uri| {
+                // Host and port only: a URI's user information (`user:secret@`) is a
+                // credential, never reported.
                 let base = match (uri.scheme_str(), uri.authority()) {
-                    (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+                    (Some(scheme), Some(authority)) => match authority.port() {
+                        Some(port) => format!("{scheme}://{}:{port}", authority.host()),
+                        None => format!("{scheme}://{}", authority.host()),
+                    },
                     _ => String::new(),
                 };
                 match uri.query() {

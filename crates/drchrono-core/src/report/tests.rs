@@ -174,3 +174,33 @@ fn field_errors_keep_names_and_words_but_no_quoted_value() {
 fn failed_appointment_report() -> String {
     SupportReport::from(&failed_appointment()).to_string()
 }
+
+#[test]
+fn a_report_names_the_host_and_port_but_no_user_information() {
+    for (uri, shown) in [
+        (
+            "https://svc:s3cret@app.drchrono.com/api/patients",
+            "https://app.drchrono.com/api/patients",
+        ),
+        (
+            "http://svc:s3cret@127.0.0.1:8080/api/patients?first_name=Ada",
+            "http://127.0.0.1:8080/api/patients?first_name=REDACT",
+        ),
+    ] {
+        let request = http::Request::get(uri).body(()).unwrap();
+        let mut context = ErrorContext::from_request(&request);
+        context.status = Some(StatusCode::INTERNAL_SERVER_ERROR);
+        let error = DrChronoError::Server {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            context: Box::new(context),
+        };
+        let report = SupportReport::from(&error);
+        let email = report.to_string();
+        let json = serde_json::to_string(&report).unwrap();
+        for text in [&email, &json] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(!text.contains("svc"), "{text}");
+            assert!(text.contains(shown), "{shown} missing: {text}");
+        }
+    }
+}
