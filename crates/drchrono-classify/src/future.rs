@@ -217,7 +217,7 @@ where
                     Err(error) => {
                         let source = error.into();
                         let error = DrChronoError::Transport {
-                            not_sent: (this.config.not_sent)(&source),
+                            not_sent: (this.config.not_sent())(&source),
                             source,
                             context: Box::new(this.request.take()),
                         };

@@ -19,7 +19,15 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
-    pub(crate) not_sent: NotSentPredicate,
+    /// `None`: none was set; [`is_connect_error`] decides.
+    pub(crate) not_sent: Option<NotSentPredicate>,
+}
+
+impl Config {
+    /// The not-sent predicate in effect.
+    pub(crate) fn not_sent(&self) -> NotSentPredicate {
+        self.not_sent.unwrap_or(is_connect_error)
+    }
 }
 
 impl Default for Config {
@@ -27,7 +35,7 @@ impl Default for Config {
         Self {
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
-            not_sent: is_connect_error,
+            not_sent: None,
         }
     }
 }
@@ -86,7 +94,28 @@ impl ErrorClassifyLayer {
     /// `hyper_util::client::legacy::Error::is_connect`.
     #[must_use]
     pub fn not_sent(mut self, predicate: NotSentPredicate) -> Self {
-        self.config.not_sent = predicate;
+        self.config.not_sent = Some(predicate);
+        self
+    }
+
+    /// [`not_sent`](Self::not_sent), unless a predicate was set already: for a facade that
+    /// knows its transport's errors, given a layer its user configured (a body limit, say),
+    /// so that the user's options stay and so does the facade's knowledge, while a
+    /// predicate the user chose wins.
+    ///
+    /// ```
+    /// use drchrono_classify::ErrorClassifyLayer;
+    /// # fn transports_predicate(_: &drchrono_core::BoxError) -> bool { false }
+    ///
+    /// // The user's options, completed by the facade.
+    /// let layer = ErrorClassifyLayer::new()
+    ///     .body_limit(16 * 1024)
+    ///     .default_not_sent(transports_predicate);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn default_not_sent(mut self, predicate: NotSentPredicate) -> Self {
+        self.config.not_sent.get_or_insert(predicate);
         self
     }
 }

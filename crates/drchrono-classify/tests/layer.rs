@@ -254,6 +254,48 @@ async fn inner_errors_become_transport_errors() {
     assert!(error.is_not_sent());
 }
 
+/// `default_not_sent` applies only where no predicate was set: a facade's predicate
+/// completes a user's options, and a predicate the user chose wins.
+#[tokio::test]
+async fn a_default_not_sent_predicate_yields_to_one_set_before() {
+    fn always(_: &BoxError) -> bool {
+        true
+    }
+    fn never(_: &BoxError) -> bool {
+        false
+    }
+    let not_sent = |layer: ErrorClassifyLayer| async move {
+        let reset = service_fn(|_req: Request<Full<Bytes>>| async {
+            Err::<Response<Full<Bytes>>, _>(io::Error::from(io::ErrorKind::ConnectionReset))
+        });
+        layer
+            .layer(reset)
+            .oneshot(request())
+            .await
+            .unwrap_err()
+            .is_not_sent()
+    };
+    assert!(not_sent(ErrorClassifyLayer::new().default_not_sent(always)).await);
+    assert!(
+        not_sent(
+            ErrorClassifyLayer::new()
+                .body_limit(1024)
+                .default_not_sent(always)
+        )
+        .await
+    );
+    assert!(
+        !not_sent(
+            ErrorClassifyLayer::new()
+                .not_sent(never)
+                .default_not_sent(always)
+        )
+        .await
+    );
+    // Neither: `is_connect_error`, which a reset is not.
+    assert!(!not_sent(ErrorClassifyLayer::new()).await);
+}
+
 /// A service whose `poll_ready` fails.
 #[derive(Clone, Debug)]
 struct Broken;

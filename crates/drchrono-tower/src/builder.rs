@@ -24,7 +24,7 @@ use crate::client::{ClientConfig, DrChronoClient};
 use crate::layer::DrChronoLayer;
 use crate::origin::is_loopback;
 use crate::redirect::DEFAULT_MAX_REDIRECTS;
-use crate::transport::{DEFAULT_CONNECT_TIMEOUT, https_client_with_connect_timeout, not_sent};
+use crate::transport::{DEFAULT_CONNECT_TIMEOUT, https_client_with_connect_timeout};
 
 /// DrChrono's API base URL.
 pub const DRCHRONO_API_URL: &str = "https://app.drchrono.com";
@@ -400,7 +400,9 @@ impl DrChronoClientBuilder {
         self
     }
 
-    /// The classifier's options (default: a 64 KiB error-body limit).
+    /// The classifier's options (default: a 64 KiB error-body limit). Unless they set their
+    /// own [`not_sent`](ErrorClassifyLayer::not_sent) predicate, the client's stays
+    /// ([`not_sent`](crate::not_sent): a connect timeout is `not_sent: true`).
     pub fn classify(mut self, classify: ErrorClassifyLayer) -> Self {
         self.classify = Some(classify);
         self
@@ -570,10 +572,10 @@ impl DrChronoClientBuilder {
         if let Some(hook) = self.hook {
             tokens = tokens.on_reauthorization(move |event| hook(event));
         }
-        let classify = self
-            .classify
-            .unwrap_or_else(|| ErrorClassifyLayer::new().not_sent(not_sent));
-        let mut layer = DrChronoLayer::new(tokens.build()).classify(classify);
+        let mut layer = DrChronoLayer::new(tokens.build());
+        if let Some(classify) = self.classify {
+            layer = layer.classify(classify);
+        }
         if let Some(limiter) = self.rate_limiter {
             layer = layer.rate_limit(limiter);
         }

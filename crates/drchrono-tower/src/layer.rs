@@ -181,10 +181,13 @@ impl DrChronoLayer {
         self
     }
 
-    /// Replaces the classifier's options (default: [`ErrorClassifyLayer::new`]).
+    /// Replaces the classifier's options (default: [`ErrorClassifyLayer::new`]). Unless
+    /// `classify` sets its own [`not_sent`](ErrorClassifyLayer::not_sent) predicate, the
+    /// layer's stays: [`not_sent`](crate::not_sent), which knows this crate's transport
+    /// errors (a connect timeout is `not_sent: true`).
     #[must_use]
     pub fn classify(mut self, classify: ErrorClassifyLayer) -> Self {
-        self.classify = classify;
+        self.classify = classify.default_not_sent(crate::transport::not_sent);
         self
     }
 

@@ -129,6 +129,7 @@ mod tests {
     use std::convert::Infallible;
     use std::time::SystemTime;
 
+    use drchrono_classify::ErrorClassifyLayer;
     use drchrono_core::DrChronoError;
     use drchrono_oauth::TokenSet;
     use drchrono_retry::RetryPolicy;
@@ -203,6 +204,40 @@ mod tests {
             .unwrap_err();
         assert!(error.is_not_sent(), "{error:?}");
         assert_eq!(policy.stats().transport_retries, 3);
+    }
+
+    /// The classifier's options a user sets (a body limit) keep the client's not-sent
+    /// predicate: a connect timeout is still `not_sent: true`, and a POST is retried. A
+    /// predicate the user sets wins.
+    #[tokio::test(start_paused = true)]
+    async fn a_custom_classifier_keeps_the_clients_not_sent_predicate() {
+        fn never(_: &BoxError) -> bool {
+            false
+        }
+        let expires = SystemTime::now() + Duration::from_secs(48 * 3600);
+        for (classify, retried) in [
+            (ErrorClassifyLayer::new().body_limit(16 * 1024), true),
+            (ErrorClassifyLayer::new().not_sent(never), false),
+        ] {
+            let policy = RetryPolicy::builder().seed(1).build().unwrap();
+            let client = DrChronoClient::builder()
+                .credentials("id", "secret".to_owned())
+                .tokens(TokenSet::new(
+                    "access".to_owned(),
+                    "refresh".to_owned(),
+                    expires,
+                ))
+                .retry(policy.clone())
+                .classify(classify)
+                .build_with_transport(never_connects())
+                .unwrap();
+            let error = bounded(client.post("/api/appointments", &json!({"patient": 7})))
+                .await
+                .unwrap_err();
+            assert_eq!(error.is_not_sent(), retried, "{error:?}");
+            let retries = if retried { 3 } else { 0 };
+            assert_eq!(policy.stats().transport_retries, retries);
+        }
     }
 
     /// `call`, failing the test if it is still pending after 7 simulated days.
