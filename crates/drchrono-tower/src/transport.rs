@@ -151,26 +151,34 @@ mod tests {
         Client::builder(TokioExecutor::new()).build(connector)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_connect_timeout_is_typed_and_not_sent() {
-        let transport = never_connects();
+    /// A client builder with credentials and a token valid for 48 hours.
+    fn with_a_valid_token() -> crate::DrChronoClientBuilder {
         let expires = SystemTime::now() + Duration::from_secs(48 * 3600);
-        let client = DrChronoClient::builder()
+        DrChronoClient::builder()
             .credentials("id", "secret".to_owned())
             .tokens(TokenSet::new(
                 "access".to_owned(),
                 "refresh".to_owned(),
                 expires,
             ))
-            .base_url("https://app.drchrono.com")
-            .retry(RetryPolicy::builder().max_retries(0).build().unwrap())
-            .build_with_transport(transport)
-            .unwrap();
-        let start = Instant::now();
-        // A POST: only a request that provably never left may be retried after a failure.
-        let error = bounded(client.post("/api/appointments", &json!({"patient": 7})))
+    }
+
+    /// A POST (only a request that provably never left may be retried after a failure)
+    /// over a transport that never connects: the error it ends with.
+    async fn post_over_never_connects(builder: crate::DrChronoClientBuilder) -> DrChronoError {
+        let client = builder.build_with_transport(never_connects()).unwrap();
+        bounded(client.post("/api/appointments", &json!({"patient": 7})))
             .await
-            .unwrap_err();
+            .unwrap_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_timeout_is_typed_and_not_sent() {
+        let builder = with_a_valid_token()
+            .base_url("https://app.drchrono.com")
+            .retry(RetryPolicy::builder().max_retries(0).build().unwrap());
+        let start = Instant::now();
+        let error = post_over_never_connects(builder).await;
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         let DrChronoError::Transport {
             not_sent, source, ..
@@ -186,22 +194,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn connect_timeouts_are_retried_for_any_method() {
-        let transport = never_connects();
-        let expires = SystemTime::now() + Duration::from_secs(48 * 3600);
         let policy = RetryPolicy::builder().seed(1).build().unwrap();
-        let client = DrChronoClient::builder()
-            .credentials("id", "secret".to_owned())
-            .tokens(TokenSet::new(
-                "access".to_owned(),
-                "refresh".to_owned(),
-                expires,
-            ))
-            .retry(policy.clone())
-            .build_with_transport(transport)
-            .unwrap();
-        let error = bounded(client.post("/api/appointments", &json!({"patient": 7})))
-            .await
-            .unwrap_err();
+        let error = post_over_never_connects(with_a_valid_token().retry(policy.clone())).await;
         assert!(error.is_not_sent(), "{error:?}");
         assert_eq!(policy.stats().transport_retries, 3);
     }
@@ -214,26 +208,15 @@ mod tests {
         fn never(_: &BoxError) -> bool {
             false
         }
-        let expires = SystemTime::now() + Duration::from_secs(48 * 3600);
         for (classify, retried) in [
             (ErrorClassifyLayer::new().body_limit(16 * 1024), true),
             (ErrorClassifyLayer::new().not_sent(never), false),
         ] {
             let policy = RetryPolicy::builder().seed(1).build().unwrap();
-            let client = DrChronoClient::builder()
-                .credentials("id", "secret".to_owned())
-                .tokens(TokenSet::new(
-                    "access".to_owned(),
-                    "refresh".to_owned(),
-                    expires,
-                ))
+            let builder = with_a_valid_token()
                 .retry(policy.clone())
-                .classify(classify)
-                .build_with_transport(never_connects())
-                .unwrap();
-            let error = bounded(client.post("/api/appointments", &json!({"patient": 7})))
-                .await
-                .unwrap_err();
+                .classify(classify);
+            let error = post_over_never_connects(builder).await;
             assert_eq!(error.is_not_sent(), retried, "{error:?}");
             let retries = if retried { 3 } else { 0 };
             assert_eq!(policy.stats().transport_retries, retries);
