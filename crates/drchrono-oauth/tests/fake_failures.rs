@@ -36,6 +36,14 @@ fn expect_unsent_store_error<T: std::fmt::Debug>(result: Result<T, DrChronoError
     }
 }
 
+/// The fakes (600 s grants), [`flaky_store_from_first_refresh`] and a manager on it.
+async fn on_a_flaky_store() -> (Arc<FakeAuth>, Arc<ApiLog>, Arc<FlakyStore>, TokenManager) {
+    let auth = FakeAuth::new(600);
+    let store = flaky_store_from_first_refresh().await;
+    let manager = manager(&auth, store.clone());
+    (auth, Arc::new(ApiLog::default()), store, manager)
+}
+
 /// A store that can be made to fail, holding `FIRST_REFRESH` as generation 1.
 async fn flaky_store_from_first_refresh() -> Arc<FlakyStore> {
     let store = Arc::new(FlakyStore::default());
@@ -276,10 +284,7 @@ async fn a_margin_of_the_whole_lifetime_still_sends_each_token_for_half_its_life
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_save_surfaces_and_keeps_the_new_pair_for_a_later_save() {
-    let auth = FakeAuth::new(600);
-    let log = Arc::new(ApiLog::default());
-    let store = flaky_store_from_first_refresh().await;
-    let manager = manager(&auth, store.clone());
+    let (auth, log, store, manager) = on_a_flaky_store().await;
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
 
     store.fail_saves.store(true, Ordering::SeqCst);
@@ -603,11 +608,8 @@ async fn a_grant_with_an_empty_access_token_keeps_the_rotated_refresh_token() {
 /// and the first refresh after the save does.
 #[tokio::test(start_paused = true)]
 async fn a_rotated_refresh_token_that_cannot_be_saved_is_saved_before_it_is_spent() {
-    let auth = FakeAuth::new(600);
+    let (auth, log, store, manager) = on_a_flaky_store().await;
     auth.garble_next_grant(serde_json::json!({"access_token": "not header safe"}));
-    let log = Arc::new(ApiLog::default());
-    let store = flaky_store_from_first_refresh().await;
-    let manager = manager(&auth, store.clone());
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
 
     store.fail_saves.store(true, Ordering::SeqCst);
@@ -983,10 +985,7 @@ async fn a_set_tokens_pair_whose_save_failed_still_overwrites_the_store() {
 /// revoked the refreshed pair) instead of overwriting it.
 #[tokio::test(start_paused = true)]
 async fn a_refreshed_pair_whose_save_failed_adopts_a_newer_stored_pair() {
-    let auth = FakeAuth::new(600);
-    let log = Arc::new(ApiLog::default());
-    let store = flaky_store_from_first_refresh().await;
-    let manager = manager(&auth, store.clone());
+    let (auth, log, store, manager) = on_a_flaky_store().await;
     let service = OAuthRefresh::new(api(&auth, &log, Duration::ZERO), manager.clone());
 
     store.fail_saves.store(true, Ordering::SeqCst);
